@@ -1,0 +1,41 @@
+# One-command set-up: `make run` installs and starts the service, `make test` installs and
+# runs the whole test suite. Both create the virtualenv in .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install install-bench run test lint format bench-engine bench-service clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+install-bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+
+run: install
+	$(BIN)/backprop standalone
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+
+bench-engine: install-bench
+	$(BIN)/python bench/engine.py
+
+bench-service: install
+	$(BIN)/python bench/service.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info backprop.db*

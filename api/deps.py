@@ -1,0 +1,30 @@
+"""Injected dependencies: database session, owner of the request, Redis, task queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from core.db.session import get_sessionmaker
+from core.settings import Settings, get_settings
+
+
+def get_db() -> Iterator[Session]:
+    session = get_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_owner(request: Request) -> str:
+    """The owner every dataset and run of this request belongs to."""
+    return getattr(request.state, "owner", "default")
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+OwnerDep = Annotated[str, Depends(get_owner)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,170 @@
+"""The SSE event stream of one run: history from the database, live events from Redis.
+
+Event ids are ``"<epoch>-<s>"``: the last finished epoch the client has and the first
+letter of the last status it was told. Clients treat them as opaque; on reconnect the
+``Last-Event-ID`` tells exactly what to send next, so nothing is missed or repeated.
+
+Ordering guarantee: the worker commits an epoch to the database before it appends it to
+the stream. We note the stream's end *before* reading the database, then read the stream
+from there, dropping epochs the database already gave us; a silent stream (Redis lost
+events, or is down) is covered by re-reading the database on every read timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from core.db.models import MetricRow, Run, RunStatus
+from core.db.session import get_sessionmaker
+from core.streams import EVENT_METRIC, EVENT_STATUS, decode_event, stream_key
+
+logger = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 2000
+STATUS_LETTERS = {s.value[0]: s.value for s in RunStatus}
+
+
+@dataclass
+class Snapshot:
+    status: str
+    error: str | None
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_last_event_id(value: str | None) -> tuple[int, str | None]:
+    """``"12-r"`` → ``(12, "running")``; anything unreadable means "from the start"."""
+    if not value:
+        return 0, None
+    epoch_text, _, letter = value.strip().partition("-")
+    try:
+        epoch = max(int(epoch_text), 0)
+    except ValueError:
+        return 0, None
+    return epoch, STATUS_LETTERS.get(letter)
+
+
+def load_snapshot(run_id: str, after_epoch: int) -> Snapshot | None:
+    with get_sessionmaker()() as db:
+        run = db.get(Run, run_id)
+        if run is None:
+            return None
+        rows = db.scalars(
+            select(MetricRow)
+            .where(MetricRow.run_id == run_id, MetricRow.epoch > after_epoch)
+            .order_by(MetricRow.epoch)
+        )
+        return Snapshot(run.status, run.error, [row.as_item() for row in rows])
+
+
+class _Cursor:
+    """What this client has been sent so far."""
+
+    def __init__(self, epoch: int, status: str | None) -> None:
+        self.epoch = epoch
+        self.status = status
+
+    def event_id(self) -> str:
+        return f"{self.epoch}-{(self.status or 'q')[0]}"
+
+    def metric(self, item: dict[str, Any]) -> dict[str, Any]:
+        self.epoch = int(item["epoch"])
+        return {"event": EVENT_METRIC, "id": self.event_id(), "data": json.dumps(item)}
+
+    def status_event(self, status: str, error: str | None = None) -> dict[str, Any]:
+        self.status = status
+        data: dict[str, Any] = {"status": status}
+        if error:
+            data["error"] = error
+        return {"event": EVENT_STATUS, "id": self.event_id(), "data": json.dumps(data)}
+
+
+def _from_snapshot(cursor: _Cursor, snap: Snapshot) -> tuple[list[dict[str, Any]], bool]:
+    """Events that bring the client up to ``snap``; True when the run has ended."""
+    events: list[dict[str, Any]] = []
+    terminal = RunStatus(snap.status).is_terminal
+    if not terminal and snap.status != cursor.status:
+        events.append(cursor.status_event(snap.status))
+    events.extend(cursor.metric(item) for item in snap.items if item["epoch"] > cursor.epoch)
+    if terminal and snap.status != cursor.status:
+        events.append(cursor.status_event(snap.status, snap.error))
+    return events, terminal
+
+
+async def run_event_stream(
+    client: aioredis.Redis, run_id: str, last_event_id: str | None
+) -> AsyncIterator[dict[str, Any]]:
+    cursor = _Cursor(*parse_last_event_id(last_event_id))
+    key = stream_key(run_id)
+
+    position = "0-0"
+    try:
+        newest = await client.xrevrange(key, count=1)
+        if newest:
+            position = newest[0][0].decode() if isinstance(newest[0][0], bytes) else newest[0][0]
+    except redis.RedisError as exc:
+        logger.warning(
+            "events of run %s: Redis unavailable (%s); polling the database", run_id, exc
+        )
+
+    async def catch_up() -> bool:
+        snap = await run_in_threadpool(load_snapshot, run_id, cursor.epoch)
+        if snap is None:  # deleted while watched
+            return True
+        events, ended = _from_snapshot(cursor, snap)
+        for event in events:
+            await queue.put(event)
+        return ended
+
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    ended = await catch_up()
+    while not queue.empty():
+        yield queue.get_nowait()
+    if ended:
+        return
+
+    while True:
+        try:
+            reply = await client.xread({key: position}, block=READ_BLOCK_MS, count=500)
+        except redis.RedisError as exc:
+            logger.warning("events of run %s: Redis read failed (%s)", run_id, exc)
+            reply = None
+            await asyncio.sleep(1.0)
+        if not reply:
+            ended = await catch_up()
+        else:
+            ended = False
+            for entry_id, fields in reply[0][1]:
+                position = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                event, data = decode_event(fields)
+                if event == EVENT_METRIC:
+                    epoch = int(data["epoch"])
+                    if epoch <= cursor.epoch:
+                        continue  # already sent (from the database, or a resumed run)
+                    if epoch > cursor.epoch + 1:
+                        await catch_up()  # the stream lost some: fill the gap from the DB
+                        if epoch <= cursor.epoch:
+                            continue
+                    await queue.put(cursor.metric(data))
+                elif event == EVENT_STATUS:
+                    status = data.get("status")
+                    if status == cursor.status or status not in STATUS_LETTERS.values():
+                        continue
+                    if RunStatus(status).is_terminal:
+                        # Every epoch is in the database before the terminal status.
+                        ended = await catch_up()
+                        break
+                    await queue.put(cursor.status_event(status))
+        while not queue.empty():
+            yield queue.get_nowait()
+        if ended:
+            return

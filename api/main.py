@@ -1,0 +1,65 @@
+"""The FastAPI application factory: routers, error handlers, shared Redis clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import datasets, health, runs
+from core.settings import get_settings
+from core.streams import EventPublisher
+
+logger = logging.getLogger(__name__)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 for invalid values, 400 when the body is not even JSON."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return JSONResponse(
+            {"detail": "request body is not valid JSON: " + str(errors[0].get("ctx", ""))},
+            status_code=400,
+        )
+    cleaned: list[dict[str, Any]] = []
+    for err in errors:
+        item = {k: err[k] for k in ("type", "loc", "msg") if k in err}
+        if "ctx" in err:
+            item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
+        cleaned.append(item)
+    return JSONResponse({"detail": cleaned}, status_code=422)
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.redis = aioredis.Redis.from_url(settings.redis_url)
+        app.state.events = EventPublisher(
+            redis.Redis.from_url(settings.redis_url),
+            maxlen=settings.stream_maxlen,
+            ttl_s=settings.stream_ttl_s,
+        )
+        yield
+        await app.state.redis.aclose()
+
+    app = FastAPI(
+        title="Backprop Service",
+        version="0.1.0",
+        summary="Train neural networks by backpropagation over HTTP.",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(runs.router)
+    return app

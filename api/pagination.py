@@ -1,0 +1,49 @@
+"""Keyset pagination, newest first, over tables with ``created_at`` and ``id`` columns."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, TypeVar
+
+from fastapi import HTTPException
+from sqlalchemy import Select, and_, or_
+
+from core.db.models import as_utc
+
+T = TypeVar("T", bound=tuple[Any, ...])
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = f"{as_utc(created_at).isoformat()}|{row_id}"  # type: ignore[union-attr]
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        stamp, row_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(stamp), row_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, detail=f"cursor: not a cursor from this API ({cursor!r})") from exc
+
+
+def paginate(stmt: Select[T], model: Any, cursor: str | None, limit: int) -> Select[T]:
+    """Order newest first and start after ``cursor``; fetch ``limit + 1`` to see if more."""
+    if cursor:
+        created_at, row_id = decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(
+                model.created_at < created_at,
+                and_(model.created_at == created_at, model.id < row_id),
+            )
+        )
+    return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+
+
+def page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    """Split the ``limit + 1`` fetched rows into the page and the next cursor."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.created_at, last.id)

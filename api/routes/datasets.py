@@ -1,0 +1,235 @@
+"""/api/v1/datasets: upload (CSV, NPZ, JSON), list, read and delete datasets."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from core.data import (
+    DatasetError,
+    ParsedDataset,
+    parse_json,
+    parse_upload,
+    sha256_hex,
+    to_npz_bytes,
+)
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy import exists, select
+from starlette.datastructures import UploadFile
+
+from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.pagination import page, paginate
+from api.schemas import DatasetCreateJSON, DatasetList, DatasetRecord, ErrorOut
+from core.db.models import ACTIVE_STATUSES, Dataset, Run
+from core.db.session import session_scope
+from core.settings import Settings
+
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422)
+}
+
+UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "target": {
+                            "type": "string",
+                            "description": "Target column(s) of a CSV, comma-separated.",
+                        },
+                        "name": {"type": "string"},
+                        "task": {"type": "string", "enum": ["classification", "regression"]},
+                    },
+                }
+            },
+            "application/json": {"schema": DatasetCreateJSON.model_json_schema()},
+        },
+    }
+}
+
+
+def dataset_record(ds: Dataset) -> dict[str, Any]:
+    return {
+        "id": ds.id,
+        "name": ds.name,
+        "n_samples": ds.n_samples,
+        "n_features": ds.n_features,
+        "n_targets": ds.n_targets,
+        "task": ds.task,
+        "classes": ds.classes,
+        "sha256": ds.sha256,
+        "size_bytes": ds.size_bytes,
+        "created_at": ds.created_at,
+    }
+
+
+def _too_large(settings: Settings) -> HTTPException:
+    return HTTPException(
+        413,
+        detail=f"request body is larger than the limit of {settings.max_upload_bytes} bytes "
+        "(BACKPROP_MAX_UPLOAD_BYTES)",
+    )
+
+
+async def _read_limited_body(request: Request, settings: Settings) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 65536:
+        raise _too_large(settings)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > settings.max_upload_bytes + 65536:
+            raise _too_large(settings)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parse_multipart(
+    request: Request, settings: Settings
+) -> tuple[str | None, ParsedDataset]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 65536:
+        raise _too_large(settings)
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except Exception as exc:  # malformed multipart bodies raise several error types
+        raise HTTPException(400, detail=f"malformed multipart body: {exc}") from exc
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise HTTPException(422, detail="file: a form field 'file' holding the dataset is required")
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise _too_large(settings)
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    name = fields.get("name") or upload.filename
+    task = fields.get("task") or None
+    target = fields.get("target") or None
+    parsed = await run_in_threadpool(
+        parse_upload,
+        upload.filename,
+        upload.content_type,
+        data,
+        target=target,
+        task=task,
+        max_bytes=settings.max_upload_bytes,
+        max_cells=settings.max_dataset_cells,
+    )
+    return name, parsed
+
+
+async def _parse_json(request: Request, settings: Settings) -> tuple[str | None, ParsedDataset]:
+    body = await _read_limited_body(request, settings)
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, detail=f"body is not valid JSON: {exc}") from exc
+    try:
+        req = DatasetCreateJSON.model_validate(payload)
+    except ValidationError as exc:
+        raise HTTPException(
+            422, detail=exc.errors(include_url=False, include_context=False, include_input=False)
+        ) from exc
+    parsed = await run_in_threadpool(
+        parse_json, req.X, req.y, task=req.task, max_cells=settings.max_dataset_cells
+    )
+    return req.name, parsed
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetRecord,
+    responses=ERRORS,
+    openapi_extra=UPLOAD_OPENAPI,
+    summary="Upload a dataset (multipart CSV/NPZ file, or JSON arrays)",
+)
+async def create_dataset(
+    request: Request, response: Response, owner: OwnerDep, settings: SettingsDep
+) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type == "multipart/form-data":
+            name, parsed = await _parse_multipart(request, settings)
+        elif content_type == "application/json":
+            name, parsed = await _parse_json(request, settings)
+        else:
+            raise HTTPException(
+                415,
+                detail=f"unsupported content type {content_type or '(none)'!r}; send "
+                "multipart/form-data with a 'file' field, or application/json",
+            )
+    except DatasetError as exc:
+        raise HTTPException(exc.status_code, detail=str(exc)) from exc
+
+    def store() -> dict[str, Any]:
+        blob = to_npz_bytes(parsed)
+        ds = Dataset(
+            owner=owner,
+            name=(name or "dataset")[:200],
+            n_samples=parsed.n_samples,
+            n_features=parsed.n_features,
+            n_targets=parsed.n_targets,
+            task=parsed.task,
+            classes=parsed.classes,
+            sha256=sha256_hex(blob),
+            size_bytes=len(blob),
+            data=blob,
+        )
+        with session_scope() as s:
+            s.add(ds)
+        return dataset_record(ds)
+
+    record = await run_in_threadpool(store)
+    response.headers["Location"] = f"/api/v1/datasets/{record['id']}"
+    return record
+
+
+@router.get("", response_model=DatasetList, responses=ERRORS)
+def list_datasets(
+    db: SessionDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    stmt = paginate(select(Dataset).where(Dataset.owner == owner), Dataset, cursor, limit)
+    rows, next_cursor = page(list(db.scalars(stmt)), limit)
+    return {"items": [dataset_record(d) for d in rows], "next_cursor": next_cursor}
+
+
+def get_owned_dataset(db: SessionDep, owner: str, dataset_id: str) -> Dataset:
+    ds = db.get(Dataset, dataset_id)
+    if ds is None or ds.owner != owner:
+        raise HTTPException(404, detail=f"dataset {dataset_id} not found")
+    return ds
+
+
+@router.get("/{dataset_id}", response_model=DatasetRecord, responses=ERRORS)
+def get_dataset(dataset_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    return dataset_record(get_owned_dataset(db, owner, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, responses=ERRORS)
+def delete_dataset(dataset_id: str, db: SessionDep, owner: OwnerDep) -> Response:
+    ds = get_owned_dataset(db, owner, dataset_id)
+    in_use = db.scalar(
+        select(
+            exists().where(
+                Run.dataset_id == dataset_id, Run.status.in_([s.value for s in ACTIVE_STATUSES])
+            )
+        )
+    )
+    if in_use:
+        raise HTTPException(409, detail=f"dataset {dataset_id} is used by a queued or running run")
+    db.delete(ds)
+    db.commit()
+    return Response(status_code=204)

@@ -1,0 +1,332 @@
+"""/api/v1/runs: submit, list, read, watch, cancel, delete runs; weights and predictions."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import OrderedDict
+from threading import Lock
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from sse_starlette.sse import EventSourceResponse
+
+from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.events import run_event_stream
+from api.pagination import page, paginate
+from api.schemas import (
+    ErrorOut,
+    MetricsOut,
+    PredictIn,
+    PredictOut,
+    RunCreate,
+    RunList,
+    RunRecord,
+    WeightsOut,
+)
+from core.db.models import (
+    ACTIVE_STATUSES,
+    Dataset,
+    MetricRow,
+    ModelArtifact,
+    Run,
+    RunStatus,
+    utcnow,
+)
+from core.db.session import get_sessionmaker
+from core.engine import Network
+from core.spec import check_compatible
+from core.streams import EVENT_STATUS
+from workers.celery_app import TRAIN_TASK, celery_app
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422)
+}
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "dataset_id": run.dataset_id,
+        "network": run.network,
+        "training": run.training,
+        "progress": {"epoch": run.epoch, "epochs": run.epochs},
+        "metrics": run.metrics or {"loss": None},
+        "error": run.error,
+        "attempts": run.attempts,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def get_owned_run(db: Session, owner: str, run_id: str) -> Run:
+    run = db.get(Run, run_id)
+    if run is None or run.owner != owner:
+        raise HTTPException(404, detail=f"run {run_id} not found")
+    return run
+
+
+def enqueue(run_id: str) -> None:
+    """Send the training task; the run is already committed, so a lost send only delays it."""
+    try:
+        celery_app.send_task(TRAIN_TASK, args=[run_id])
+    except Exception as exc:  # broker down: the run stays queued and is re-enqueued later
+        logger.error("could not enqueue run %s: %s", run_id, exc)
+
+
+def _validate_against(body: RunCreate, dataset: Dataset, settings: Any) -> None:
+    net, cfg = body.network, body.training
+    problems: list[str] = []
+    if net.input_dim != dataset.n_features:
+        problems.append(
+            f"network.input_dim is {net.input_dim} but dataset {dataset.id} has "
+            f"{dataset.n_features} features"
+        )
+    if net.layers[-1].units != dataset.n_targets:
+        problems.append(
+            f"network.layers[{len(net.layers) - 1}].units is {net.layers[-1].units} but dataset "
+            f"{dataset.id} has {dataset.n_targets} targets"
+        )
+    try:
+        check_compatible(net, cfg)
+    except ValueError as exc:
+        problems.append(str(exc))
+    n_params = sum(
+        (fan_in + 1) * layer.units
+        for fan_in, layer in zip(
+            [net.input_dim] + [lay.units for lay in net.layers[:-1]], net.layers, strict=True
+        )
+    )
+    if n_params > settings.max_parameters:
+        problems.append(
+            f"network has {n_params} parameters; the limit is {settings.max_parameters} "
+            "(BACKPROP_MAX_PARAMETERS)"
+        )
+    if cfg.epochs > settings.max_epochs:
+        problems.append(
+            f"training.epochs is {cfg.epochs}; the limit is {settings.max_epochs} "
+            "(BACKPROP_MAX_EPOCHS)"
+        )
+    if cfg.batch_size > settings.max_batch_size:
+        problems.append(
+            f"training.batch_size is {cfg.batch_size}; the limit is {settings.max_batch_size} "
+            "(BACKPROP_MAX_BATCH_SIZE)"
+        )
+    if problems:
+        raise HTTPException(422, detail="; ".join(problems))
+
+
+@router.post("", status_code=202, response_model=RunRecord, responses=ERRORS)
+def create_run(
+    body: RunCreate, response: Response, db: SessionDep, owner: OwnerDep, settings: SettingsDep
+) -> dict[str, Any]:
+    dataset = db.get(Dataset, body.dataset_id)
+    if dataset is None or dataset.owner != owner:
+        raise HTTPException(422, detail=f"dataset_id: no dataset with id {body.dataset_id}")
+    _validate_against(body, dataset, settings)
+    run = Run(
+        owner=owner,
+        name=body.name,
+        dataset_id=dataset.id,
+        network=body.network.model_dump(mode="json", exclude_none=True),
+        training=body.training.model_dump(mode="json"),
+        status=RunStatus.queued.value,
+        epochs=body.training.epochs,
+        metrics={"loss": None},
+    )
+    db.add(run)
+    db.commit()
+    enqueue(run.id)  # only after the commit: the worker must find the run
+    response.headers["Location"] = f"/api/v1/runs/{run.id}"
+    return run_record(run)
+
+
+@router.get("", response_model=RunList, responses=ERRORS)
+def list_runs(
+    db: SessionDep,
+    owner: OwnerDep,
+    status: Annotated[RunStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    stmt = select(Run).where(Run.owner == owner)
+    if status is not None:
+        stmt = stmt.where(Run.status == status.value)
+    rows, next_cursor = page(list(db.scalars(paginate(stmt, Run, cursor, limit))), limit)
+    return {"items": [run_record(r) for r in rows], "next_cursor": next_cursor}
+
+
+@router.get("/{run_id}", response_model=RunRecord, responses=ERRORS)
+def get_run(run_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    return run_record(get_owned_run(db, owner, run_id))
+
+
+@router.get("/{run_id}/metrics", response_model=MetricsOut, responses=ERRORS)
+def get_metrics(run_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    get_owned_run(db, owner, run_id)
+    rows = db.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.epoch))
+    return {"run_id": run_id, "items": [row.as_item() for row in rows]}
+
+
+@router.get(
+    "/{run_id}/events",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        **ERRORS,
+    },
+    response_class=EventSourceResponse,
+)
+async def run_events(
+    run_id: str,
+    request: Request,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(max_length=100)] = None,
+) -> EventSourceResponse:
+    def check() -> None:
+        with get_sessionmaker()() as db:
+            get_owned_run(db, owner, run_id)
+
+    await run_in_threadpool(check)
+    redis_client = request.app.state.redis
+    return EventSourceResponse(
+        run_event_stream(redis_client, run_id, last_event_id),
+        ping=int(settings.sse_ping_s),
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/{run_id}/cancel", status_code=202, response_model=RunRecord, responses=ERRORS)
+def cancel_run(run_id: str, request: Request, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    run = get_owned_run(db, owner, run_id)
+    if RunStatus(run.status).is_terminal:
+        raise HTTPException(409, detail=f"run {run_id} already ended ({run.status})")
+
+    # A queued run is cancelled at once; a worker that receives it later finds it ended.
+    cancelled_now = db.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.queued.value)
+        .values(status=RunStatus.cancelled.value, cancel_requested=True, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not cancelled_now:
+        db.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+    db.commit()
+    db.refresh(run)
+    if cancelled_now:
+        request.app.state.events.publish(
+            run_id, EVENT_STATUS, {"status": RunStatus.cancelled.value}, final=True
+        )
+    return run_record(run)
+
+
+@router.delete("/{run_id}", status_code=204, responses=ERRORS)
+def delete_run(run_id: str, db: SessionDep, owner: OwnerDep) -> Response:
+    run = get_owned_run(db, owner, run_id)
+    if RunStatus(run.status) in ACTIVE_STATUSES:
+        raise HTTPException(409, detail=f"run {run_id} is {run.status}; cancel it first")
+    db.delete(run)
+    db.commit()
+    _model_cache.drop(run_id)
+    return Response(status_code=204)
+
+
+class _ModelCache:
+    """Loaded models by run id; artifacts never change once written."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._items: OrderedDict[str, Network] = OrderedDict()
+        self._size = size
+        self._lock = Lock()
+
+    def get(self, db: Session, run: Run) -> Network:
+        with self._lock:
+            if run.id in self._items:
+                self._items.move_to_end(run.id)
+                return self._items[run.id]
+        if run.status != RunStatus.succeeded.value:
+            raise HTTPException(
+                409, detail=f"run {run.id} is {run.status}; weights exist once it succeeded"
+            )
+        blob = db.scalar(select(ModelArtifact.data).where(ModelArtifact.run_id == run.id))
+        if blob is None:
+            raise HTTPException(409, detail=f"run {run.id} has no stored model")
+        net = Network.load(blob)
+        with self._lock:
+            self._items[run.id] = net
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return net
+
+    def drop(self, run_id: str) -> None:
+        with self._lock:
+            self._items.pop(run_id, None)
+
+
+_model_cache = _ModelCache()
+
+
+@router.get(
+    "/{run_id}/weights",
+    response_model=WeightsOut,
+    responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+)
+def get_weights(
+    run_id: str,
+    db: SessionDep,
+    owner: OwnerDep,
+    format: Annotated[str, Query(pattern="^(json|npz)$")] = "json",
+) -> Any:
+    net = _model_cache.get(db, get_owned_run(db, owner, run_id))
+    if format == "npz":
+        arrays: dict[str, np.ndarray] = {}
+        for i, layer in enumerate(net.weights):
+            arrays[f"W{i}"] = layer["W"]
+            arrays[f"b{i}"] = layer["b"]
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return Response(
+            buf.getvalue(),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="run-{run_id}-weights.npz"'},
+        )
+    return {
+        "layers": [{"W": layer["W"].tolist(), "b": layer["b"].tolist()} for layer in net.weights]
+    }
+
+
+@router.post("/{run_id}/predict", response_model=PredictOut, responses=ERRORS)
+def predict(run_id: str, body: PredictIn, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    net = _model_cache.get(db, get_owned_run(db, owner, run_id))
+    n_in = net.spec.input_dim
+    for i, row in enumerate(body.inputs):
+        if len(row) != n_in:
+            raise HTTPException(
+                422, detail=f"inputs[{i}] has {len(row)} values; the network takes {n_in}"
+            )
+    X = np.asarray(body.inputs, dtype=np.float64)
+    if not np.all(np.isfinite(X)):
+        raise HTTPException(422, detail="inputs: every value must be a finite number")
+    outputs = np.asarray(net.predict(X), dtype=np.float64)
+    if not np.all(np.isfinite(outputs)):
+        raise HTTPException(422, detail="inputs: values too large; the outputs are not finite")
+    result: dict[str, Any] = {"outputs": outputs.tolist()}
+    if net.classes is not None:
+        result["labels"] = list(net.predict_labels(X))
+    return result

@@ -1,0 +1,1 @@
+"""Shared core of Backprop Service: the NumPy engine, specs, datasets, settings, storage."""

@@ -1,0 +1,73 @@
+"""Service configuration: one pydantic-settings object read from ``BACKPROP_*`` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; each field is the variable ``BACKPROP_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="BACKPROP_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///backprop.db",
+        description="SQLAlchemy URL; plain postgresql:// URLs use psycopg 3.",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis for the Celery broker and the metric streams.",
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker URL; defaults to redis_url."
+    )
+    task_queue: str = Field(
+        default="backprop", description="Celery queue that runs are sent to and workers take."
+    )
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, description="Largest dataset upload.")
+    max_dataset_cells: int = Field(
+        default=20_000_000, description="Largest rows x (features + targets) of a dataset."
+    )
+    max_parameters: int = Field(default=5_000_000, description="Most weights+biases of a network.")
+    max_epochs: int = Field(default=100_000, description="Most epochs of one run.")
+    max_batch_size: int = Field(default=65_536, description="Largest mini-batch.")
+    checkpoint_every: int = Field(
+        default=1, description="Checkpoint every k epochs (also bounded by checkpoint_seconds)."
+    )
+    checkpoint_seconds: float = Field(
+        default=10.0, description="At most this many seconds of work between checkpoints."
+    )
+    stream_maxlen: int = Field(
+        default=100_000, description="Approximate cap on events kept in one run's Redis Stream."
+    )
+    stream_ttl_s: int = Field(
+        default=86_400, description="A finished run's Redis Stream expires after this long."
+    )
+    blas_threads: int = Field(default=1, description="BLAS threads per worker process.")
+    worker_concurrency: int = Field(default=2, description="Worker processes of one worker.")
+    sse_ping_s: float = Field(default=15.0, description="Keep-alive comment interval on SSE.")
+    log_level: str = Field(default="INFO", description="Log level of api and worker.")
+    lease_s: float = Field(
+        default=30.0,
+        description="A running run's lease; its worker renews it, and a run whose lease "
+        "expired is taken over by another worker.",
+    )
+    max_attempts: int = Field(
+        default=3, description="A run whose worker died this many times ends failed."
+    )
+    celery_visibility_timeout_s: int = Field(
+        default=3600, description="Redis broker visibility timeout (the lease does recovery)."
+    )
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

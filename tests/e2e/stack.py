@@ -1,0 +1,169 @@
+"""The real service as processes for end-to-end tests: migrate, uvicorn API, celery worker.
+
+Each stack gets its own database and its own Celery queue on the shared Redis, so stacks
+never take each other's jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from cli.processes import free_port
+
+PYTHON = sys.executable
+REDIS_URL = os.environ.get("BACKPROP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def service_env(db_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        BACKPROP_DATABASE_URL=db_url,
+        BACKPROP_REDIS_URL=REDIS_URL,
+        BACKPROP_TASK_QUEUE=f"test-{uuid.uuid4().hex[:12]}",
+        BACKPROP_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def ready(self) -> bool:
+        return self.log.exists() and " ready." in self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@dataclass
+class Stack:
+    """A running API plus workers; ``client`` talks to the API over loopback."""
+
+    env: dict[str, str]
+    workdir: Path
+    port: int
+    api: subprocess.Popen[bytes] | None = None
+    workers: list[Worker] = field(default_factory=list)
+    client: httpx.Client = field(init=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [PYTHON, "-m", "cli", "migrate"], env=self.env, check=True, cwd=self.workdir,
+            capture_output=True,
+        )  # fmt: skip
+
+    def start_api(self) -> None:
+        log = open(self.workdir / "api.log", "ab")  # noqa: SIM115 - closed with the process
+        self.api = subprocess.Popen(
+            [PYTHON, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+
+        def healthy() -> bool:
+            if self.api is not None and self.api.poll() is not None:
+                raise RuntimeError("api exited:\n" + (self.workdir / "api.log").read_text())
+            try:
+                return self.client.get("/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, 30, "the API to be ready")
+
+    def start_worker(self, concurrency: int = 2, wait: bool = True, **extra_env: str) -> Worker:
+        n = len(self.workers)
+        log = self.workdir / f"worker{n}.log"
+        env = {**self.env, **extra_env}
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "cli", "worker", f"--concurrency={concurrency}"],
+            env=env, cwd=self.workdir, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True,
+        )  # fmt: skip
+        worker = Worker(proc, log)
+        self.workers.append(worker)
+        if wait:
+            wait_for(worker.ready, 60, "the worker to be ready", interval=0.1)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        if self.api is not None and self.api.poll() is None:
+            os.killpg(self.api.pid, signal.SIGTERM)
+            try:
+                self.api.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.api.pid, signal.SIGKILL)
+        self.client.close()
+
+    # -- conveniences used by many tests ------------------------------------------------
+    def upload_json(self, X, y, **extra) -> dict:  # type: ignore[no-untyped-def]
+        resp = self.client.post("/api/v1/datasets", json={"X": X, "y": y, **extra})
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    def submit(self, dataset_id: str, network: dict, training: dict, **extra) -> dict:  # type: ignore[no-untyped-def]
+        body = {"dataset_id": dataset_id, "network": network, "training": training, **extra}
+        resp = self.client.post("/api/v1/runs", json=body)
+        assert resp.status_code == 202, resp.text
+        return resp.json()
+
+    def wait_status(self, run_id: str, statuses: set[str], timeout: float = 60) -> dict:
+        def reached() -> dict | None:
+            run = self.client.get(f"/api/v1/runs/{run_id}").json()
+            return run if run["status"] in statuses else None
+
+        return wait_for(reached, timeout, f"run {run_id} to reach {statuses}", interval=0.05)
+
+    def wait_done(self, run_id: str, timeout: float = 60) -> dict:
+        return self.wait_status(run_id, {"succeeded", "failed", "cancelled"}, timeout)
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-5000:]}")
+        return "\n".join(parts)
+
+
+def start_stack(db_url: str, workdir: Path, *, workers: int = 1, concurrency: int = 2,
+                **extra_env: str) -> Stack:  # fmt: skip
+    stack = Stack(env=service_env(db_url, **extra_env), workdir=workdir, port=free_port())
+    stack.migrate()
+    stack.start_api()
+    for _ in range(workers):
+        stack.start_worker(concurrency=concurrency)
+    return stack

@@ -1,0 +1,162 @@
+"""End to end: every class of bad input gets its 4xx, and the service keeps working."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from tests.e2e.stack import Stack
+from tests.e2e.test_runs import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
+
+
+def _csv(stack: Stack, text: str, target: str = "y", filename: str = "d.csv"):  # type: ignore[no-untyped-def]
+    return stack.client.post(
+        "/api/v1/datasets",
+        files={"file": (filename, text.encode(), "text/csv")},
+        data={"target": target},
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "target", "status", "says"),
+    [
+        ("a,b,y\n1,2,3\n4,,6\n", "y", 422, "b"),  # missing value: names the column
+        ("a,b,y\n1,2,3\n4,nan,6\n", "y", 422, "b"),
+        ("a,b,y\n1,2,3\n4,inf,6\n", "y", 422, "b"),
+        ("a,b,y\n1,2,3\n4,5\n", "y", 400, "3"),  # ragged: names the line
+        ("a,b,y\n1,2,3\n", "label", 422, "label"),  # unknown target column
+        ("a,b,y\n", "y", 422, "row"),  # zero rows
+        ("a,b,y\n1,x,3\n", "y", 422, "b"),  # non-numeric feature
+    ],
+)
+def test_bad_csv_is_rejected_with_what_and_where(
+    stack: Stack, text: str, target: str, status: int, says: str
+) -> None:
+    resp = _csv(stack, text, target)
+    assert resp.status_code == status, resp.text
+    detail = resp.json()["detail"]
+    assert isinstance(detail, str) and says in detail, detail
+
+
+def test_upload_limits_and_formats(stack: Stack) -> None:
+    limit = int(stack.env["BACKPROP_MAX_UPLOAD_BYTES"])
+    big = "a,y\n" + "1.000000,2.000000\n" * (limit // 18 + 10)
+    resp = _csv(stack, big, "y")
+    assert resp.status_code == 413 and str(limit) in resp.json()["detail"]
+
+    resp = stack.client.post(
+        "/api/v1/datasets", files={"file": ("d.xlsx", b"PK\x03\x04junk", "application/vnd.ms-excel")}
+    )
+    assert resp.status_code == 415, resp.text
+    resp = stack.client.post("/api/v1/datasets", content=b"a,b\n1,2\n",
+                             headers={"content-type": "text/csv"})  # fmt: skip
+    assert resp.status_code == 415
+
+    buf = io.BytesIO()
+    np.savez(buf, X=np.array([[1, 2]], dtype=object), y=np.array([1.0]))
+    resp = stack.client.post("/api/v1/datasets", files={"file": ("p.npz", buf.getvalue())})
+    assert resp.status_code in (400, 422), resp.text
+    resp = stack.client.post("/api/v1/datasets", files={"file": ("p.npz", b"not a zip")})
+    assert resp.status_code == 400, resp.text
+
+    resp = stack.client.post("/api/v1/datasets", content=b"{not json",
+                             headers={"content-type": "application/json"})  # fmt: skip
+    assert resp.status_code == 400
+    resp = stack.client.post("/api/v1/datasets", json={"X": [[1, 2], [3]], "y": [1, 2]})
+    assert resp.status_code in (400, 422)
+    resp = stack.client.post("/api/v1/datasets", json={"X": [[1, 2]], "y": [1, 2]})
+    assert resp.status_code == 422
+    resp = stack.client.post("/api/v1/datasets", json={"X": [], "y": []})
+    assert resp.status_code == 422
+    resp = stack.client.post("/api/v1/datasets", json={"X": [[1]]})
+    assert resp.status_code == 422 and "y" in str(resp.json()["detail"])
+
+
+def _run_body(dataset_id: str, **changes) -> dict:  # type: ignore[no-untyped-def]
+    network = {**SEED_NETWORK, **changes.pop("network", {})}
+    training = {**SEED_TRAINING, **changes.pop("training", {})}
+    return {"dataset_id": dataset_id, "network": network, "training": training, **changes}
+
+
+def test_bad_run_requests(stack: Stack) -> None:
+    ds = stack.upload_json(SEED_X, SEED_Y)
+    one_softmax = [{"units": 2, "activation": "sigmoid"}, {"units": 1, "activation": "softmax"}]
+    cases = [
+        (_run_body("nope"), 422, "dataset_id"),
+        (_run_body(ds["id"], network={"input_dim": 3, "initial_weights": None}), 422, "input_dim"),
+        (_run_body(ds["id"], network={"layers": [{"units": 3, "activation": "sigmoid"}],
+                                      "initial_weights": None}), 422, "units"),  # fmt: skip
+        (_run_body(ds["id"], network={"layers": [{"units": 2, "activation": "swish"}] * 2}),
+         422, "activation"),  # fmt: skip
+        (_run_body(ds["id"], network={"initial_weights": [{"W": [[1.0]], "b": [0.0]}] * 2}),
+         422, "initial_weights"),  # fmt: skip
+        (_run_body(ds["id"], network={"layers": one_softmax, "initial_weights": None}),
+         422, "softmax"),  # fmt: skip
+        (_run_body(ds["id"], training={"loss": "categorical_crossentropy"}), 422, "softmax"),
+        (_run_body(ds["id"], training={"optimizer": {"name": "lbfgs"}}), 422, "optimizer"),
+        (_run_body(ds["id"], training={"optimizer": {"name": "sgd", "learning_rate": -1}}),
+         422, "learning_rate"),  # fmt: skip
+        (_run_body(ds["id"], training={"epochs": 0}), 422, "epochs"),
+        (_run_body(ds["id"], training={"batch_size": 0}), 422, "batch_size"),
+        (_run_body(ds["id"], training={"validation_split": 1.5}), 422, "validation_split"),
+        (_run_body(ds["id"], training={"epochs": 10**9}), 422, "BACKPROP_MAX_EPOCHS"),
+        (_run_body(ds["id"], training={"dtype": "float16"}), 422, "dtype"),
+        (_run_body(ds["id"], colour="blue"), 422, "colour"),
+    ]
+    for body, status, says in cases:
+        resp = stack.client.post("/api/v1/runs", json=body)
+        assert resp.status_code == status, (body, resp.text)
+        assert says in str(resp.json()["detail"]), (says, resp.text)
+    resp = stack.client.post("/api/v1/runs", content=b'{"dataset_id": ',
+                             headers={"content-type": "application/json"})  # fmt: skip
+    assert resp.status_code == 400
+
+
+def test_unknown_ids_and_state_conflicts(stack: Stack) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+    for method, path in [
+        ("GET", f"/api/v1/runs/{missing}"),
+        ("GET", f"/api/v1/runs/{missing}/metrics"),
+        ("GET", f"/api/v1/runs/{missing}/events"),
+        ("GET", f"/api/v1/runs/{missing}/weights"),
+        ("POST", f"/api/v1/runs/{missing}/cancel"),
+        ("DELETE", f"/api/v1/runs/{missing}"),
+        ("GET", f"/api/v1/datasets/{missing}"),
+        ("DELETE", f"/api/v1/datasets/{missing}"),
+    ]:
+        resp = stack.client.request(method, path)
+        assert resp.status_code == 404, (method, path, resp.text)
+        assert missing in resp.json()["detail"]
+    resp = stack.client.post(f"/api/v1/runs/{missing}/predict", json={"inputs": [[1, 2]]})
+    assert resp.status_code == 404
+    assert stack.client.get("/api/v1/runs", params={"cursor": "garbage!"}).status_code == 400
+    assert stack.client.get("/api/v1/runs", params={"limit": 0}).status_code == 422
+
+
+def test_bad_predictions_and_a_diverging_run_leave_the_service_working(stack: Stack) -> None:
+    ds = stack.upload_json(SEED_X, SEED_Y)
+    run = stack.submit(ds["id"], SEED_NETWORK, {**SEED_TRAINING, "epochs": 3})
+    assert stack.wait_done(run["id"])["status"] == "succeeded"
+    url = f"/api/v1/runs/{run['id']}/predict"
+    assert stack.client.post(url, json={"inputs": [[1, 2, 3]]}).status_code == 422
+    assert stack.client.post(url, json={"inputs": [["a", "b"]]}).status_code == 422
+    assert stack.client.post(url, json={"inputs": []}).status_code == 422
+    assert stack.client.post(url, json={"rows": [[1, 2]]}).status_code == 422
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, 2)) * 100
+    diverge = stack.upload_json(X.tolist(), (X @ [[3.0], [2.0]]).tolist())
+    network = {"input_dim": 2, "layers": [{"units": 8, "activation": "relu"},
+                                          {"units": 1, "activation": "identity"}]}  # fmt: skip
+    training = {"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 10.0},
+                "epochs": 50, "batch_size": 4}  # fmt: skip
+    bad = stack.submit(diverge["id"], network, training)
+    failed = stack.wait_done(bad["id"])
+    assert failed["status"] == "failed"
+    assert "diverged" in failed["error"] and "epoch" in failed["error"]
+
+    again = stack.submit(ds["id"], SEED_NETWORK, SEED_TRAINING)
+    assert stack.wait_done(again["id"])["status"] == "succeeded"
+    assert stack.client.get("/readyz").status_code == 200

@@ -1,0 +1,1 @@
+"""Celery workers that train runs with core.engine."""

@@ -1,0 +1,306 @@
+"""The life of one run inside a worker: claim it, train it, record the outcome.
+
+Kept apart from Celery so the lifecycle reads top to bottom and runs in tests as a plain
+function. Every database write is a short transaction of its own; Redis only mirrors what
+the database already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import redis
+from core.data import from_npz_bytes
+from sqlalchemy import and_, delete, func, or_, select, update
+
+from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
+from core.db.session import session_scope
+from core.engine import EngineError, Network
+from core.settings import Settings, get_settings
+from core.spec import NetworkSpec, TrainingConfig
+from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
+
+logger = logging.getLogger(__name__)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class LeaseLost(Exception):
+    """Another worker took the run over: this one must stop touching it."""
+
+
+class RunTrainer:
+    """Trains one run by id. ``run()`` is idempotent: a second delivery is a no-op."""
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        settings: Settings | None = None,
+        redis_client: redis.Redis | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.settings = settings or get_settings()
+        self.me = owner or worker_identity()
+        client = redis_client or redis.Redis.from_url(self.settings.redis_url)
+        self.events = EventPublisher(
+            client, maxlen=self.settings.stream_maxlen, ttl_s=self.settings.stream_ttl_s
+        )
+        self._cancel = False
+        self._runtime_exceeded = False
+        self._deadline: float | None = None
+        self._last_checkpoint = (0, time.monotonic())
+
+    # -- claiming -------------------------------------------------------------------
+    def claim(self) -> bool:
+        """Take the run if it is queued, or running under an expired lease."""
+        now = utcnow()
+        with session_scope() as s:
+            claimed = s.execute(
+                update(Run)
+                .where(
+                    Run.id == self.run_id,
+                    or_(
+                        Run.status == RunStatus.queued.value,
+                        and_(
+                            Run.status == RunStatus.running.value,
+                            or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+                        ),
+                    ),
+                )
+                .values(
+                    status=RunStatus.running.value,
+                    lease_owner=self.me,
+                    lease_expires_at=now + timedelta(seconds=self.settings.lease_s),
+                    attempts=Run.attempts + 1,
+                    started_at=func.coalesce(Run.started_at, now),
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        return claimed == 1
+
+    # -- the whole job --------------------------------------------------------------
+    def run(self) -> str | None:
+        """Train the run to its end; returns the terminal status, or None if not ours."""
+        if not self.claim():
+            logger.info(
+                "run %s is not claimable (finished, cancelled or alive elsewhere)", self.run_id
+            )
+            return None
+        with session_scope() as s:
+            run = s.get(Run, self.run_id)
+            assert run is not None
+            attempts = run.attempts
+            network, training = run.network, run.training
+            dataset_blob = s.scalar(select(Dataset.data).where(Dataset.id == run.dataset_id))
+            classes = s.scalar(select(Dataset.classes).where(Dataset.id == run.dataset_id))
+            checkpoint = s.get(Checkpoint, self.run_id)
+            resume = checkpoint.data if checkpoint is not None else None
+            if checkpoint is not None:
+                self._last_checkpoint = (checkpoint.epoch, time.monotonic())
+
+        if attempts > self.settings.max_attempts:
+            return self._finish(
+                RunStatus.failed,
+                f"gave up after {attempts - 1} attempts: the worker training this run "
+                "stopped unexpectedly each time (out of memory or killed?)",
+            )
+        self.events.publish(self.run_id, EVENT_STATUS, {"status": RunStatus.running.value})
+
+        heartbeat = _Heartbeat(self)
+        heartbeat.start()
+        try:
+            return self._train(network, training, dataset_blob, classes, resume)
+        except LeaseLost:
+            logger.warning("run %s: lease lost to another worker; stopping here", self.run_id)
+            return None
+        finally:
+            heartbeat.stop()
+
+    def _train(
+        self,
+        network: dict[str, Any],
+        training: dict[str, Any],
+        dataset_blob: bytes | None,
+        classes: list[Any] | None,
+        resume: bytes | None,
+    ) -> str | None:
+        try:
+            spec = NetworkSpec.model_validate(network)
+            config = TrainingConfig.model_validate(training)
+            if dataset_blob is None:
+                raise EngineError("the run's dataset no longer exists")
+            data = from_npz_bytes(dataset_blob)
+            net = Network.from_spec(spec, seed=config.seed)
+            net.classes = classes
+            if config.max_runtime_s is not None:
+                self._deadline = time.monotonic() + config.max_runtime_s
+            y: np.ndarray = data.y
+            net.fit(
+                data.X,
+                y,
+                config,
+                callback=self._on_epoch,
+                should_stop=self._should_stop,
+                checkpoint_every=1,
+                on_checkpoint=self._on_checkpoint,
+                resume_from=resume,
+            )
+        except LeaseLost:
+            raise
+        except (EngineError, ValueError) as exc:
+            logger.info("run %s failed: %s", self.run_id, exc)
+            return self._finish(RunStatus.failed, str(exc))
+        except Exception as exc:  # a bug must not take the worker down with it
+            logger.exception("run %s failed unexpectedly", self.run_id)
+            return self._finish(RunStatus.failed, f"internal error: {type(exc).__name__}: {exc}")
+
+        if self._runtime_exceeded:
+            return self._finish(
+                RunStatus.failed,
+                f"exceeded max runtime of {training.get('max_runtime_s')} s",
+            )
+        if self._cancel:
+            return self._finish(RunStatus.cancelled, None)
+        return self._finish(RunStatus.succeeded, None, artifact=net.save())
+
+    # -- engine callbacks -----------------------------------------------------------
+    def _on_epoch(self, item: dict[str, Any]) -> None:
+        item = {k: (float(v) if k != "epoch" else int(v)) for k, v in item.items()}
+        epoch = item["epoch"]
+        latest = {k: v for k, v in item.items() if k not in ("epoch", "elapsed_s")}
+        with session_scope() as s:
+            renewed = s.execute(
+                update(Run)
+                .where(Run.id == self.run_id, Run.lease_owner == self.me)
+                .values(
+                    epoch=epoch,
+                    metrics=latest,
+                    lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_s),
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if renewed != 1:
+                raise LeaseLost(self.run_id)
+            # A resumed run recomputes epochs after its checkpoint; the first record stays.
+            exists = s.scalar(
+                select(MetricRow.id).where(
+                    MetricRow.run_id == self.run_id, MetricRow.epoch == epoch
+                )
+            )
+            if exists is None:
+                s.add(
+                    MetricRow(
+                        run_id=self.run_id,
+                        epoch=epoch,
+                        loss=item["loss"],
+                        val_loss=item.get("val_loss"),
+                        accuracy=item.get("accuracy"),
+                        val_accuracy=item.get("val_accuracy"),
+                        elapsed_s=item["elapsed_s"],
+                    )
+                )
+            self._cancel = bool(s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)))
+        self.events.publish(self.run_id, EVENT_METRIC, item)
+
+    def _on_checkpoint(self, epoch: int, data: bytes) -> None:
+        last_epoch, last_time = self._last_checkpoint
+        due = (
+            epoch - last_epoch >= self.settings.checkpoint_every
+            or time.monotonic() - last_time >= self.settings.checkpoint_seconds
+        )
+        if not due:
+            return
+        with session_scope() as s:
+            row = s.get(Checkpoint, self.run_id)
+            if row is None:
+                s.add(Checkpoint(run_id=self.run_id, epoch=epoch, data=data))
+            else:
+                row.epoch, row.data, row.created_at = epoch, data, utcnow()
+        self._last_checkpoint = (epoch, time.monotonic())
+
+    def _should_stop(self) -> bool:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._runtime_exceeded = True
+        return self._cancel or self._runtime_exceeded
+
+    # -- outcome --------------------------------------------------------------------
+    def _finish(
+        self, status: RunStatus, error: str | None, *, artifact: bytes | None = None
+    ) -> str:
+        with session_scope() as s:
+            updated = s.execute(
+                update(Run)
+                .where(Run.id == self.run_id, Run.lease_owner == self.me)
+                .values(
+                    status=status.value,
+                    error=error,
+                    finished_at=utcnow(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if updated != 1:
+                raise LeaseLost(self.run_id)
+            if artifact is not None:
+                s.add(ModelArtifact(run_id=self.run_id, data=artifact))
+            s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
+        data: dict[str, Any] = {"status": status.value}
+        if error:
+            data["error"] = error
+        self.events.publish(self.run_id, EVENT_STATUS, data, final=True)
+        logger.info("run %s %s", self.run_id, status.value)
+        return status.value
+
+    def renew_lease(self) -> bool:
+        with session_scope() as s:
+            return (
+                s.execute(
+                    update(Run)
+                    .where(Run.id == self.run_id, Run.lease_owner == self.me)
+                    .values(lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_s))
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                == 1
+            )
+
+    def refresh_cancel_flag(self) -> None:
+        with session_scope() as s:
+            if s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)):
+                self._cancel = True
+
+
+class _Heartbeat:
+    """Renews the lease in the background, so an epoch longer than the lease is safe."""
+
+    def __init__(self, trainer: RunTrainer) -> None:
+        self._trainer = trainer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        interval = max(self._trainer.settings.lease_s / 3, 0.5)
+        while not self._stop.wait(interval):
+            try:
+                self._trainer.renew_lease()
+                self._trainer.refresh_cancel_flag()
+            except Exception as exc:  # the database may be briefly away; try again later
+                logger.warning("run %s: lease renewal failed: %s", self._trainer.run_id, exc)
