@@ -1,0 +1,132 @@
+"""The Alembic migrations: they run on SQLite and PostgreSQL and build exactly the models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, pool
+
+from core.db import migrate
+from core.db.models import Base
+from core.db.session import normalize_url
+from core.settings import get_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+MODEL_TABLES = {"datasets", "runs", "metrics", "checkpoints", "models"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest) -> str:
+    """An empty, never migrated database of each kind."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_empty_url"
+    return request.getfixturevalue(name)
+
+
+def _head() -> str:
+    head = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _schema_diffs(url: str) -> list[object]:
+    engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
+            return list(compare_metadata(ctx, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_head_builds_the_models_and_downgrade_base_removes_them(empty_url: str) -> None:
+    assert migrate.current(empty_url) is None
+    migrate.upgrade(empty_url)
+    assert migrate.current(empty_url) == _head()
+    assert _tables(empty_url) == MODEL_TABLES | {"alembic_version"}
+    assert _schema_diffs(empty_url) == []
+
+    migrate.downgrade(empty_url, "base")
+    assert migrate.current(empty_url) is None
+    assert _tables(empty_url) <= {"alembic_version"}
+
+    # And back up again: downgrade left nothing behind that blocks a new upgrade.
+    migrate.upgrade(empty_url)
+    assert _schema_diffs(empty_url) == []
+
+
+def test_upgrade_is_idempotent(sqlite_url: str) -> None:
+    migrate.upgrade(sqlite_url)
+    migrate.upgrade(sqlite_url)
+    assert migrate.current(sqlite_url) == _head()
+
+
+def test_one_head_and_files_named_by_date_and_slug() -> None:
+    script = ScriptDirectory(str(migrate.MIGRATIONS_DIR))
+    assert len(script.get_heads()) == 1
+    files = sorted(p.name for p in (migrate.MIGRATIONS_DIR / "versions").glob("*.py"))
+    files.remove("__init__.py")
+    assert files, "no migration scripts found"
+    for name in files:
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}-\d{4}_[a-z0-9_]+\.py", name), name
+
+
+def test_upgrade_works_from_another_working_directory(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    migrate.upgrade(sqlite_url)
+    assert MODEL_TABLES <= _tables(sqlite_url)
+
+
+@pytest.fixture
+def settings_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "from_settings.db"
+    monkeypatch.setenv("BACKPROP_DATABASE_URL", f"sqlite:///{path}")
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+
+
+def test_upgrade_without_url_uses_the_settings(settings_url: Path) -> None:
+    assert not settings_url.exists()
+    migrate.upgrade()
+    assert MODEL_TABLES <= _tables(f"sqlite:///{settings_url}")
+
+
+def test_repo_alembic_ini_finds_the_migrations(
+    settings_url: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `alembic upgrade head` at the repository root would, minus the logging setup
+    # (fileConfig would reconfigure the test process's loggers).
+    monkeypatch.chdir(REPO_ROOT)
+    cfg = Config(str(REPO_ROOT / "alembic.ini"))
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+    assert MODEL_TABLES <= _tables(f"sqlite:///{settings_url}")
+    assert Path(cfg.get_main_option("script_location") or "").resolve() == migrate.MIGRATIONS_DIR
+
+
+def test_postgresql_url_is_accepted_without_driver(pg_empty_url: str) -> None:
+    assert pg_empty_url.startswith("postgresql://")
+    migrate.upgrade(pg_empty_url)
+    assert migrate.current(pg_empty_url) == _head()
