@@ -100,7 +100,10 @@ class RunRecord(BaseModel):
     progress: Progress
     metrics: dict[str, float | None]
     error: str | None
-    attempts: int
+    attempts: int = Field(description="How many times a worker took this run up.")
+    worker: str | None = Field(
+        default=None, description="host:pid of the worker process training it now."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

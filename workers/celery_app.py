@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import worker_process_init
-from threadpoolctl import threadpool_limits
 
 from core.settings import get_settings
 
@@ -20,7 +18,11 @@ TRAIN_TASK = "backprop.train_run"
 
 def create_celery() -> Celery:
     settings = get_settings()
-    app = Celery("backprop", broker=settings.celery_broker_url, include=["workers.tasks"])
+    app = Celery(
+        "backprop",
+        broker=settings.celery_broker_url,
+        include=["workers.tasks", "workers.lifecycle"],
+    )
     app.conf.update(
         # A killed worker's job goes back to the queue, and no job waits behind a busy one.
         task_acks_late=True,
@@ -41,7 +43,14 @@ def create_celery() -> Celery:
 celery_app = create_celery()
 
 
-@worker_process_init.connect
-def _limit_blas_threads(**_kwargs: object) -> None:
-    """One BLAS thread per worker process by default, so N processes fit N cores."""
-    threadpool_limits(limits=get_settings().blas_threads)
+def enqueue_run(run_id: str) -> bool:
+    """Send the training task of ``run_id``; False (logged) when the broker is away.
+
+    Only call this after the run's row is committed: the worker must find it.
+    """
+    try:
+        celery_app.send_task(TRAIN_TASK, args=[run_id])
+        return True
+    except Exception as exc:  # broker down: the run stays queued until re-enqueued
+        logger.error("could not enqueue run %s: %s", run_id, exc)
+        return False

@@ -15,17 +15,17 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import redis
-from core.data import from_npz_bytes
 from sqlalchemy import and_, delete, func, or_, select, update
 
+from core.data import from_npz_bytes
 from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
 from core.db.session import session_scope
 from core.engine import EngineError, Network
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
 from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
+from workers.lifecycle import handback_requested
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,10 @@ class RunTrainer:
             client, maxlen=self.settings.stream_maxlen, ttl_s=self.settings.stream_ttl_s
         )
         self._cancel = False
+        self._handing_back = False
         self._runtime_exceeded = False
+        self._last_epoch = 0
+        self._stopped_at: int | None = None
         self._deadline: float | None = None
         self._last_checkpoint = (0, time.monotonic())
 
@@ -145,10 +148,9 @@ class RunTrainer:
             net.classes = classes
             if config.max_runtime_s is not None:
                 self._deadline = time.monotonic() + config.max_runtime_s
-            y: np.ndarray = data.y
-            net.fit(
+            history = net.fit(
                 data.X,
-                y,
+                data.y,
                 config,
                 callback=self._on_epoch,
                 should_stop=self._should_stop,
@@ -165,19 +167,26 @@ class RunTrainer:
             logger.exception("run %s failed unexpectedly", self.run_id)
             return self._finish(RunStatus.failed, f"internal error: {type(exc).__name__}: {exc}")
 
+        interrupted = (
+            self._stopped_at is not None
+            and bool(history)
+            and (history[-1]["epoch"] == self._stopped_at and self._stopped_at < config.epochs)
+        )
+        if not interrupted:
+            return self._finish(RunStatus.succeeded, None, artifact=net.save())
+        if self._cancel:
+            return self._finish(RunStatus.cancelled, None)
         if self._runtime_exceeded:
             return self._finish(
                 RunStatus.failed,
                 f"exceeded max runtime of {training.get('max_runtime_s')} s",
             )
-        if self._cancel:
-            return self._finish(RunStatus.cancelled, None)
-        return self._finish(RunStatus.succeeded, None, artifact=net.save())
+        return self._hand_back()
 
     # -- engine callbacks -----------------------------------------------------------
     def _on_epoch(self, item: dict[str, Any]) -> None:
         item = {k: (float(v) if k != "epoch" else int(v)) for k, v in item.items()}
-        epoch = item["epoch"]
+        epoch = self._last_epoch = item["epoch"]
         latest = {k: v for k, v in item.items() if k not in ("epoch", "elapsed_s")}
         with session_scope() as s:
             renewed = s.execute(
@@ -214,9 +223,16 @@ class RunTrainer:
         self.events.publish(self.run_id, EVENT_METRIC, item)
 
     def _on_checkpoint(self, epoch: int, data: bytes) -> None:
+        # Read the shutdown flag and the clock once per epoch, here: when we stop for
+        # either, the checkpoint of this very epoch is stored.
+        self._handing_back = handback_requested()
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._runtime_exceeded = True
         last_epoch, last_time = self._last_checkpoint
         due = (
-            epoch - last_epoch >= self.settings.checkpoint_every
+            self._handing_back
+            or self._runtime_exceeded
+            or epoch - last_epoch >= self.settings.checkpoint_every
             or time.monotonic() - last_time >= self.settings.checkpoint_seconds
         )
         if not due:
@@ -230,9 +246,10 @@ class RunTrainer:
         self._last_checkpoint = (epoch, time.monotonic())
 
     def _should_stop(self) -> bool:
-        if self._deadline is not None and time.monotonic() > self._deadline:
-            self._runtime_exceeded = True
-        return self._cancel or self._runtime_exceeded
+        if self._cancel or self._runtime_exceeded or self._handing_back:
+            self._stopped_at = self._last_epoch
+            return True
+        return False
 
     # -- outcome --------------------------------------------------------------------
     def _finish(
@@ -262,6 +279,29 @@ class RunTrainer:
         self.events.publish(self.run_id, EVENT_STATUS, data, final=True)
         logger.info("run %s %s", self.run_id, status.value)
         return status.value
+
+    def _hand_back(self) -> None:
+        """Our worker is shutting down: re-queue the run to resume from its checkpoint."""
+        with session_scope() as s:
+            updated = s.execute(
+                update(Run)
+                .where(Run.id == self.run_id, Run.lease_owner == self.me)
+                .values(
+                    status=RunStatus.queued.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    # A graceful hand-back is not a failed attempt.
+                    attempts=Run.attempts - 1,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        if updated != 1:
+            raise LeaseLost(self.run_id)
+        from workers.celery_app import enqueue_run
+
+        enqueue_run(self.run_id)
+        logger.info("run %s handed back at shutdown; it resumes from its checkpoint", self.run_id)
+        return None
 
     def renew_lease(self) -> bool:
         with session_scope() as s:

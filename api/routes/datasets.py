@@ -5,14 +5,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from core.data import (
-    DatasetError,
-    ParsedDataset,
-    parse_json,
-    parse_upload,
-    sha256_hex,
-    to_npz_bytes,
-)
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
@@ -22,6 +14,14 @@ from starlette.datastructures import UploadFile
 from api.deps import OwnerDep, SessionDep, SettingsDep
 from api.pagination import page, paginate
 from api.schemas import DatasetCreateJSON, DatasetList, DatasetRecord, ErrorOut
+from core.data import (
+    DatasetError,
+    ParsedDataset,
+    parse_json,
+    parse_upload,
+    sha256_hex,
+    to_npz_bytes,
+)
 from core.db.models import ACTIVE_STATUSES, Dataset, Run
 from core.db.session import session_scope
 from core.settings import Settings

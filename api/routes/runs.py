@@ -41,7 +41,7 @@ from core.db.session import get_sessionmaker
 from core.engine import Network
 from core.spec import check_compatible
 from core.streams import EVENT_STATUS
-from workers.celery_app import TRAIN_TASK, celery_app
+from workers.celery_app import enqueue_run
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def run_record(run: Run) -> dict[str, Any]:
         "metrics": run.metrics or {"loss": None},
         "error": run.error,
         "attempts": run.attempts,
+        "worker": run.lease_owner,
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
@@ -75,14 +76,6 @@ def get_owned_run(db: Session, owner: str, run_id: str) -> Run:
     if run is None or run.owner != owner:
         raise HTTPException(404, detail=f"run {run_id} not found")
     return run
-
-
-def enqueue(run_id: str) -> None:
-    """Send the training task; the run is already committed, so a lost send only delays it."""
-    try:
-        celery_app.send_task(TRAIN_TASK, args=[run_id])
-    except Exception as exc:  # broker down: the run stays queued and is re-enqueued later
-        logger.error("could not enqueue run %s: %s", run_id, exc)
 
 
 def _validate_against(body: RunCreate, dataset: Dataset, settings: Any) -> None:
@@ -147,7 +140,7 @@ def create_run(
     )
     db.add(run)
     db.commit()
-    enqueue(run.id)  # only after the commit: the worker must find the run
+    enqueue_run(run.id)  # only after the commit: the worker must find the run
     response.headers["Location"] = f"/api/v1/runs/{run.id}"
     return run_record(run)
 

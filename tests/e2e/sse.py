@@ -38,7 +38,9 @@ def read_events(
             if line == "":
                 if data_lines:
                     raw = "\n".join(data_lines)
-                    events.append(Event(fields.get("event", "message"), fields.get("id"), json.loads(raw)))
+                    events.append(
+                        Event(fields.get("event", "message"), fields.get("id"), json.loads(raw))
+                    )
                     if max_events is not None and len(events) >= max_events:
                         return events
                 fields, data_lines = {}, []

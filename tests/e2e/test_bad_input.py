@@ -47,7 +47,8 @@ def test_upload_limits_and_formats(stack: Stack) -> None:
     assert resp.status_code == 413 and str(limit) in resp.json()["detail"]
 
     resp = stack.client.post(
-        "/api/v1/datasets", files={"file": ("d.xlsx", b"PK\x03\x04junk", "application/vnd.ms-excel")}
+        "/api/v1/datasets",
+        files={"file": ("d.xlsx", b"PK\x03\x04junk", "application/vnd.ms-excel")},
     )
     assert resp.status_code == 415, resp.text
     resp = stack.client.post("/api/v1/datasets", content=b"a,b\n1,2\n",
@@ -86,18 +87,39 @@ def test_bad_run_requests(stack: Stack) -> None:
     cases = [
         (_run_body("nope"), 422, "dataset_id"),
         (_run_body(ds["id"], network={"input_dim": 3, "initial_weights": None}), 422, "input_dim"),
-        (_run_body(ds["id"], network={"layers": [{"units": 3, "activation": "sigmoid"}],
-                                      "initial_weights": None}), 422, "units"),  # fmt: skip
-        (_run_body(ds["id"], network={"layers": [{"units": 2, "activation": "swish"}] * 2}),
-         422, "activation"),  # fmt: skip
-        (_run_body(ds["id"], network={"initial_weights": [{"W": [[1.0]], "b": [0.0]}] * 2}),
-         422, "initial_weights"),  # fmt: skip
-        (_run_body(ds["id"], network={"layers": one_softmax, "initial_weights": None}),
-         422, "softmax"),  # fmt: skip
+        (
+            _run_body(
+                ds["id"],
+                network={
+                    "layers": [{"units": 3, "activation": "sigmoid"}],
+                    "initial_weights": None,
+                },
+            ),
+            422,
+            "units",
+        ),  # fmt: skip
+        (
+            _run_body(ds["id"], network={"layers": [{"units": 2, "activation": "swish"}] * 2}),
+            422,
+            "activation",
+        ),  # fmt: skip
+        (
+            _run_body(ds["id"], network={"initial_weights": [{"W": [[1.0]], "b": [0.0]}] * 2}),
+            422,
+            "initial_weights",
+        ),  # fmt: skip
+        (
+            _run_body(ds["id"], network={"layers": one_softmax, "initial_weights": None}),
+            422,
+            "softmax",
+        ),  # fmt: skip
         (_run_body(ds["id"], training={"loss": "categorical_crossentropy"}), 422, "softmax"),
         (_run_body(ds["id"], training={"optimizer": {"name": "lbfgs"}}), 422, "optimizer"),
-        (_run_body(ds["id"], training={"optimizer": {"name": "sgd", "learning_rate": -1}}),
-         422, "learning_rate"),  # fmt: skip
+        (
+            _run_body(ds["id"], training={"optimizer": {"name": "sgd", "learning_rate": -1}}),
+            422,
+            "learning_rate",
+        ),  # fmt: skip
         (_run_body(ds["id"], training={"epochs": 0}), 422, "epochs"),
         (_run_body(ds["id"], training={"batch_size": 0}), 422, "batch_size"),
         (_run_body(ds["id"], training={"validation_split": 1.5}), 422, "validation_split"),

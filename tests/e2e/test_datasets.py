@@ -33,7 +33,9 @@ def _blobs(n: int = 90) -> tuple[np.ndarray, list[str]]:
 
 def test_csv_with_a_label_column_trains_a_classifier(stack: Stack) -> None:
     X, labels = _blobs()
-    lines = ["x1,x2,colour"] + [f"{a:.6f},{b:.6f},{lab}" for (a, b), lab in zip(X, labels, strict=True)]
+    lines = ["x1,x2,colour"] + [
+        f"{a:.6f},{b:.6f},{lab}" for (a, b), lab in zip(X, labels, strict=True)
+    ]
     resp = stack.client.post(
         "/api/v1/datasets",
         files={"file": ("blobs.csv", "\n".join(lines).encode(), "text/csv")},

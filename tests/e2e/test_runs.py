@@ -138,9 +138,11 @@ def test_late_subscriber_gets_the_full_history(stack: Stack) -> None:
 
 def _wait_running_with_epochs(stack: Stack, run_id: str) -> dict:
     return wait_for(
-        lambda: (r := stack.client.get(f"/api/v1/runs/{run_id}").json())["status"] == "running"
-        and r["progress"]["epoch"] > 0
-        and r,
+        lambda: (
+            (r := stack.client.get(f"/api/v1/runs/{run_id}").json())["status"] == "running"
+            and r["progress"]["epoch"] > 0
+            and r
+        ),
         60,
         f"run {run_id} to be running",
     )
@@ -200,7 +202,9 @@ def test_two_runs_train_at_the_same_time(stack: Stack) -> None:
 
 def test_list_runs_newest_first_with_cursor_and_status_filter(stack: Stack) -> None:
     ds = stack.upload_json(SEED_X, SEED_Y)
-    ids = [stack.submit(ds["id"], SEED_NETWORK, SEED_TRAINING, name=f"r{i}")["id"] for i in range(5)]
+    ids = [
+        stack.submit(ds["id"], SEED_NETWORK, SEED_TRAINING, name=f"r{i}")["id"] for i in range(5)
+    ]
     for run_id in ids:
         stack.wait_done(run_id)
     collected: list[str] = []

@@ -1,0 +1,100 @@
+"""Worker process life: BLAS threads, forked connections, graceful hand-back, reclaiming.
+
+- Each pool process limits BLAS threads and drops database connections inherited
+  through fork.
+- SIGTERM to the worker's main process (``docker stop``) starts Celery's warm shutdown;
+  we then ask every pool process (SIGUSR2) to hand its run back: it finishes the current
+  epoch, checkpoints, re-queues the run and returns, so another worker resumes it.
+- The main process reclaims runs whose lease expired (their worker died) and re-enqueues
+  them; the atomic claim makes any duplicate delivery a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from datetime import timedelta
+
+from billiard.process import active_children
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from sqlalchemy import and_, or_, update
+from threadpoolctl import threadpool_limits
+
+from core.db.models import Run, RunStatus, utcnow
+from core.db.session import get_engine, session_scope
+from core.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+HANDBACK_SIGNAL = signal.SIGUSR2
+_handback = threading.Event()
+
+
+def handback_requested() -> bool:
+    """True in a pool process once its worker is shutting down."""
+    return _handback.is_set()
+
+
+@worker_process_init.connect
+def _init_pool_process(**_kwargs: object) -> None:
+    threadpool_limits(limits=get_settings().blas_threads)
+    get_engine().dispose(close=False)  # connections of the parent are not ours to use
+    signal.signal(HANDBACK_SIGNAL, lambda _sig, _frame: _handback.set())
+
+
+@worker_shutting_down.connect
+def _ask_pool_to_hand_back(**_kwargs: object) -> None:
+    for child in active_children():
+        if child.pid is None:
+            continue
+        try:
+            os.kill(child.pid, HANDBACK_SIGNAL)
+        except ProcessLookupError:
+            pass
+    _reclaimer_stop.set()
+
+
+def reclaim_expired(now_delta_s: float = 0.0) -> list[str]:
+    """Put runs whose lease expired back in the queue; returns their ids."""
+    now = utcnow() + timedelta(seconds=now_delta_s)
+    with session_scope() as s:
+        ids = list(
+            s.scalars(
+                update(Run)
+                .where(
+                    and_(
+                        Run.status == RunStatus.running.value,
+                        or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+                    )
+                )
+                .values(status=RunStatus.queued.value, lease_owner=None, lease_expires_at=None)
+                .returning(Run.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    if ids:
+        from workers.celery_app import enqueue_run
+
+        for run_id in ids:
+            logger.warning("run %s: its worker stopped renewing the lease; re-queued", run_id)
+            enqueue_run(run_id)
+    return ids
+
+
+_reclaimer_stop = threading.Event()
+
+
+def _reclaim_loop() -> None:
+    interval = max(get_settings().lease_s / 3, 1.0)
+    while not _reclaimer_stop.wait(interval):
+        try:
+            reclaim_expired()
+        except Exception as exc:  # database away for a moment: try again next round
+            logger.warning("reclaiming expired runs failed: %s", exc)
+
+
+@worker_ready.connect
+def _start_reclaimer(**_kwargs: object) -> None:
+    threading.Thread(target=_reclaim_loop, name="lease-reclaimer", daemon=True).start()
