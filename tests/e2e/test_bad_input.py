@@ -48,7 +48,7 @@ def test_upload_limits_and_formats(stack: Stack) -> None:
 
     resp = stack.client.post(
         "/api/v1/datasets",
-        files={"file": ("d.xlsx", b"PK\x03\x04junk", "application/vnd.ms-excel")},
+        files={"file": ("d.pdf", b"%PDF-1.4 junk", "application/pdf")},
     )
     assert resp.status_code == 415, resp.text
     resp = stack.client.post("/api/v1/datasets", content=b"a,b\n1,2\n",
