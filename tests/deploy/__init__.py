@@ -1,0 +1,1 @@
+"""Tests of the deployment files: Dockerfile, docker-compose.yml, .env.example."""
