@@ -126,6 +126,14 @@ class Run(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the task message was last sent; a run queued long after it (its message lost
+    # with a Redis restart) is sent again by the reclaimer.
+    enqueued_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    sweep_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    queue: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Lease: the worker that trains the run renews lease_expires_at; an expired lease
     # means the worker died and the run may be reclaimed.
@@ -181,3 +189,35 @@ class ModelArtifact(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored. Its owner owns every resource made with it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in listings to tell keys apart
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Signs this owner's webhooks (HMAC-SHA256); shown once, at creation, with the key.
+    webhook_secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+
+
+class IdempotencyRecord(Base):
+    """The first response to a POST sent with an ``Idempotency-Key`` header."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("owner", "endpoint", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    location: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)

@@ -20,7 +20,7 @@ from core.db.session import normalize_url
 from core.settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-MODEL_TABLES = {"datasets", "runs", "metrics", "checkpoints", "models"}
+MODEL_TABLES = set(Base.metadata.tables)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
