@@ -1,0 +1,74 @@
+"""Model artifacts: a trained network as ``.npz`` bytes and back.
+
+The archive holds ``W0, b0, W1, b1, ...`` in the orientation of API.md §2, the feature
+standardisation ``x_mean``/``x_std`` when the model has one, and a JSON document ``meta`` with
+the network spec (without ``initial_weights``), the class labels and the dtype. Loading never
+unpickles anything (``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from core.spec import NetworkSpec
+
+from .errors import EngineError
+
+if TYPE_CHECKING:
+    from .network import Network
+
+FORMAT = "backprop-model"
+VERSION = 1
+
+
+def save_model(net: Network) -> bytes:
+    """``net`` -> ``.npz`` bytes."""
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dtype": net.dtype.name,
+        "spec": net.spec.model_dump(mode="json", exclude={"initial_weights"}),
+        "classes": net.classes,
+    }
+    try:
+        # NumPy scalars among the class labels become plain Python values.
+        text = json.dumps(meta, default=lambda o: o.item() if isinstance(o, np.generic) else o)
+    except (TypeError, ValueError) as exc:
+        raise EngineError(f"classes must be JSON-able labels: {exc}") from exc
+    arrays: dict[str, np.ndarray] = {"meta": np.array(text)}
+    for i, layer in enumerate(net.layers):
+        arrays[f"W{i}"] = layer.W
+        arrays[f"b{i}"] = layer.b
+    if net.x_mean is not None and net.x_std is not None:
+        arrays["x_mean"] = net.x_mean
+        arrays["x_std"] = net.x_std
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_model(data: bytes) -> Network:
+    """``.npz`` bytes from ``save_model`` -> a ``Network``; ``EngineError`` if they are not."""
+    from .network import Network
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ValueError("unknown format or version")
+        net = Network(NetworkSpec.model_validate(meta["spec"]), meta["dtype"])
+        net.weights = [{"W": arrays[f"W{i}"], "b": arrays[f"b{i}"]} for i in range(len(net.layers))]
+    except EngineError:
+        raise
+    except Exception as exc:
+        raise EngineError(f"not a model artifact: {exc}") from exc
+    net.classes = meta.get("classes")
+    if "x_mean" in arrays:
+        net.x_mean = arrays["x_mean"].astype(np.float64)
+        net.x_std = arrays["x_std"].astype(np.float64)
+    return net

@@ -1,0 +1,330 @@
+"""The ``Network``: a stack of dense layers over one flat parameter vector.
+
+This module builds a network from a spec, runs it forward, and computes the loss and its
+gradient by backpropagation. Training (``fit``) lives in ``training.py``, checkpoints in
+``checkpoint.py`` and model files in ``artifacts.py``; ``Network`` only forwards to them.
+
+Orientation (API.md §2): inputs are rows, ``X`` is ``(n_samples, n_in)``, a layer's ``W`` is
+``(n_in, units)`` and its ``b`` is ``(units,)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from core.spec import NetworkSpec, TrainingConfig
+
+from .activations import get_activation
+from .errors import EngineError
+from .initializers import get_initializer
+from .layers import Dense, LayerWorkspace
+from .losses import Loss, get_loss
+
+# Rows per chunk when running forward over many samples outside training.
+_CHUNK = 4096
+_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+def as_dtype(dtype: Any) -> np.dtype:
+    """``"float32"``/``"float64"`` (or the numpy dtypes) -> ``np.dtype``."""
+    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if key not in _DTYPES:
+        raise EngineError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
+    return _DTYPES[key]
+
+
+class Workspace:
+    """Everything one pass over a batch of ``n`` samples writes to, allocated once."""
+
+    def __init__(self, n: int, net: Network) -> None:
+        dtype = net.dtype
+        self.n = n
+        self.x = np.empty((n, net.n_in), dtype)
+        self.y = np.empty((n, net.n_out), dtype)
+        self.labels = np.empty(n, np.intp)
+        self.layers = [LayerWorkspace(n, layer, dtype) for layer in net.layers]
+        # Per layer, in backward order: (layer, its workspace, its input, the buffer that
+        # receives dL/d(input) or None for the first layer, the previous activation).
+        self.backward_plan = []
+        for i in range(len(net.layers) - 1, -1, -1):
+            x_in = self.x if i == 0 else self.layers[i - 1].a
+            prev = self.layers[i - 1] if i else None
+            prev_act = net.layers[i - 1].activation if i else None
+            self.backward_plan.append((net.layers[i], self.layers[i], x_in, prev, prev_act))
+
+
+class Network:
+    """A feed-forward network of dense layers (see the module docstring for shapes)."""
+
+    def __init__(self, spec: NetworkSpec, dtype: Any = "float64") -> None:
+        self.spec = spec
+        self._dtype = as_dtype(dtype)
+        self.layers: list[Dense] = []
+        n_in = spec.input_dim
+        for layer_spec in spec.layers:
+            act = get_activation(layer_spec.activation)
+            self.layers.append(Dense(n_in, layer_spec.units, act))
+            n_in = layer_spec.units
+        total = sum(layer.flat_size() for layer in self.layers)
+        self._params = np.zeros(total, self._dtype)
+        self._grads = np.zeros(total, self._dtype)
+        self._bind()
+        #: Class labels of the outputs (JSON-able), set by the caller; used by predict_labels.
+        self.classes: list | None = None
+        #: Feature standardisation ``(n_in,)`` float64 arrays, set by fit when asked to.
+        self.x_mean: np.ndarray | None = None
+        self.x_std: np.ndarray | None = None
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_spec(
+        cls, spec: dict | NetworkSpec, *, seed: int = 0, dtype: str = "float64"
+    ) -> Network:
+        """Validate ``spec`` (API.md §2) and initialise weights from ``default_rng(seed)``."""
+        if not isinstance(spec, NetworkSpec):
+            spec = NetworkSpec.model_validate(spec)
+        net = cls(spec, dtype)
+        if spec.initial_weights is not None:
+            for layer, given in zip(net.layers, spec.initial_weights, strict=True):
+                layer.W[...] = np.asarray(given.W, dtype=np.float64)
+                if given.b is not None:
+                    layer.b[...] = np.asarray(given.b, dtype=np.float64)
+        else:
+            init = get_initializer(spec.init)
+            rng = np.random.default_rng(seed)
+            for layer in net.layers:
+                layer.W[...] = init(rng, layer.n_in, layer.units)
+        return net
+
+    def _bind(self) -> None:
+        offset = 0
+        for layer in self.layers:
+            offset = layer.bind(self._params, self._grads, offset)
+        self._workspaces: dict[int, Workspace] = {}
+
+    def workspace(self, n: int) -> Workspace:
+        """The cached workspace for batches of ``n`` samples (training only: not thread-safe)."""
+        ws = self._workspaces.get(n)
+        if ws is None:
+            if len(self._workspaces) >= 8:
+                self._workspaces.clear()
+            ws = self._workspaces[n] = Workspace(n, self)
+        return ws
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def astype(self, dtype: Any) -> Network:
+        """Convert the parameters to ``dtype`` in place; returns ``self``."""
+        dtype = as_dtype(dtype)
+        if dtype != self._dtype:
+            self._dtype = dtype
+            self._params = self._params.astype(dtype)
+            self._grads = np.zeros_like(self._params)
+            self._bind()
+        return self
+
+    @property
+    def n_in(self) -> int:
+        return self.spec.input_dim
+
+    @property
+    def n_out(self) -> int:
+        return self.layers[-1].units
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    @property
+    def weights(self) -> list[dict[str, np.ndarray]]:
+        """Copies of every layer's ``{"W": (n_in, units), "b": (units,)}``."""
+        return [{"W": layer.W.copy(), "b": layer.b.copy()} for layer in self.layers]
+
+    @weights.setter
+    def weights(self, values: list[dict[str, Any]]) -> None:
+        if len(values) != len(self.layers):
+            raise EngineError(f"expected weights for {len(self.layers)} layers, got {len(values)}")
+        for i, (layer, given) in enumerate(zip(self.layers, values, strict=True)):
+            for key, target in (("W", layer.W), ("b", layer.b)):
+                arr = np.asarray(given[key])
+                if arr.shape != target.shape:
+                    raise EngineError(
+                        f"weights[{i}].{key}: expected shape {target.shape}, got {arr.shape}"
+                    )
+                target[...] = arr
+
+    # -- forward ------------------------------------------------------------------------
+
+    def _check_X(self, X: Any) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim == 1 and self.n_in == 1:
+            X = X.reshape(-1, 1)
+        elif X.ndim == 1 and X.shape[0] == self.n_in:
+            X = X.reshape(1, -1)
+        if X.ndim != 2 or X.shape[1] != self.n_in:
+            raise EngineError(f"X must have shape (n_samples, {self.n_in}), got {X.shape}")
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+            raise EngineError(f"X must be numeric, got dtype {X.dtype}")
+        return X
+
+    def _forward_ws(self, ws: Workspace) -> np.ndarray:
+        x = ws.x
+        for layer, lw in zip(self.layers, ws.layers, strict=True):
+            x = layer.forward(x, lw)
+        return x
+
+    def _run(self, X: np.ndarray, standardize: bool) -> np.ndarray:
+        X = self._check_X(X)
+        n = X.shape[0]
+        out = np.empty((n, self.n_out), self._dtype)
+        if n == 0:
+            return out
+        mean = std = None
+        if standardize and self.x_mean is not None:
+            mean = self.x_mean.astype(self._dtype)
+            std = self.x_std.astype(self._dtype)
+        with np.errstate(over="ignore", under="ignore"):
+            for start in range(0, n, _CHUNK):
+                stop = min(start + _CHUNK, n)
+                # A private workspace, so that threads may predict with one shared model.
+                ws = Workspace(stop - start, self)
+                ws.x[...] = X[start:stop]
+                if mean is not None:
+                    ws.x -= mean
+                    ws.x /= std
+                out[start:stop] = self._forward_ws(ws)
+        return out
+
+    def forward(self, X: np.ndarray) -> np.ndarray:
+        """Raw network output ``(n_samples, units_last)`` for ``X`` ``(n_samples, n_in)``."""
+        return self._run(X, standardize=False)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Like ``forward``, after applying the standardisation stored by ``fit`` (if any)."""
+        return self._run(X, standardize=True)
+
+    def predict_labels(self, X: np.ndarray) -> list:
+        """Class label per sample: argmax of the outputs, or ``output > 0.5`` for one output.
+
+        Labels come from ``self.classes`` when set (for one output, ``classes[1]`` is the
+        positive class), else they are the integer class indices.
+        """
+        out = self.predict(X)
+        idx = (out[:, 0] > 0.5).astype(np.intp) if self.n_out == 1 else np.argmax(out, axis=1)
+        if self.classes is None:
+            return idx.tolist()
+        return [self.classes[i] for i in idx.tolist()]
+
+    # -- loss and gradients -------------------------------------------------------------
+
+    def is_fused(self, loss: Loss) -> bool:
+        """True when the loss is computed from the logits of its matching output activation."""
+        return loss.fused_with is not None and loss.fused_with == self.layers[-1].activation.name
+
+    def _backprop(self, ws: Workspace, loss: Loss, fused: bool) -> float:
+        """Forward ``ws.x``, compare with ``ws.y``, backpropagate into the flat gradient."""
+        self._forward_ws(ws)
+        last = ws.layers[-1]
+        if fused:
+            value = loss.fused_delta(last.z, last.a, ws.y, last.d, last)
+        else:
+            value = loss.delta(last.a, ws.y, last.d, last)
+            self.layers[-1].activation.backward(last.z, last.a, last.d, last)
+        for layer, lw, x_in, prev, prev_act in ws.backward_plan:
+            if prev is None:
+                layer.backward(x_in, lw, None)
+            else:
+                layer.backward(x_in, lw, prev.d)
+                prev_act.backward(prev.z, prev.a, prev.d, prev)
+        return value
+
+    def prepare_targets(self, Y: Any, loss: str, n: int) -> np.ndarray:
+        """Targets as ``(n, units_last)`` in the model dtype (class indices become one-hot)."""
+        Y = np.asarray(Y)
+        k = self.n_out
+        if Y.ndim == 1 and loss == "categorical_crossentropy" and k > 1:
+            if not np.issubdtype(Y.dtype, np.integer):
+                if not np.issubdtype(Y.dtype, np.floating) or np.any(Y != np.round(Y)):
+                    raise EngineError("1-D Y for categorical_crossentropy must be class indices")
+            if Y.size and (Y.min() < 0 or Y.max() >= k):
+                raise EngineError(f"class indices in Y must be in [0, {k - 1}]")
+            onehot = np.zeros((Y.shape[0], k), self._dtype)
+            onehot[np.arange(Y.shape[0]), Y.astype(np.intp)] = 1
+            Y = onehot
+        elif Y.ndim == 1 and k == 1:
+            Y = Y.reshape(-1, 1)
+        if Y.ndim != 2 or Y.shape != (n, k):
+            raise EngineError(f"Y must have shape ({n}, {k}), got {Y.shape}")
+        if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == np.bool_):
+            raise EngineError(f"Y must be numeric, got dtype {Y.dtype}")
+        return Y.astype(self._dtype, copy=False)
+
+    def gradients(
+        self, X: np.ndarray, Y: np.ndarray, loss: str = "mse"
+    ) -> tuple[float, list[dict[str, np.ndarray]]]:
+        """Loss on ``(X, Y)`` and its gradient ``[{"W": dW, "b": db}, ...]`` (shapes of weights).
+
+        No standardisation is applied. Cross-entropy after its matching output activation is
+        computed in the fused form; otherwise its plain (clipped) form.
+        """
+        X = self._check_X(X)
+        n = X.shape[0]
+        if n == 0:
+            raise EngineError("X has no samples")
+        loss_obj = get_loss(loss)
+        ws = Workspace(n, self)
+        ws.x[...] = X
+        ws.y[...] = self.prepare_targets(Y, loss, n)
+        with np.errstate(over="ignore", under="ignore"):
+            value = self._backprop(ws, loss_obj, self.is_fused(loss_obj))
+        return value, [{"W": layer.dW.copy(), "b": layer.db.copy()} for layer in self.layers]
+
+    # -- training and persistence (implemented in sibling modules) ----------------------
+
+    def fit(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        training: dict | TrainingConfig,
+        callback: Callable[[dict], None] | None = None,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        checkpoint_every: int = 0,
+        on_checkpoint: Callable[[int, bytes], None] | None = None,
+        resume_from: bytes | None = None,
+    ) -> list[dict]:
+        """Train on ``X`` ``(n, n_in)`` and ``Y`` ``(n, units_last)``; see ``training.fit``."""
+        from .training import fit
+
+        return fit(
+            self,
+            X,
+            Y,
+            training,
+            callback,
+            should_stop=should_stop,
+            checkpoint_every=checkpoint_every,
+            on_checkpoint=on_checkpoint,
+            resume_from=resume_from,
+        )
+
+    def save(self) -> bytes:
+        """The model as ``.npz`` bytes: weights, standardisation, classes and spec."""
+        from .artifacts import save_model
+
+        return save_model(self)
+
+    @classmethod
+    def load(cls, data: bytes) -> Network:
+        """Inverse of ``save`` (loaded with ``allow_pickle=False``)."""
+        from .artifacts import load_model
+
+        return load_model(data)

@@ -1,0 +1,234 @@
+"""Validation of the network spec and training config: each bad input names its field."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from pydantic import ValidationError
+
+from core.engine import Network
+from core.spec import (
+    AdamConfig,
+    NetworkSpec,
+    RMSPropConfig,
+    SGDConfig,
+    TrainingConfig,
+    check_compatible,
+)
+
+SEED_SPEC = {
+    "input_dim": 2,
+    "layers": [
+        {"units": 2, "activation": "sigmoid"},
+        {"units": 2, "activation": "sigmoid"},
+    ],
+    "init": "glorot_uniform",
+    "initial_weights": [
+        {"W": [[0.15, 0.25], [0.20, 0.30]], "b": [0.35, 0.35]},
+        {"W": [[0.40, 0.50], [0.45, 0.55]], "b": [0.60, 0.60]},
+    ],
+}
+
+SEED_TRAINING = {
+    "loss": "mse",
+    "optimizer": {"name": "sgd", "learning_rate": 0.5, "momentum": 0.0},
+    "epochs": 1,
+    "batch_size": 1,
+    "shuffle": False,
+    "seed": 0,
+    "validation_split": 0.0,
+    "standardize": False,
+    "dtype": "float32",
+}
+
+
+def _spec(**changes):
+    spec = copy.deepcopy(SEED_SPEC)
+    spec.update(changes)
+    return spec
+
+
+def _errors(model, data):
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(data)
+    return info.value.errors()
+
+
+def _locs_and_messages(errors):
+    return [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in errors]
+
+
+def test_api_examples_are_valid():
+    spec = NetworkSpec.model_validate(SEED_SPEC)
+    assert spec.output_dim == 2
+    assert spec.initial_weights[1].W == [[0.40, 0.50], [0.45, 0.55]]
+    cfg = TrainingConfig.model_validate(SEED_TRAINING)
+    assert isinstance(cfg.optimizer, SGDConfig)
+    assert cfg.optimizer.learning_rate == 0.5
+
+
+def test_training_defaults():
+    cfg = TrainingConfig()
+    assert cfg.loss == "mse"
+    assert isinstance(cfg.optimizer, SGDConfig) and cfg.optimizer.learning_rate == 0.01
+    assert (cfg.epochs, cfg.batch_size, cfg.shuffle, cfg.seed) == (10, 32, True, 0)
+    assert (cfg.validation_split, cfg.standardize, cfg.dtype) == (0.0, False, "float32")
+    assert cfg.early_stopping is None and cfg.max_runtime_s is None
+
+
+def test_optimizer_union_picks_by_name():
+    adam = TrainingConfig.model_validate({"optimizer": {"name": "adam"}}).optimizer
+    assert isinstance(adam, AdamConfig)
+    assert (adam.learning_rate, adam.beta1, adam.beta2, adam.eps) == (0.001, 0.9, 0.999, 1e-8)
+    rms = TrainingConfig.model_validate({"optimizer": {"name": "RMSProp"}}).optimizer
+    assert isinstance(rms, RMSPropConfig) and rms.rho == 0.9
+
+
+def test_unknown_activation_names_the_layer():
+    spec = _spec(
+        layers=[{"units": 2, "activation": "sigmoid"}, {"units": 2, "activation": "swish"}]
+    )
+    locs = _locs_and_messages(_errors(NetworkSpec, spec))
+    assert locs[0][0] == "layers.1.activation"
+
+
+def test_misspelt_field_is_named():
+    spec = _spec(layers=[{"unit": 2, "activation": "sigmoid"}, {"units": 2, "activation": "relu"}])
+    locs = [loc for loc, _ in _locs_and_messages(_errors(NetworkSpec, spec))]
+    assert "layers.0.unit" in locs and "layers.0.units" in locs
+    locs = [loc for loc, _ in _locs_and_messages(_errors(TrainingConfig, {"epoch": 3}))]
+    assert locs == ["epoch"]
+
+
+@pytest.mark.parametrize(
+    ("weights", "fragment"),
+    [
+        (
+            [{"W": [[0.15, 0.25], [0.20, 0.30]], "b": [0.35, 0.35]}, {"W": [[0.4, 0.5]]}],
+            "initial_weights[1].W: expected shape (2, 2) (inputs, units), got (1, 2)",
+        ),
+        (
+            [{"W": [[0.15], [0.20]], "b": [0.35]}, {"W": [[0.4, 0.5], [0.45, 0.55]]}],
+            "initial_weights[0].W: expected shape (2, 2) (inputs, units), got (2, 1)",
+        ),
+        (
+            [{"W": [[0.15, 0.25], [0.20]]}, {"W": [[0.4, 0.5], [0.45, 0.55]]}],
+            "initial_weights[0].W: expected shape (2, 2) (inputs, units), got a ragged list",
+        ),
+        (
+            [{"W": [[0.15, 0.25], [0.20, 0.30]], "b": [0.35]}, {"W": [[0.4, 0.5], [0.45, 0.55]]}],
+            "initial_weights[0].b: expected shape (2,), got (1,)",
+        ),
+        (
+            [{"W": [[0.15, 0.25], [0.20, 0.30]]}],
+            "initial_weights: has 1 layers but layers has 2",
+        ),
+    ],
+)
+def test_initial_weights_of_wrong_shape(weights, fragment):
+    messages = [
+        msg for _, msg in _locs_and_messages(_errors(NetworkSpec, _spec(initial_weights=weights)))
+    ]
+    assert any(fragment in m for m in messages), messages
+
+
+def test_initial_weights_must_be_finite():
+    weights = copy.deepcopy(SEED_SPEC["initial_weights"])
+    weights[0]["W"][1][0] = float("nan")
+    locs = [
+        loc for loc, _ in _locs_and_messages(_errors(NetworkSpec, _spec(initial_weights=weights)))
+    ]
+    assert locs == ["initial_weights.0.W.1.0"]
+
+
+def test_one_unit_softmax_names_the_layer():
+    spec = {"input_dim": 3, "layers": [{"units": 1, "activation": "softmax"}]}
+    [(loc, msg)] = _locs_and_messages(_errors(NetworkSpec, spec))
+    assert loc == "layers"
+    assert "layers[0].activation: softmax needs at least 2 units" in msg
+
+
+def test_hidden_softmax_names_the_layer():
+    spec = {
+        "input_dim": 3,
+        "layers": [{"units": 4, "activation": "softmax"}, {"units": 2, "activation": "sigmoid"}],
+    }
+    [(_, msg)] = _locs_and_messages(_errors(NetworkSpec, spec))
+    assert "layers[0].activation: softmax is only allowed on the last layer" in msg
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        ({"input_dim": 0, "layers": [{"units": 1, "activation": "relu"}]}, "input_dim"),
+        ({"input_dim": 2, "layers": []}, "layers"),
+        ({"input_dim": 2, "layers": [{"units": 0, "activation": "relu"}]}, "layers.0.units"),
+        ({"input_dim": 2, "layers": [{"units": 1, "activation": "relu"}], "init": "ones"}, "init"),
+    ],
+)
+def test_bad_network_values(data, loc):
+    assert loc in [loc for loc, _ in _locs_and_messages(_errors(NetworkSpec, data))]
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        ({"loss": "hinge"}, "loss"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"seed": -1}, "seed"),
+        ({"validation_split": 1.0}, "validation_split"),
+        ({"validation_split": -0.1}, "validation_split"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"max_runtime_s": 0}, "max_runtime_s"),
+        ({"optimizer": {"name": "sgd", "learning_rate": 0}}, "optimizer.sgd.learning_rate"),
+        ({"optimizer": {"name": "sgd", "momentum": -0.5}}, "optimizer.sgd.momentum"),
+        ({"optimizer": {"name": "adam", "beta2": 1.0}}, "optimizer.adam.beta2"),
+        ({"optimizer": {"name": "adam", "lr": 0.1}}, "optimizer.adam.lr"),
+        ({"optimizer": {"name": "rmsprop", "eps": 0}}, "optimizer.rmsprop.eps"),
+        ({"optimizer": {"name": "lbfgs"}}, "optimizer"),
+        ({"early_stopping": {"patience": 0}}, "early_stopping.patience"),
+        ({"early_stopping": {"min_delta": -1}}, "early_stopping.min_delta"),
+    ],
+)
+def test_bad_training_values(data, loc):
+    assert loc in [loc for loc, _ in _locs_and_messages(_errors(TrainingConfig, data))]
+
+
+def test_nesterov_needs_momentum():
+    messages = [
+        m
+        for _, m in _locs_and_messages(
+            _errors(TrainingConfig, {"optimizer": {"name": "sgd", "nesterov": True}})
+        )
+    ]
+    assert any("optimizer.nesterov" in m for m in messages)
+
+
+def test_categorical_crossentropy_needs_softmax():
+    net = NetworkSpec.model_validate(SEED_SPEC)
+    with pytest.raises(ValueError) as info:
+        check_compatible(net, TrainingConfig(loss="categorical_crossentropy"))
+    assert str(info.value) == (
+        "training.loss: categorical_crossentropy needs a softmax output layer "
+        "(network.layers[1].activation is 'sigmoid')"
+    )
+
+
+def test_binary_crossentropy_needs_sigmoid():
+    spec = NetworkSpec.model_validate(
+        {
+            "input_dim": 2,
+            "layers": [{"units": 3, "activation": "relu"}, {"units": 2, "activation": "softmax"}],
+        }
+    )
+    with pytest.raises(ValueError, match=r"training\.loss: binary_crossentropy needs a sigmoid"):
+        check_compatible(spec, TrainingConfig(loss="binary_crossentropy"))
+    check_compatible(spec, TrainingConfig(loss="categorical_crossentropy"))
+    check_compatible(spec, TrainingConfig(loss="mse"))
+
+
+def test_network_from_spec_validates():
+    with pytest.raises(ValidationError):
+        Network.from_spec({"input_dim": 2, "layers": [{"units": 2, "activation": "gelu"}]})
