@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from sqlalchemy.orm import Session
 
+from api.auth import PrincipalDep
 from core.db.session import get_sessionmaker
 from core.settings import Settings, get_settings
 
@@ -20,9 +21,9 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
-def get_owner(request: Request) -> str:
+def get_owner(principal: PrincipalDep) -> str:
     """The owner every dataset and run of this request belongs to."""
-    return getattr(request.state, "owner", "default")
+    return principal.owner
 
 
 SessionDep = Annotated[Session, Depends(get_db)]

@@ -11,9 +11,11 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from api.routes import datasets, health, runs
+from api.limits import BodySizeLimit
+from api.routes import datasets, health, plots, runs, ui
 from core.settings import get_settings
 from core.streams import EventPublisher
 
@@ -59,7 +61,21 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(
+        BodySizeLimit,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(runs.router)
+    app.include_router(plots.router)
+    app.include_router(ui.router)
     return app

@@ -83,6 +83,11 @@ class RunCreate(BaseModel):
     dataset_id: str = Field(max_length=64)
     network: NetworkSpec
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="POSTed once when the run ends, signed with X-Backprop-Signature.",
+    )
 
 
 class Progress(BaseModel):
@@ -100,6 +105,10 @@ class RunRecord(BaseModel):
     progress: Progress
     metrics: dict[str, float | None]
     error: str | None
+    callback_url: str | None = None
+    webhook_status: str | None = Field(
+        default=None, description="pending, delivered or failed when a callback_url is set."
+    )
     attempts: int = Field(description="How many times a worker took this run up.")
     worker: str | None = Field(
         default=None, description="host:pid of the worker process training it now."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -39,6 +40,15 @@ def migrate() -> None:
     logger.info("database is at the newest schema")
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -48,6 +58,22 @@ def api(
     import uvicorn
 
     _setup_logging()
+    settings = get_settings()
+    if not settings.auth:
+        if not _is_loopback(host):
+            logger.error(
+                "refusing to start: BACKPROP_AUTH=off is allowed only on a loopback address, "
+                "and --host is %s. Turn authentication on or listen on 127.0.0.1.",
+                host,
+            )
+            raise typer.Exit(code=2)
+        logger.warning(
+            "authentication is OFF (BACKPROP_AUTH=off): every request acts as owner "
+            "'default'; listening on loopback %s only",
+            host,
+        )
+    else:
+        logger.info("authentication is on: requests need 'Authorization: Bearer <key>'")
     uvicorn.run(
         "api.main:create_app",
         factory=True,
@@ -131,6 +157,9 @@ def standalone(
     upgrade()
     group = ProcessGroup()
     env = dict(os.environ)
+    # Authentication is off by default in standalone, which listens on loopback.
+    if "BACKPROP_AUTH" not in env and _is_loopback(host):
+        env["BACKPROP_AUTH"] = "off"
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -163,6 +192,17 @@ def standalone(
         group.stop()
     raise typer.Exit(code=exit_code)
 
+
+def _register_subcommands() -> None:
+    """Commands that live in modules of their own (client commands, API keys)."""
+    from cli import client_commands
+    from cli.keys import keys_app
+
+    client_commands.register(app)
+    app.add_typer(keys_app, name="keys")
+
+
+_register_subcommands()
 
 if __name__ == "__main__":
     app()

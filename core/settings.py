@@ -50,10 +50,46 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=2, description="Worker processes of one worker.")
     sse_ping_s: float = Field(default=15.0, description="Keep-alive comment interval on SSE.")
     log_level: str = Field(default="INFO", description="Log level of api and worker.")
+    auth: bool = Field(
+        default=True,
+        description="API keys required (on/off). off is accepted only on a loopback address.",
+    )
+    auth_cache_s: float = Field(
+        default=5.0, description="How long an API process trusts a key lookup (revocation delay)."
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="Signs webhooks when auth is off (with auth, each key has one)."
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow callback_url targets on loopback, link-local and private networks.",
+    )
+    webhook_max_attempts: int = Field(default=6, description="Webhook deliveries tried per run.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list); none by default."
+    )
+    max_request_bytes: int = Field(
+        default=10 * 1024 * 1024, description="Largest JSON request body (dataset uploads aside)."
+    )
+    max_active_runs: int = Field(
+        default=100, description="Most queued + running runs of one client."
+    )
+    max_runtime_s: float = Field(
+        default=7 * 86_400, description="Longest a run may train (and the default for each run)."
+    )
+    requeue_after_s: float = Field(
+        default=300.0,
+        description="A run queued this long after its message was sent is sent again "
+        "(its message may have been lost with Redis).",
+    )
     lease_s: float = Field(
         default=30.0,
         description="A running run's lease; its worker renews it, and a run whose lease "
         "expired is taken over by another worker.",
+    )
+    db_retry_s: float = Field(
+        default=300.0,
+        description="How long a worker keeps retrying while the database is unreachable.",
     )
     max_attempts: int = Field(
         default=3, description="A run whose worker died this many times ends failed."

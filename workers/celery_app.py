@@ -14,6 +14,7 @@ from core.settings import get_settings
 logger = logging.getLogger(__name__)
 
 TRAIN_TASK = "backprop.train_run"
+WEBHOOK_TASK = "backprop.deliver_webhook"
 
 
 def create_celery() -> Celery:
@@ -34,6 +35,15 @@ def create_celery() -> Celery:
         task_default_queue=settings.task_queue,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_s},
+        # When Redis is away, a submit must not hang: the run is stored and the
+        # reclaimer sends its message again later.
+        broker_connection_timeout=2,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
@@ -53,4 +63,14 @@ def enqueue_run(run_id: str) -> bool:
         return True
     except Exception as exc:  # broker down: the run stays queued until re-enqueued
         logger.error("could not enqueue run %s: %s", run_id, exc)
+        return False
+
+
+def enqueue_webhook(run_id: str) -> bool:
+    """Send the webhook delivery task of a run that just ended."""
+    try:
+        celery_app.send_task(WEBHOOK_TASK, args=[run_id])
+        return True
+    except Exception as exc:
+        logger.error("could not enqueue the webhook of run %s: %s", run_id, exc)
         return False

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from billiard.process import active_children
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
-from sqlalchemy import and_, or_, update
+from sqlalchemy import or_, update
 from threadpoolctl import threadpool_limits
 
 from core.db.models import Run, RunStatus, utcnow
@@ -56,31 +56,59 @@ def _ask_pool_to_hand_back(**_kwargs: object) -> None:
     _reclaimer_stop.set()
 
 
-def reclaim_expired(now_delta_s: float = 0.0) -> list[str]:
-    """Put runs whose lease expired back in the queue; returns their ids."""
-    now = utcnow() + timedelta(seconds=now_delta_s)
+def reclaim() -> list[str]:
+    """Send again the runs that lost their worker or their message; returns their ids.
+
+    - running with an expired lease: the worker died; the run goes back to the queue and
+      resumes from its checkpoint wherever it lands next.
+    - queued, with its message sent more than ``requeue_after_s`` ago: the message may
+      have been lost (Redis restarted without it, or was away at submit time).
+    The UPDATE … RETURNING picks each run once even with many workers reclaiming.
+    """
+    settings = get_settings()
+    now = utcnow()
     with session_scope() as s:
-        ids = list(
+        expired = list(
             s.scalars(
                 update(Run)
                 .where(
-                    and_(
-                        Run.status == RunStatus.running.value,
-                        or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
-                    )
+                    Run.status == RunStatus.running.value,
+                    or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
                 )
-                .values(status=RunStatus.queued.value, lease_owner=None, lease_expires_at=None)
+                .values(
+                    status=RunStatus.queued.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    enqueued_at=now,
+                )
                 .returning(Run.id)
                 .execution_options(synchronize_session=False)
             )
         )
-    if ids:
-        from workers.celery_app import enqueue_run
+        stale = list(
+            s.scalars(
+                update(Run)
+                .where(
+                    Run.status == RunStatus.queued.value,
+                    or_(
+                        Run.enqueued_at.is_(None),
+                        Run.enqueued_at < now - timedelta(seconds=settings.requeue_after_s),
+                    ),
+                )
+                .values(enqueued_at=now)
+                .returning(Run.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    from workers.celery_app import enqueue_run
 
-        for run_id in ids:
-            logger.warning("run %s: its worker stopped renewing the lease; re-queued", run_id)
-            enqueue_run(run_id)
-    return ids
+    for run_id in expired:
+        logger.warning("run %s: its worker stopped renewing the lease; re-queued", run_id)
+        enqueue_run(run_id)
+    for run_id in stale:
+        logger.info("run %s: queued for long; its task message is sent again", run_id)
+        enqueue_run(run_id)
+    return expired + stale
 
 
 _reclaimer_stop = threading.Event()
@@ -90,7 +118,7 @@ def _reclaim_loop() -> None:
     interval = max(get_settings().lease_s / 3, 1.0)
     while not _reclaimer_stop.wait(interval):
         try:
-            reclaim_expired()
+            reclaim()
         except Exception as exc:  # database away for a moment: try again next round
             logger.warning("reclaiming expired runs failed: %s", exc)
 

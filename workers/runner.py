@@ -12,15 +12,17 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from core.data import from_npz_bytes
 from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
-from core.db.session import session_scope
+from core.db.session import retry_transient, session_scope
 from core.engine import EngineError, Network
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
@@ -28,6 +30,8 @@ from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
 from workers.lifecycle import handback_requested
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def worker_identity() -> str:
@@ -64,12 +68,24 @@ class RunTrainer:
         self._deadline: float | None = None
         self._last_checkpoint = (0, time.monotonic())
 
+    def _tx(self, what: str, body: Callable[[Session], T]) -> T:
+        """Run ``body`` in a transaction of its own, retried while the database is away."""
+
+        def attempt() -> T:
+            with session_scope() as s:
+                return body(s)
+
+        return retry_transient(
+            attempt, give_up_after_s=self.settings.db_retry_s, what=f"{what} run {self.run_id}"
+        )
+
     # -- claiming -------------------------------------------------------------------
     def claim(self) -> bool:
         """Take the run if it is queued, or running under an expired lease."""
-        now = utcnow()
-        with session_scope() as s:
-            claimed = s.execute(
+
+        def tx(s: Session) -> int:
+            now = utcnow()
+            return s.execute(
                 update(Run)
                 .where(
                     Run.id == self.run_id,
@@ -90,7 +106,8 @@ class RunTrainer:
                 )
                 .execution_options(synchronize_session=False)
             ).rowcount
-        return claimed == 1
+
+        return self._tx("claiming", tx) == 1
 
     # -- the whole job --------------------------------------------------------------
     def run(self) -> str | None:
@@ -100,17 +117,28 @@ class RunTrainer:
                 "run %s is not claimable (finished, cancelled or alive elsewhere)", self.run_id
             )
             return None
-        with session_scope() as s:
+
+        def load(s: Session) -> tuple[Any, ...]:
             run = s.get(Run, self.run_id)
             assert run is not None
-            attempts = run.attempts
-            network, training = run.network, run.training
-            dataset_blob = s.scalar(select(Dataset.data).where(Dataset.id == run.dataset_id))
-            classes = s.scalar(select(Dataset.classes).where(Dataset.id == run.dataset_id))
+            dataset = s.execute(
+                select(Dataset.data, Dataset.classes).where(Dataset.id == run.dataset_id)
+            ).first()
             checkpoint = s.get(Checkpoint, self.run_id)
-            resume = checkpoint.data if checkpoint is not None else None
-            if checkpoint is not None:
-                self._last_checkpoint = (checkpoint.epoch, time.monotonic())
+            return (
+                run.attempts,
+                run.network,
+                run.training,
+                dataset.data if dataset else None,
+                dataset.classes if dataset else None,
+                (checkpoint.epoch, checkpoint.data) if checkpoint else None,
+            )
+
+        attempts, network, training, dataset_blob, classes, checkpoint = self._tx("loading", load)
+        resume = None
+        if checkpoint is not None:
+            self._last_checkpoint = (checkpoint[0], time.monotonic())
+            resume = checkpoint[1]
 
         if attempts > self.settings.max_attempts:
             return self._finish(
@@ -188,7 +216,8 @@ class RunTrainer:
         item = {k: (float(v) if k != "epoch" else int(v)) for k, v in item.items()}
         epoch = self._last_epoch = item["epoch"]
         latest = {k: v for k, v in item.items() if k not in ("epoch", "elapsed_s")}
-        with session_scope() as s:
+
+        def tx(s: Session) -> bool:
             renewed = s.execute(
                 update(Run)
                 .where(Run.id == self.run_id, Run.lease_owner == self.me)
@@ -219,7 +248,9 @@ class RunTrainer:
                         elapsed_s=item["elapsed_s"],
                     )
                 )
-            self._cancel = bool(s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)))
+            return bool(s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)))
+
+        self._cancel = self._tx(f"recording epoch {epoch}", tx) or self._cancel
         self.events.publish(self.run_id, EVENT_METRIC, item)
 
     def _on_checkpoint(self, epoch: int, data: bytes) -> None:
@@ -237,12 +268,15 @@ class RunTrainer:
         )
         if not due:
             return
-        with session_scope() as s:
+
+        def tx(s: Session) -> None:
             row = s.get(Checkpoint, self.run_id)
             if row is None:
                 s.add(Checkpoint(run_id=self.run_id, epoch=epoch, data=data))
             else:
                 row.epoch, row.data, row.created_at = epoch, data, utcnow()
+
+        self._tx(f"checkpointing epoch {epoch}", tx)
         self._last_checkpoint = (epoch, time.monotonic())
 
     def _should_stop(self) -> bool:
@@ -255,7 +289,8 @@ class RunTrainer:
     def _finish(
         self, status: RunStatus, error: str | None, *, artifact: bytes | None = None
     ) -> str:
-        with session_scope() as s:
+
+        def tx(s: Session) -> bool:
             updated = s.execute(
                 update(Run)
                 .where(Run.id == self.run_id, Run.lease_owner == self.me)
@@ -273,29 +308,39 @@ class RunTrainer:
             if artifact is not None:
                 s.add(ModelArtifact(run_id=self.run_id, data=artifact))
             s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
+            return bool(s.scalar(select(Run.callback_url).where(Run.id == self.run_id)))
+
+        has_webhook = self._tx(f"recording status {status.value}", tx)
         data: dict[str, Any] = {"status": status.value}
         if error:
             data["error"] = error
         self.events.publish(self.run_id, EVENT_STATUS, data, final=True)
+        if has_webhook:
+            from workers.celery_app import enqueue_webhook
+
+            enqueue_webhook(self.run_id)
         logger.info("run %s %s", self.run_id, status.value)
         return status.value
 
     def _hand_back(self) -> None:
         """Our worker is shutting down: re-queue the run to resume from its checkpoint."""
-        with session_scope() as s:
-            updated = s.execute(
+
+        def tx(s: Session) -> int:
+            return s.execute(
                 update(Run)
                 .where(Run.id == self.run_id, Run.lease_owner == self.me)
                 .values(
                     status=RunStatus.queued.value,
                     lease_owner=None,
                     lease_expires_at=None,
+                    enqueued_at=utcnow(),
                     # A graceful hand-back is not a failed attempt.
                     attempts=Run.attempts - 1,
                 )
                 .execution_options(synchronize_session=False)
             ).rowcount
-        if updated != 1:
+
+        if self._tx("handing back", tx) != 1:
             raise LeaseLost(self.run_id)
         from workers.celery_app import enqueue_run
 

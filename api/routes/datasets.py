@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 
+from api import idempotency
 from api.deps import OwnerDep, SessionDep, SettingsDep
 from api.pagination import page, paginate
 from api.schemas import DatasetCreateJSON, DatasetList, DatasetRecord, ErrorOut
@@ -23,13 +25,13 @@ from core.data import (
     to_npz_bytes,
 )
 from core.db.models import ACTIVE_STATUSES, Dataset, Run
-from core.db.session import session_scope
+from core.db.session import get_sessionmaker
 from core.settings import Settings
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422)
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 415, 422)
 }
 
 UPLOAD_OPENAPI = {
@@ -111,6 +113,9 @@ async def _parse_multipart(
     if len(data) > settings.max_upload_bytes:
         raise _too_large(settings)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    req_hash = idempotency.request_hash(
+        data + repr(sorted(fields.items())).encode() + (upload.filename or "").encode()
+    )
     name = fields.get("name") or upload.filename
     task = fields.get("task") or None
     target = fields.get("target") or None
@@ -124,10 +129,12 @@ async def _parse_multipart(
         max_bytes=settings.max_upload_bytes,
         max_cells=settings.max_dataset_cells,
     )
-    return name, parsed
+    return name, parsed, req_hash
 
 
-async def _parse_json(request: Request, settings: Settings) -> tuple[str | None, ParsedDataset]:
+async def _parse_json(
+    request: Request, settings: Settings
+) -> tuple[str | None, ParsedDataset, str]:
     body = await _read_limited_body(request, settings)
     try:
         payload = json.loads(body)
@@ -142,7 +149,7 @@ async def _parse_json(request: Request, settings: Settings) -> tuple[str | None,
     parsed = await run_in_threadpool(
         parse_json, req.X, req.y, task=req.task, max_cells=settings.max_dataset_cells
     )
-    return req.name, parsed
+    return req.name, parsed, idempotency.request_hash(body)
 
 
 @router.post(
@@ -154,14 +161,19 @@ async def _parse_json(request: Request, settings: Settings) -> tuple[str | None,
     summary="Upload a dataset (multipart CSV/NPZ file, or JSON arrays)",
 )
 async def create_dataset(
-    request: Request, response: Response, owner: OwnerDep, settings: SettingsDep
-) -> dict[str, Any]:
+    request: Request,
+    response: Response,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    idempotency.check_key(idempotency_key)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type == "multipart/form-data":
-            name, parsed = await _parse_multipart(request, settings)
+            name, parsed, req_hash = await _parse_multipart(request, settings)
         elif content_type == "application/json":
-            name, parsed = await _parse_json(request, settings)
+            name, parsed, req_hash = await _parse_json(request, settings)
         else:
             raise HTTPException(
                 415,
@@ -171,27 +183,49 @@ async def create_dataset(
     except DatasetError as exc:
         raise HTTPException(exc.status_code, detail=str(exc)) from exc
 
-    def store() -> dict[str, Any]:
-        blob = to_npz_bytes(parsed)
-        ds = Dataset(
-            owner=owner,
-            name=(name or "dataset")[:200],
-            n_samples=parsed.n_samples,
-            n_features=parsed.n_features,
-            n_targets=parsed.n_targets,
-            task=parsed.task,
-            classes=parsed.classes,
-            sha256=sha256_hex(blob),
-            size_bytes=len(blob),
-            data=blob,
-        )
-        with session_scope() as s:
-            s.add(ds)
-        return dataset_record(ds)
+    def store() -> Any:
+        with get_sessionmaker()() as db:
+            if idempotency_key is not None:
+                replay = idempotency.find(db, owner, "datasets", idempotency_key, req_hash)
+                if replay is not None:
+                    return replay
+            blob = to_npz_bytes(parsed)
+            ds = Dataset(
+                owner=owner,
+                name=(name or "dataset")[:200],
+                n_samples=parsed.n_samples,
+                n_features=parsed.n_features,
+                n_targets=parsed.n_targets,
+                task=parsed.task,
+                classes=parsed.classes,
+                sha256=sha256_hex(blob),
+                size_bytes=len(blob),
+                data=blob,
+            )
+            db.add(ds)
+            db.flush()
+            record = dataset_record(ds)
+            location = f"/api/v1/datasets/{ds.id}"
+            if idempotency_key is not None:
+                idempotency.remember(
+                    db, owner=owner, endpoint="datasets", key=idempotency_key,
+                    req_hash=req_hash, status_code=201, body=record, location=location,
+                )  # fmt: skip
+            try:
+                db.commit()
+            except IntegrityError:
+                db.rollback()
+                replay = idempotency.find(db, owner, "datasets", idempotency_key or "", req_hash)
+                if replay is None:
+                    raise
+                return replay
+            return record
 
-    record = await run_in_threadpool(store)
-    response.headers["Location"] = f"/api/v1/datasets/{record['id']}"
-    return record
+    result = await run_in_threadpool(store)
+    if isinstance(result, Response):
+        return result
+    response.headers["Location"] = f"/api/v1/datasets/{result['id']}"
+    return result
 
 
 @router.get("", response_model=DatasetList, responses=ERRORS)

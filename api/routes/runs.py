@@ -11,10 +11,13 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
+from api import idempotency
+from api.auth import PrincipalDep
 from api.deps import OwnerDep, SessionDep, SettingsDep
 from api.events import run_event_stream
 from api.pagination import page, paginate
@@ -41,14 +44,15 @@ from core.db.session import get_sessionmaker
 from core.engine import Network
 from core.spec import check_compatible
 from core.streams import EVENT_STATUS
-from workers.celery_app import enqueue_run
+from core.webhooks import WebhookTargetError, check_target
+from workers.celery_app import enqueue_run, enqueue_webhook
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422)
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)
 }
 
 
@@ -63,6 +67,8 @@ def run_record(run: Run) -> dict[str, Any]:
         "progress": {"epoch": run.epoch, "epochs": run.epochs},
         "metrics": run.metrics or {"loss": None},
         "error": run.error,
+        "callback_url": run.callback_url,
+        "webhook_status": run.webhook_status,
         "attempts": run.attempts,
         "worker": run.lease_owner,
         "created_at": run.created_at,
@@ -116,33 +122,91 @@ def _validate_against(body: RunCreate, dataset: Dataset, settings: Any) -> None:
             f"training.batch_size is {cfg.batch_size}; the limit is {settings.max_batch_size} "
             "(BACKPROP_MAX_BATCH_SIZE)"
         )
+    if cfg.max_runtime_s is not None and cfg.max_runtime_s > settings.max_runtime_s:
+        problems.append(
+            f"training.max_runtime_s is {cfg.max_runtime_s}; the limit is "
+            f"{settings.max_runtime_s} (BACKPROP_MAX_RUNTIME_S)"
+        )
     if problems:
         raise HTTPException(422, detail="; ".join(problems))
 
 
 @router.post("", status_code=202, response_model=RunRecord, responses=ERRORS)
 def create_run(
-    body: RunCreate, response: Response, db: SessionDep, owner: OwnerDep, settings: SettingsDep
-) -> dict[str, Any]:
+    body: RunCreate,
+    response: Response,
+    db: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    owner = principal.owner
+    idempotency.check_key(idempotency_key)
+    req_hash = idempotency.request_hash(body.model_dump_json().encode())
+    if idempotency_key is not None:
+        replay = idempotency.find(db, owner, "runs", idempotency_key, req_hash)
+        if replay is not None:
+            return replay
+
     dataset = db.get(Dataset, body.dataset_id)
     if dataset is None or dataset.owner != owner:
         raise HTTPException(422, detail=f"dataset_id: no dataset with id {body.dataset_id}")
     _validate_against(body, dataset, settings)
+    if body.callback_url is not None:
+        try:
+            check_target(body.callback_url, allow_private=settings.webhook_allow_private)
+        except WebhookTargetError as exc:
+            raise HTTPException(422, detail=str(exc)) from exc
+    active = db.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
+    )
+    if active is not None and active >= settings.max_active_runs:
+        raise HTTPException(
+            429,
+            detail=f"you have {active} queued or running runs; the limit is "
+            f"{settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
+        )
+
+    training = body.training.model_dump(mode="json")
+    if training.get("max_runtime_s") is None:
+        training["max_runtime_s"] = settings.max_runtime_s
     run = Run(
         owner=owner,
         name=body.name,
         dataset_id=dataset.id,
         network=body.network.model_dump(mode="json", exclude_none=True),
-        training=body.training.model_dump(mode="json"),
+        training=training,
         status=RunStatus.queued.value,
         epochs=body.training.epochs,
         metrics={"loss": None},
+        callback_url=body.callback_url,
+        webhook_status="pending" if body.callback_url else None,
+        api_key_id=principal.key_id,
+        enqueued_at=utcnow(),
     )
     db.add(run)
-    db.commit()
+    db.flush()
+    record = run_record(run)
+    location = f"/api/v1/runs/{run.id}"
+    if idempotency_key is not None:
+        idempotency.remember(
+            db, owner=owner, endpoint="runs", key=idempotency_key, req_hash=req_hash,
+            status_code=202, body=record, location=location,
+        )  # fmt: skip
+    try:
+        db.commit()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key committed first.
+        db.rollback()
+        replay = idempotency.find(db, owner, "runs", idempotency_key or "", req_hash)
+        if replay is None:
+            raise
+        return replay
     enqueue_run(run.id)  # only after the commit: the worker must find the run
-    response.headers["Location"] = f"/api/v1/runs/{run.id}"
-    return run_record(run)
+    response.headers["Location"] = location
+    return record
 
 
 @router.get("", response_model=RunList, responses=ERRORS)
@@ -226,6 +290,8 @@ def cancel_run(run_id: str, request: Request, db: SessionDep, owner: OwnerDep) -
         request.app.state.events.publish(
             run_id, EVENT_STATUS, {"status": RunStatus.cancelled.value}, final=True
         )
+        if run.callback_url:
+            enqueue_webhook(run_id)
     return run_record(run)
 
 
@@ -278,15 +344,26 @@ _model_cache = _ModelCache()
 @router.get(
     "/{run_id}/weights",
     response_model=WeightsOut,
-    responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+    responses={
+        200: {"content": {"application/octet-stream": {}, "application/onnx": {}}},
+        **ERRORS,
+    },
 )
 def get_weights(
     run_id: str,
     db: SessionDep,
     owner: OwnerDep,
-    format: Annotated[str, Query(pattern="^(json|npz)$")] = "json",
+    format: Annotated[str, Query(pattern="^(json|npz|onnx)$")] = "json",
 ) -> Any:
     net = _model_cache.get(db, get_owned_run(db, owner, run_id))
+    if format == "onnx":
+        from api.onnx_export import network_to_onnx  # imports onnx only when asked for
+
+        return Response(
+            network_to_onnx(net),
+            media_type="application/onnx",
+            headers={"Content-Disposition": f'attachment; filename="run-{run_id}.onnx"'},
+        )
     if format == "npz":
         arrays: dict[str, np.ndarray] = {}
         for i, layer in enumerate(net.weights):
@@ -321,5 +398,5 @@ def predict(run_id: str, body: PredictIn, db: SessionDep, owner: OwnerDep) -> di
         raise HTTPException(422, detail="inputs: values too large; the outputs are not finite")
     result: dict[str, Any] = {"outputs": outputs.tolist()}
     if net.classes is not None:
-        result["labels"] = list(net.predict_labels(X))
+        result["labels"] = net.labels_of(outputs)
     return result

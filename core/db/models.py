@@ -130,6 +130,7 @@ class Run(Base):
     # with a Redis restart) is sent again by the reclaimer.
     enqueued_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    api_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # signs webhooks
     webhook_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
     sweep_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     queue: Mapped[str | None] = mapped_column(String(100), nullable=True)

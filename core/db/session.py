@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 
 def normalize_url(url: str) -> str:
@@ -57,3 +63,29 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+T = TypeVar("T")
+
+# Errors that mean "the database is away for a moment", not "this statement is wrong".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+
+def retry_transient(fn: Callable[[], T], *, give_up_after_s: float = 120.0, what: str = "") -> T:
+    """Run ``fn`` (a whole short transaction) again while the database is unreachable.
+
+    Backs off from 0.2 s to 5 s between tries and gives up after ``give_up_after_s``.
+    ``fn`` must be safe to repeat: its transaction either committed or rolled back.
+    """
+    deadline = time.monotonic() + give_up_after_s
+    delay = 0.2
+    while True:
+        try:
+            return fn()
+        except TRANSIENT_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unavailable%s (%s); retrying in %.1f s",
+                           f" while {what}" if what else "", type(exc).__name__, delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

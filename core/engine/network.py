@@ -217,7 +217,11 @@ class Network:
         Labels come from ``self.classes`` when set (for one output, ``classes[1]`` is the
         positive class), else they are the integer class indices.
         """
-        out = self.predict(X)
+        return self.labels_of(self.predict(X))
+
+    def labels_of(self, outputs: np.ndarray) -> list:
+        """Class labels of already computed ``outputs`` ``(n_samples, n_out)``."""
+        out = outputs
         idx = (out[:, 0] > 0.5).astype(np.intp) if self.n_out == 1 else np.argmax(out, axis=1)
         if self.classes is None:
             return idx.tolist()

@@ -20,6 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("callback_url", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("api_key_id", sa.String(length=36), nullable=True))
         batch.add_column(sa.Column("webhook_status", sa.String(length=20), nullable=True))
         batch.add_column(sa.Column("sweep_id", sa.String(length=36), nullable=True))
         batch.add_column(sa.Column("queue", sa.String(length=100), nullable=True))
@@ -66,6 +67,6 @@ def downgrade() -> None:
     op.drop_table("api_keys")
     with op.batch_alter_table("runs") as batch:
         batch.drop_index(batch.f("ix_runs_sweep_id"))
-        for column in ("priority", "queue", "sweep_id", "webhook_status", "callback_url",
+        for column in ("priority", "queue", "sweep_id", "webhook_status", "api_key_id", "callback_url",
                        "enqueued_at"):  # fmt: skip
             batch.drop_column(column)

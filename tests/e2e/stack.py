@@ -30,6 +30,8 @@ def service_env(db_url: str, **extra: str) -> dict[str, str]:
         BACKPROP_REDIS_URL=REDIS_URL,
         BACKPROP_TASK_QUEUE=f"test-{uuid.uuid4().hex[:12]}",
         BACKPROP_LOG_LEVEL="INFO",
+        # Loopback only; the security tests turn authentication on explicitly.
+        BACKPROP_AUTH="off",
     )
     env.update(extra)
     return env

@@ -1,0 +1,79 @@
+"""``Idempotency-Key`` on POSTs that create things: a retry gets the first response.
+
+The record is written in the same transaction as the thing created, so either both
+exist or neither does; a concurrent duplicate loses the unique-constraint race and is
+answered from the winner's record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import HTTPException
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 200
+
+
+def request_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def check_key(key: str | None) -> None:
+    if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH):
+        raise HTTPException(
+            400, detail=f"Idempotency-Key: must be 1 to {MAX_KEY_LENGTH} characters"
+        )
+
+
+def find(db: Session, owner: str, endpoint: str, key: str, req_hash: str) -> JSONResponse | None:
+    """The stored response for this key, or None; 422 if the key came with another body."""
+    record = db.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.owner == owner,
+            IdempotencyRecord.endpoint == endpoint,
+            IdempotencyRecord.key == key,
+        )
+    )
+    if record is None:
+        return None
+    if record.request_hash != req_hash:
+        raise HTTPException(
+            422,
+            detail="Idempotency-Key: this key was already used with a different request body",
+        )
+    headers = {"Idempotent-Replayed": "true"}
+    if record.location:
+        headers["Location"] = record.location
+    return JSONResponse(record.response, status_code=record.status_code, headers=headers)
+
+
+def remember(
+    db: Session,
+    *,
+    owner: str,
+    endpoint: str,
+    key: str,
+    req_hash: str,
+    status_code: int,
+    body: dict[str, Any],
+    location: str | None,
+) -> None:
+    """Add the record to ``db``'s transaction (the caller commits)."""
+    db.add(
+        IdempotencyRecord(
+            owner=owner,
+            endpoint=endpoint,
+            key=key,
+            request_hash=req_hash,
+            status_code=status_code,
+            response=jsonable_encoder(body),
+            location=location,
+        )
+    )

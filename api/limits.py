@@ -1,0 +1,82 @@
+"""Request body size limit, enforced while the body streams in (ASGI middleware).
+
+A declared ``Content-Length`` over the limit is refused before reading anything; a body
+without one (chunked) is counted as it arrives and refused as soon as it passes the limit.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UPLOAD_PATH = "/api/v1/datasets"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        # Multipart framing adds a little around the file itself.
+        self.max_upload_bytes = max_upload_bytes + 65_536
+
+    def _limit(self, path: str) -> tuple[int, str]:
+        if path.rstrip("/") == UPLOAD_PATH:
+            return self.max_upload_bytes, "BACKPROP_MAX_UPLOAD_BYTES"
+        return self.max_request_bytes, "BACKPROP_MAX_REQUEST_BYTES"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit, setting = self._limit(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _refuse(send, limit, setting)
+                return
+
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _refuse(send, limit, setting)
+
+
+async def _refuse(send: Send, limit: int, setting: str) -> None:
+    body = json.dumps(
+        {"detail": f"request body is larger than the limit of {limit} bytes ({setting})"}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,148 @@
+"""/api/v1/runs/{id}/plot.png and plot.svg: a run's learning curves as an image.
+
+Loss and val_loss share the left axis (logarithmic when every value is positive and they
+span more than two decades); accuracy and val_accuracy, when the run has them, go on a
+second axis on the right, from 0 to 1. A run without finished epochs gives a valid image that
+says "no epochs yet". Rendering uses matplotlib's object API with the Agg canvas (no pyplot,
+no backend switch, no global figure state), in the thread pool: the routes are plain ``def``.
+
+In the SVG each curve is one ``<g id="curve-<metric>">`` holding one ``<path>`` whose
+vertices are the plotted epochs, and text stays text. At most ``MAX_POINTS`` epochs are
+plotted per curve (evenly spread, always the first and the last); the headers
+``X-Plot-Epochs`` and ``X-Plot-Points`` say how many epochs there are and how many were drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from threading import Lock
+from typing import Any
+
+import matplotlib
+from fastapi import APIRouter, Response
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sqlalchemy import select
+
+from api.deps import OwnerDep, SessionDep
+from api.routes.runs import ERRORS, get_owned_run
+from core.db.models import MetricRow
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+
+MAX_POINTS = 2000
+LOSS_KEYS = ("loss", "val_loss")
+ACCURACY_KEYS = ("accuracy", "val_accuracy")
+COLORS = {
+    "loss": "#1f77b4",
+    "val_loss": "#ff7f0e",
+    "accuracy": "#2ca02c",
+    "val_accuracy": "#d62728",
+}
+MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+RC = {"svg.fonttype": "none", "svg.hashsalt": "backprop", "path.simplify": False}
+
+# matplotlib's rcParams are process-global; renders take turns.
+_render_lock = Lock()
+
+
+def _sample(n: int, max_points: int = MAX_POINTS) -> list[int]:
+    """Indices of at most ``max_points`` of ``n`` items, evenly spread, first and last kept."""
+    if n <= max_points:
+        return list(range(n))
+    step = (n - 1) / (max_points - 1)
+    return sorted({round(i * step) for i in range(max_points)})
+
+
+def _finite(value: Any) -> float:
+    return float(value) if value is not None and math.isfinite(value) else math.nan
+
+
+def render_curves(items: list[dict[str, Any]], fmt: str, title: str) -> tuple[bytes, int]:
+    """Learning curves of metric ``items`` (API.md §5) as ``fmt`` bytes; also the points drawn."""
+    picked = [items[i] for i in _sample(len(items))]
+    epochs = [int(item["epoch"]) for item in picked]
+    with _render_lock, matplotlib.rc_context(RC):
+        fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.grid(True, alpha=0.3)
+        lines = []
+        if not picked:
+            ax.text(
+                0.5, 0.5, "no epochs yet", transform=ax.transAxes, ha="center", va="center",
+                fontsize=16, color="#666666",
+            )  # fmt: skip
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for key in LOSS_KEYS:
+            if picked and any(key in item for item in picked):
+                values = [_finite(item.get(key)) for item in picked]
+                (line,) = ax.plot(epochs, values, color=COLORS[key], label=key, linewidth=1.5)
+                line.set_gid(f"curve-{key}")
+                lines.append(line)
+        values = [v for line in lines for v in line.get_ydata() if math.isfinite(v)]
+        if values and min(values) > 0 and max(values) / min(values) > 100:
+            ax.set_yscale("log")
+        if picked and any(key in item for item in picked for key in ACCURACY_KEYS):
+            ax2 = ax.twinx()
+            ax2.set_ylabel("accuracy")
+            ax2.set_ylim(0, 1.02)
+            for key in ACCURACY_KEYS:
+                if any(key in item for item in picked):
+                    values = [_finite(item.get(key)) for item in picked]
+                    (line,) = ax2.plot(
+                        epochs, values, color=COLORS[key], label=key, linewidth=1.2,
+                        linestyle="--",
+                    )  # fmt: skip
+                    line.set_gid(f"curve-{key}")
+                    lines.append(line)
+        if lines:
+            if len(epochs) == 1:
+                for line in lines:
+                    line.set_marker("o")
+            ax.legend(lines, [line.get_label() for line in lines], loc="best")
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+    return buf.getvalue(), len(picked)
+
+
+def _plot(run_id: str, fmt: str, db: SessionDep, owner: str) -> Response:
+    run = get_owned_run(db, owner, run_id)
+    rows = db.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.epoch))
+    items = [row.as_item() for row in rows]
+    title = f"{run.name or 'run ' + run.id} — {run.status}, epoch {run.epoch}/{run.epochs}"
+    data, points = render_curves(items, fmt, title)
+    return Response(
+        data,
+        media_type=MEDIA_TYPES[fmt],
+        headers={
+            "Cache-Control": "no-store",
+            "X-Plot-Epochs": str(len(items)),
+            "X-Plot-Points": str(points),
+        },
+    )
+
+
+@router.get(
+    "/{run_id}/plot.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "PNG image"}, **ERRORS},
+)
+def plot_png(run_id: str, db: SessionDep, owner: OwnerDep) -> Response:
+    """The run's loss (and accuracy) curves as a PNG image."""
+    return _plot(run_id, "png", db, owner)
+
+
+@router.get(
+    "/{run_id}/plot.svg",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}, "description": "SVG image"}, **ERRORS},
+)
+def plot_svg(run_id: str, db: SessionDep, owner: OwnerDep) -> Response:
+    """The run's loss (and accuracy) curves as an SVG image."""
+    return _plot(run_id, "svg", db, owner)
