@@ -488,7 +488,18 @@ def test_compose_commands_train_a_run(deploy_pg_url: str, tmp_path: Path) -> Non
                 if name != "migrate" and proc.poll() is not None:
                     raise AssertionError(f"{name} exited with {proc.returncode}\n{all_logs()}")
 
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        # The api listens on 0.0.0.0, so authentication is on: make a key as an operator
+        # would (`docker compose run --rm api keys create --owner …`).
+        made = subprocess.run(
+            native_argv(["keys", "create", "--owner", "deploy-test", "--json"]),
+            env=envs["api"], capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        key = json.loads(made.stdout)["key"]
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {key}"},
+        )
 
         def api_ready() -> bool:
             alive()
@@ -502,6 +513,7 @@ def test_compose_commands_train_a_run(deploy_pg_url: str, tmp_path: Path) -> Non
             return " ready." in logs["worker"].read_text(errors="replace")
 
         wait_for(api_ready, 60, "the api's /readyz")
+        assert client.get("/api/v1/runs", headers={"Authorization": ""}).status_code == 401
         assert run_healthcheck() == 0, "the api health check fails on a ready api"
         wait_for(worker_ready, 60, "the worker to be ready", interval=0.1)
         worker_log = logs["worker"].read_text(errors="replace")
