@@ -8,11 +8,10 @@ answered from the winner's record.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from fastapi import HTTPException
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -62,10 +61,14 @@ def remember(
     key: str,
     req_hash: str,
     status_code: int,
-    body: dict[str, Any],
+    body: BaseModel,
     location: str | None,
 ) -> None:
-    """Add the record to ``db``'s transaction (the caller commits)."""
+    """Add the record to ``db``'s transaction (the caller commits).
+
+    ``body`` is the response model, stored as the API serialises it, so that a replay is
+    byte-for-byte the first answer.
+    """
     db.add(
         IdempotencyRecord(
             owner=owner,
@@ -73,7 +76,7 @@ def remember(
             key=key,
             request_hash=req_hash,
             status_code=status_code,
-            response=jsonable_encoder(body),
+            response=body.model_dump(mode="json"),
             location=location,
         )
     )

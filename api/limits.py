@@ -13,10 +13,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 UPLOAD_PATH = "/api/v1/datasets"
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_upload_bytes: int) -> None:
         self.app = app
@@ -41,27 +37,31 @@ class BodySizeLimit:
 
         received = 0
         started = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise _TooLarge
+                if received > limit and not started:
+                    # Answer now and tell the app the client went away, so it stops.
+                    refused = True
+                    await _refuse(send, limit, setting)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 has been sent; whatever the app says now is dropped
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _refuse(send, limit, setting)
+        await self.app(scope, counting_receive, tracking_send)
 
 
 async def _refuse(send: Send, limit: int, setting: str) -> None:

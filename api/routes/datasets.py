@@ -209,7 +209,8 @@ async def create_dataset(
             if idempotency_key is not None:
                 idempotency.remember(
                     db, owner=owner, endpoint="datasets", key=idempotency_key,
-                    req_hash=req_hash, status_code=201, body=record, location=location,
+                    req_hash=req_hash, status_code=201,
+                    body=DatasetRecord.model_validate(record), location=location,
                 )  # fmt: skip
             try:
                 db.commit()

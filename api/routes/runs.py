@@ -193,7 +193,7 @@ def create_run(
     if idempotency_key is not None:
         idempotency.remember(
             db, owner=owner, endpoint="runs", key=idempotency_key, req_hash=req_hash,
-            status_code=202, body=record, location=location,
+            status_code=202, body=RunRecord.model_validate(record), location=location,
         )  # fmt: skip
     try:
         db.commit()

@@ -51,6 +51,8 @@ def _no_runs_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     if "stack" not in request.fixturenames:
         return
     stack: Stack = request.getfixturevalue("stack")
+    if stack.env.get("BACKPROP_AUTH") == "on":
+        return  # anonymous requests see nothing there; those tests clean up themselves
     for status in ("queued", "running"):
         body = stack.client.get("/api/v1/runs", params={"status": status, "limit": 500}).json()
         for run in body["items"]:

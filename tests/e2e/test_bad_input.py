@@ -126,6 +126,9 @@ def test_bad_run_requests(stack: Stack) -> None:
         (_run_body(ds["id"], training={"epochs": 10**9}), 422, "BACKPROP_MAX_EPOCHS"),
         (_run_body(ds["id"], training={"dtype": "float16"}), 422, "dtype"),
         (_run_body(ds["id"], colour="blue"), 422, "colour"),
+        (_run_body(ds["id"], callback_url="http://127.0.0.1:9/hook"), 422, "loopback"),
+        (_run_body(ds["id"], callback_url="http://169.254.169.254/"), 422, "link-local"),
+        (_run_body(ds["id"], callback_url="file:///etc/passwd"), 422, "scheme"),
     ]
     for body, status, says in cases:
         resp = stack.client.post("/api/v1/runs", json=body)
