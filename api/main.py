@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from api.limits import BodySizeLimit
 from api.routes import datasets, health, plots, runs, ui
+from core.db.session import TRANSIENT_ERRORS
 from core.settings import get_settings
 from core.streams import EventPublisher
 
@@ -40,6 +41,16 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": cleaned}, status_code=422)
 
 
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is away (not the client's fault): 503, and the client may retry."""
+    logger.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "the database is unavailable; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
 
@@ -61,6 +72,8 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for error in TRANSIENT_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
     app.add_middleware(
         BodySizeLimit,
         max_request_bytes=settings.max_request_bytes,

@@ -46,6 +46,9 @@ def create_celery() -> Celery:
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        # No broadcast (pidbox) queue: cancel goes through the database, and closing that
+        # fanout channel on a lost broker connection crashes the worker (kombu).
+        worker_enable_remote_control=False,
     )
     return app
 

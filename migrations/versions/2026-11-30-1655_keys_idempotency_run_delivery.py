@@ -67,6 +67,6 @@ def downgrade() -> None:
     op.drop_table("api_keys")
     with op.batch_alter_table("runs") as batch:
         batch.drop_index(batch.f("ix_runs_sweep_id"))
-        for column in ("priority", "queue", "sweep_id", "webhook_status", "api_key_id", "callback_url",
-                       "enqueued_at"):  # fmt: skip
+        dropped = ("priority", "queue", "sweep_id", "webhook_status", "api_key_id")
+        for column in (*dropped, "callback_url", "enqueued_at"):
             batch.drop_column(column)

@@ -7,18 +7,22 @@ config are shown, cancelling from the page ends the stream with every epoch draw
 the datasets page lists the dataset. Screenshots go to ``artifacts/`` for a human to look at.
 
 Chromium and chromedriver must be installed (``apt-get install chromium chromium-driver``;
-``.ci/run`` does it); without them this test FAILS, it is never skipped.
+``.ci/run`` does it); without them these tests FAIL, they are never skipped. A second stack
+with authentication on checks that the key typed into the page authorises everything,
+the SSE stream included (read with fetch, since EventSource cannot send headers).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from selenium import webdriver
@@ -28,7 +32,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.e2e.conftest import E2E_ENV
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import PYTHON, Stack, start_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -236,10 +240,7 @@ def test_dashboard_follows_a_training_run_live(stack: Stack, browser: webdriver.
     _wait(
         browser,
         "the page to show the run cancelled",
-        lambda d: (
-            d.find_element(By.ID, "run-status").text == "cancelled"
-            and _chart(d)["stream"] == "ended"
-        ),
+        lambda d: _text(d, "#run-status") == "cancelled" and _chart(d)["stream"] == "ended",
     )
     stored = stack.client.get(f"/api/v1/runs/{run_id}/metrics").json()["items"]
     final = _chart(browser)
@@ -275,3 +276,59 @@ def test_dashboard_follows_a_training_run_live(stack: Stack, browser: webdriver.
     assert browser.execute_script('return localStorage.getItem("backprop.apiKey")') is None
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def auth_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir: Path = tmp_path_factory.mktemp("stack-dashboard-auth")
+    stack = start_stack(
+        f"sqlite:///{workdir / 'backprop.db'}",
+        workdir,
+        **{**E2E_ENV, "BACKPROP_AUTH": "on", "BACKPROP_AUTH_CACHE_S": "0"},
+    )
+    yield stack
+    stack.stop()
+
+
+def test_dashboard_with_authentication_on(auth_stack: Stack, browser: webdriver.Chrome) -> None:
+    """The key typed into the page authorises the lists, the run page and its SSE stream."""
+    made = subprocess.run(
+        [PYTHON, "-m", "cli", "keys", "create", "--owner", "dash", "--json"],
+        env=auth_stack.env, cwd=auth_stack.workdir, capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    key = json.loads(made.stdout)["key"]
+    api = httpx.Client(
+        base_url=auth_stack.base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    )
+    X, labels = _moons(200, seed=2)
+    ds = api.post("/api/v1/datasets", json={"X": X, "y": labels, "task": "classification"})
+    assert ds.status_code == 201, ds.text
+    body = {"dataset_id": ds.json()["id"], "network": NETWORK, "training": TRAINING}
+    resp = api.post("/api/v1/runs", json=body)
+    assert resp.status_code == 202, resp.text
+    run_id = resp.json()["id"]
+    try:
+        # Without a key the page loads but the API refuses, and the page says what to do.
+        browser.get(auth_stack.base_url + "/")
+        _wait(browser, "the 401 notice", lambda d: "API key" in (_text(d, "#notice") or ""))
+        assert not browser.find_elements(By.CSS_SELECTOR, "tr[data-run-id]")
+
+        browser.find_element(By.ID, "api-key").send_keys(key)
+        browser.find_element(By.ID, "api-key-save").click()
+        row_css = f'tr[data-run-id="{run_id}"]'
+        _wait(browser, "the run listed", lambda d: d.find_elements(By.CSS_SELECTOR, row_css))
+        _click(browser, f"{row_css} a")
+        _wait(browser, "live points", lambda d: ((_chart(d) or {}).get("points") or 0) >= 3)
+        before = _chart(browser)
+        assert before["stream"] == "open"
+        _wait(browser, "more points", lambda d: _chart(d)["points"] >= before["points"] + 3)
+        assert api.post(f"/api/v1/runs/{run_id}/cancel").status_code == 202
+        _wait(browser, "the stream to end", lambda d: _chart(d)["stream"] == "ended")
+        stored = api.get(f"/api/v1/runs/{run_id}/metrics").json()["items"]
+        assert _chart(browser)["epochs"] == [item["epoch"] for item in stored]
+        assert _text(browser, "#run-status") == "cancelled"
+        time.sleep(0.3)
+        _shot(browser, "dashboard-run-auth.png")
+    finally:
+        api.post(f"/api/v1/runs/{run_id}/cancel")
+        api.close()

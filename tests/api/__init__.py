@@ -1,0 +1,1 @@
+"""Tests of the API package that need no running services."""
