@@ -80,23 +80,44 @@ class RunTrainer:
         )
 
     # -- claiming -------------------------------------------------------------------
-    def claim(self) -> bool:
-        """Take the run if it is queued, or running under an expired lease."""
+    def claim(self) -> str:
+        """Take the run if it is queued, or running under an expired lease.
 
-        def tx(s: Session) -> int:
+        Returns ``"claimed"``, ``"gave up"`` (its workers died ``max_attempts`` times, so it
+        is marked failed instead of being tried again) or ``"not claimable"``.
+        """
+        max_attempts = self.settings.max_attempts
+
+        def tx(s: Session) -> str:
             now = utcnow()
-            return s.execute(
-                update(Run)
-                .where(
-                    Run.id == self.run_id,
-                    or_(
-                        Run.status == RunStatus.queued.value,
-                        and_(
-                            Run.status == RunStatus.running.value,
-                            or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
-                        ),
+            claimable = and_(
+                Run.id == self.run_id,
+                or_(
+                    Run.status == RunStatus.queued.value,
+                    and_(
+                        Run.status == RunStatus.running.value,
+                        or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
                     ),
+                ),
+            )
+            gave_up = s.execute(
+                update(Run)
+                .where(claimable, Run.attempts >= max_attempts)
+                .values(
+                    status=RunStatus.failed.value,
+                    error=f"gave up after {max_attempts} attempts: the worker training this "
+                    "run stopped unexpectedly each time (out of memory, or killed?)",
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
                 )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if gave_up:
+                return "gave up"
+            claimed = s.execute(
+                update(Run)
+                .where(claimable)
                 .values(
                     status=RunStatus.running.value,
                     lease_owner=self.me,
@@ -106,13 +127,20 @@ class RunTrainer:
                 )
                 .execution_options(synchronize_session=False)
             ).rowcount
+            return "claimed" if claimed else "not claimable"
 
-        return self._tx("claiming", tx) == 1
+        return self._tx("claiming", tx)
 
     # -- the whole job --------------------------------------------------------------
     def run(self) -> str | None:
         """Train the run to its end; returns the terminal status, or None if not ours."""
-        if not self.claim():
+        outcome = self.claim()
+        if outcome == "gave up":
+            logger.warning("run %s failed: its workers died %d times", self.run_id,
+                           self.settings.max_attempts)  # fmt: skip
+            self._announce_end(RunStatus.failed, None)
+            return RunStatus.failed.value
+        if outcome != "claimed":
             logger.info(
                 "run %s is not claimable (finished, cancelled or alive elsewhere)", self.run_id
             )
@@ -126,7 +154,6 @@ class RunTrainer:
             ).first()
             checkpoint = s.get(Checkpoint, self.run_id)
             return (
-                run.attempts,
                 run.network,
                 run.training,
                 dataset.data if dataset else None,
@@ -134,18 +161,12 @@ class RunTrainer:
                 (checkpoint.epoch, checkpoint.data) if checkpoint else None,
             )
 
-        attempts, network, training, dataset_blob, classes, checkpoint = self._tx("loading", load)
+        network, training, dataset_blob, classes, checkpoint = self._tx("loading", load)
         resume = None
         if checkpoint is not None:
             self._last_checkpoint = (checkpoint[0], time.monotonic())
             resume = checkpoint[1]
 
-        if attempts > self.settings.max_attempts:
-            return self._finish(
-                RunStatus.failed,
-                f"gave up after {attempts - 1} attempts: the worker training this run "
-                "stopped unexpectedly each time (out of memory or killed?)",
-            )
         self.events.publish(self.run_id, EVENT_STATUS, {"status": RunStatus.running.value})
 
         heartbeat = _Heartbeat(self)
@@ -311,6 +332,21 @@ class RunTrainer:
             return bool(s.scalar(select(Run.callback_url).where(Run.id == self.run_id)))
 
         has_webhook = self._tx(f"recording status {status.value}", tx)
+        self._announce_end(status, error, has_webhook=has_webhook)
+        logger.info("run %s %s", self.run_id, status.value)
+        return status.value
+
+    def _announce_end(
+        self, status: RunStatus, error: str | None, *, has_webhook: bool | None = None
+    ) -> None:
+        """Tell watchers (stream) and the client's webhook that the run ended."""
+        if has_webhook is None:
+            has_webhook = bool(
+                self._tx(
+                    "reading callback",
+                    lambda s: s.scalar(select(Run.callback_url).where(Run.id == self.run_id)),
+                )
+            )
         data: dict[str, Any] = {"status": status.value}
         if error:
             data["error"] = error
@@ -319,8 +355,6 @@ class RunTrainer:
             from workers.celery_app import enqueue_webhook
 
             enqueue_webhook(self.run_id)
-        logger.info("run %s %s", self.run_id, status.value)
-        return status.value
 
     def _hand_back(self) -> None:
         """Our worker is shutting down: re-queue the run to resume from its checkpoint."""

@@ -44,7 +44,15 @@ def get_engine(url: str | None = None) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # No server-side prepared statements: a statement cache tied to a connection is one
+    # more thing that goes wrong when worker processes fork or die mid-transaction.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args={"prepare_threshold": None},
+    )
 
 
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:

@@ -114,3 +114,57 @@ def test_kill_9_of_the_worker_group_is_recovered_from_the_checkpoint(stack: Stac
         worker.proc.wait(10)
 
     _interrupt_and_check(stack, kill)
+
+
+def test_a_duplicate_delivery_of_a_running_run_does_not_train_it_twice(stack: Stack) -> None:
+    from celery import Celery
+
+    from tests.e2e.stack import REDIS_URL
+
+    X, Y = _data()
+    ds = stack.upload_json(X.tolist(), Y.tolist())
+    run = stack.submit(ds["id"], SEED_NETWORK, {**TRAINING, "epochs": 600})
+    running = wait_for(
+        lambda: (
+            (r := stack.client.get(f"/api/v1/runs/{run['id']}").json())["progress"]["epoch"] >= 20
+            and r
+        ),
+        60,
+        "the run to be training",
+    )
+    # The same task message again, as a broker redelivery would send it; the other worker
+    # process is idle and takes it at once.
+    sender = Celery(broker=REDIS_URL)
+    sender.send_task("backprop.train_run", args=[run["id"]], queue=stack.env["BACKPROP_TASK_QUEUE"])
+    wait_for(
+        lambda: "is not claimable" in "".join(w.log.read_text() for w in stack.workers),
+        30, "the duplicate to be refused",
+    )  # fmt: skip
+    done = stack.wait_done(run["id"], timeout=120)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    assert done["worker"] is None and running["worker"]
+    items = stack.client.get(f"/api/v1/runs/{run['id']}/metrics").json()["items"]
+    assert [m["epoch"] for m in items] == list(range(1, 601))
+
+
+def test_a_run_that_kills_its_worker_every_time_ends_failed(stack: Stack) -> None:
+    ds = stack.upload_json(*(a.tolist() for a in _data()))
+    run = stack.submit(ds["id"], SEED_NETWORK, {**TRAINING, "epochs": 100_000})
+    killed: set[str] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        current = stack.client.get(f"/api/v1/runs/{run['id']}").json()
+        if current["status"] == "failed":
+            break
+        worker = current["worker"]
+        if current["status"] == "running" and worker and worker not in killed:
+            os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)  # the pool process only
+            killed.add(worker)
+        time.sleep(0.1)
+    assert current["status"] == "failed", current
+    assert "attempts" in current["error"]
+    assert len(killed) == 3  # BACKPROP_MAX_ATTEMPTS
+    # The workers themselves survived (Celery replaced the killed pool processes).
+    assert all(w.proc.poll() is None for w in stack.workers)
+    ok = stack.submit(ds["id"], SEED_NETWORK, {**TRAINING, "epochs": 5})
+    assert stack.wait_done(ok["id"])["status"] == "succeeded"
