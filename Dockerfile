@@ -30,6 +30,7 @@ COPY api ./api
 COPY workers ./workers
 COPY migrations ./migrations
 COPY cli ./cli
+COPY client ./client
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info
 

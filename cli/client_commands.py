@@ -1,0 +1,406 @@
+"""Client commands of ``backprop``: submit, runs, show, watch, cancel, weights, predict.
+
+They talk to a running service over HTTP through :class:`client.BackpropClient` and import
+nothing of the service itself. Every command takes ``--url`` / ``--api-key`` (defaults
+``$BACKPROP_URL`` / ``$BACKPROP_API_KEY``) and ``--json`` (machine-readable JSON on stdout and
+nothing else there).
+
+Exit codes: 0 ok; 1 a watched run ended ``failed`` or ``cancelled``; 2 usage error (bad
+option, unreadable or invalid file); 3 the server refused the request (4xx; its detail goes
+to stderr); 4 the server cannot be reached; 5 the server failed (5xx); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from client import BackpropClient, BackpropConnectionError, BackpropError, Run
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_UNREACHABLE = 4
+EXIT_SERVER_ERROR = 5
+EXIT_INTERRUPTED = 130
+
+DATA_SUFFIXES = (".csv", ".npz", ".json")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="BACKPROP_URL",
+        help="Service URL [default: http://127.0.0.1:8000].",
+        show_default=False,
+    ),
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="BACKPROP_API_KEY", help="API key (Bearer).", show_default=False
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")
+]
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run id.", show_default=False)]
+
+
+class UsageProblem(Exception):
+    """A mistake in what the user gave us (a file that cannot be read, bad JSON, …)."""
+
+
+@contextmanager
+def _session(url: str | None, api_key: str | None) -> Iterator[BackpropClient]:
+    """A client for one command; errors become messages on stderr and exit codes."""
+    try:
+        with BackpropClient(base_url=url, api_key=api_key) as bp:
+            yield bp
+    except UsageProblem as exc:
+        err.print(f"error: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except BackpropConnectionError as exc:
+        err.print(f"error: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from None
+    except BackpropError as exc:
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        err.print(f"error: the server answered {exc.status_code}: {escape(detail)}", soft_wrap=True)
+        code = EXIT_SERVER_ERROR if (exc.status_code or 0) >= 500 else EXIT_REFUSED
+        raise typer.Exit(code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _emit_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageProblem(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageProblem(f"the {what} file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageProblem(f"the {what} file {path} must hold a JSON object")
+    return value
+
+
+# -- watching ---------------------------------------------------------------------------------
+
+
+def _summary(run: Run) -> Table:
+    table = Table(show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    style = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(run.status, "")
+    table.add_row("run", run.id)
+    table.add_row("status", f"[{style}]{run.status}[/]" if style else run.status)
+    if run.name:
+        table.add_row("name", escape(run.name))
+    table.add_row("epochs", f"{run.progress.epoch}/{run.progress.epochs}")
+    if run.status == "succeeded" and run.progress.epoch < run.progress.epochs:
+        table.add_row("note", "stopped early (early_stopping)")
+    for key, value in run.metrics.items():
+        table.add_row(key, _fmt(value))
+    if run.started_at and run.finished_at:
+        table.add_row("duration", f"{(run.finished_at - run.started_at).total_seconds():.2f} s")
+    if run.error:
+        table.add_row("error", escape(run.error))
+    return table
+
+
+def _watch(bp: BackpropClient, run: Run, as_json: bool) -> int:
+    """Follow a run's events until it ends; the exit code says how it ended."""
+    if as_json:
+        for _event in bp.events(run.id):
+            pass
+    else:
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("epoch"),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  val_loss {task.fields[val_loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=out) as progress:
+            bar = progress.add_task(run.status, total=run.progress.epochs, loss="-", val_loss="-")
+            for event in bp.events(run.id):
+                if (item := event.metric) is not None:
+                    progress.update(
+                        bar,
+                        completed=item.epoch,
+                        loss=_fmt(item.loss),
+                        val_loss=_fmt(item.val_loss),
+                    )
+                elif event.status:
+                    progress.update(bar, description=event.status)
+    final = bp.get_run(run.id)
+    if as_json:
+        _emit_json(_dump(final))
+    else:
+        out.print(_summary(final))
+    return EXIT_OK if final.status == "succeeded" else EXIT_RUN_FAILED
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def submit(
+    network: Annotated[Path, typer.Option(help="Network spec (JSON, API.md §2).")],
+    data: Annotated[Path, typer.Option(help="Dataset file: .csv (with header), .npz or .json.")],
+    training: Annotated[
+        Path | None,
+        typer.Option(help="Training config (JSON, API.md §3); server defaults if none."),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Target column(s) of a CSV, comma-separated.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the run (and of the dataset).")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Force 'classification' or 'regression' for the dataset.")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Follow the run live until it ends.")
+    ] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload a dataset file, then submit a training run on it."""
+    code = EXIT_OK
+    with _session(url, api_key) as bp:
+        net = _read_json(network, "network")
+        train = _read_json(training, "training") if training is not None else None
+        if data.suffix.lower() not in DATA_SUFFIXES:
+            raise UsageProblem(f"--data {data}: use a .csv, .npz or .json file")
+        if not data.is_file():
+            raise UsageProblem(f"--data {data}: no such file")
+        if data.suffix.lower() == ".csv" and not target:
+            raise UsageProblem("--target is required with a .csv dataset (the target column)")
+        if task not in (None, "classification", "regression"):
+            raise UsageProblem("--task must be 'classification' or 'regression'")
+        dataset = bp.upload_dataset(data, target=target, name=name, task=task)
+        run = bp.submit_run(dataset.id, net, train, name=name)
+        if not as_json:
+            out.print(
+                f"dataset [bold]{dataset.id}[/] ({dataset.n_samples} samples, {dataset.task})\n"
+                f"run [bold]{run.id}[/] {run.status}"
+            )
+        if watch:
+            code = _watch(bp, run, as_json)
+        elif as_json:
+            _emit_json(_dump(run))
+    raise typer.Exit(code)
+
+
+def runs(
+    status: Annotated[
+        str | None, typer.Option(help="Only runs with this status (queued, running, …).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first."""
+    with _session(url, api_key) as bp:
+        items = bp.list_runs(status=status, limit=limit)
+    if as_json:
+        _emit_json([_dump(r) for r in items])
+        return
+    table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold")
+    for column, width in (("id", 36), ("status", 9), ("epoch", 5), ("loss", 8), ("created", 11)):
+        table.add_column(column, no_wrap=True, min_width=width)
+    table.add_column("name", overflow="fold")
+    for r in items:
+        table.add_row(
+            r.id,
+            r.status,
+            f"{r.progress.epoch}/{r.progress.epochs}",
+            _fmt(r.metrics.get("loss")),
+            r.created_at.strftime("%m-%d %H:%M"),
+            escape(r.name or ""),
+        )
+    out.print(table)
+
+
+def show(
+    run_id: RunArg, url: UrlOpt = None, api_key: KeyOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show one run: its record and its last epochs."""
+    with _session(url, api_key) as bp:
+        run = bp.get_run(run_id)
+        history = bp.metrics(run_id)
+    if as_json:
+        _emit_json({**_dump(run), "history": [_dump(m) for m in history]})
+        return
+    out.print(_summary(run))
+    if history:
+        keys = [
+            k
+            for k in ("loss", "val_loss", "accuracy", "val_accuracy")
+            if any(getattr(m, k) is not None for m in history)
+        ]
+        table = Table("epoch", *keys, "elapsed_s", title="last epochs", title_justify="left")
+        for m in history[-5:]:
+            table.add_row(str(m.epoch), *(_fmt(getattr(m, k)) for k in keys), _fmt(m.elapsed_s))
+        out.print(table)
+
+
+def watch(
+    run_id: RunArg, url: UrlOpt = None, api_key: KeyOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Follow a run live until it ends (exit 1 if it failed or was cancelled)."""
+    with _session(url, api_key) as bp:
+        code = _watch(bp, bp.get_run(run_id), as_json)
+    raise typer.Exit(code)
+
+
+def cancel(
+    run_id: RunArg, url: UrlOpt = None, api_key: KeyOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Cancel a queued or running run."""
+    with _session(url, api_key) as bp:
+        run = bp.cancel_run(run_id)
+    if as_json:
+        _emit_json(_dump(run))
+    else:
+        out.print(f"cancel requested: run [bold]{run.id}[/] is {run.status}")
+
+
+def weights(
+    run_id: RunArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write an .npz (W0, b0, W1, …); else print JSON."),
+    ] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a succeeded run's weights."""
+    with _session(url, api_key) as bp:
+        if output is None:
+            _emit_json({"layers": bp.weights(run_id)})
+            return
+        try:
+            path = bp.download_weights(run_id, output)
+        except OSError as exc:
+            raise UsageProblem(f"cannot write {output}: {exc.strerror}") from exc
+    size = path.stat().st_size
+    if as_json:
+        _emit_json({"run_id": run_id, "path": str(path), "bytes": size})
+    else:
+        out.print(f"wrote {escape(str(path))} ({size} bytes)")
+
+
+def _read_rows(path: Path, drop: list[str]) -> list[list[float]]:
+    """Feature rows of a CSV; a first row that is not all numbers is a header."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = [row for row in csv.reader(fh) if any(cell.strip() for cell in row)]
+    except OSError as exc:
+        raise UsageProblem(f"cannot read {path}: {exc.strerror}") from exc
+    header: list[str] | None = None
+
+    def numeric(row: list[str]) -> bool:
+        try:
+            [float(cell) for cell in row]
+        except ValueError:
+            return False
+        return True
+
+    if rows and not numeric(rows[0]):
+        header = [h.strip() for h in rows.pop(0)]
+    if drop:
+        if header is None:
+            raise UsageProblem("--drop needs a CSV with a header row")
+        missing = [d for d in drop if d not in header]
+        if missing:
+            raise UsageProblem(f"--drop: no column named {', '.join(missing)} in {path}")
+        keep = [j for j, h in enumerate(header) if h not in drop]
+        rows = [[row[j] for j in keep if j < len(row)] for row in rows]
+    if not rows:
+        raise UsageProblem(f"{path} holds no data rows")
+    result: list[list[float]] = []
+    for i, row in enumerate(rows, start=2 if header else 1):
+        try:
+            result.append([float(cell) for cell in row])
+        except ValueError as exc:
+            raise UsageProblem(f"{path} line {i}: {exc}") from exc
+    return result
+
+
+def predict(
+    run_id: RunArg,
+    input_file: Annotated[
+        Path,
+        typer.Option(
+            "--input", help="CSV of feature rows; a first row that is not all numbers is a header."
+        ),
+    ],
+    drop: Annotated[
+        str | None, typer.Option(help="Comma-separated header columns to leave out (the target).")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict with a succeeded run: one output row (and label) per input row."""
+    with _session(url, api_key) as bp:
+        rows = _read_rows(input_file, [d.strip() for d in drop.split(",")] if drop else [])
+        result = bp.predict(run_id, rows)
+    if as_json:
+        _emit_json(_dump(result))
+        return
+    table = Table("row", "outputs", *(["label"] if result.labels is not None else []))
+    for i, outputs in enumerate(result.outputs):
+        label = [escape(str(result.labels[i]))] if result.labels is not None else []
+        table.add_row(str(i + 1), ", ".join(_fmt(v) for v in outputs), *label)
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to ``app``."""
+    for command in (submit, runs, show, watch, cancel, weights, predict):
+        app.command()(command)

@@ -1,0 +1,30 @@
+"""Python client of the Backprop Service: ``BackpropClient`` and its typed results.
+
+Depends on ``httpx`` and ``pydantic`` only::
+
+    from client import BackpropClient
+
+    with BackpropClient("http://127.0.0.1:8000") as bp:
+        ds = bp.upload_dataset("iris.csv", target="species")
+        run = bp.submit_run(ds.id, network, training)
+        for event in bp.events(run.id):
+            ...
+"""
+
+from client.client import DEFAULT_URL, BackpropClient, EventStream
+from client.errors import BackpropConnectionError, BackpropError
+from client.models import Dataset, Event, MetricItem, Prediction, Progress, Run
+
+__all__ = [
+    "DEFAULT_URL",
+    "BackpropClient",
+    "BackpropConnectionError",
+    "BackpropError",
+    "Dataset",
+    "Event",
+    "EventStream",
+    "MetricItem",
+    "Prediction",
+    "Progress",
+    "Run",
+]

@@ -1,0 +1,360 @@
+"""``BackpropClient``: a small synchronous HTTP client of the Backprop Service (API.md).
+
+It needs only ``httpx`` and ``pydantic``; it does not import the service's own packages or
+NumPy, so another service can depend on it alone. Array-likes (NumPy arrays, pandas frames)
+are accepted wherever rows are expected, through their ``tolist()`` method.
+
+Every method raises :class:`~client.errors.BackpropError` with the server's ``detail`` when
+the server answers 4xx/5xx, and :class:`~client.errors.BackpropConnectionError` when it
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from client.errors import BackpropConnectionError, BackpropError
+from client.models import Dataset, Event, MetricItem, Prediction, Run
+from client.sse import iter_sse
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+API = "/api/v1"
+PAGE_SIZE = 200
+
+__all__ = ["DEFAULT_URL", "BackpropClient", "EventStream"]
+
+
+def _rows(value: Any) -> Any:
+    """Plain lists from an array-like (anything with ``tolist()``), else ``value`` itself."""
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else value
+
+
+def _error_from(resp: httpx.Response) -> BackpropError:
+    try:
+        body = resp.json()
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+    except (ValueError, UnicodeDecodeError):
+        detail = resp.text or resp.reason_phrase
+    return BackpropError(resp.status_code, detail)
+
+
+class BackpropClient:
+    """A client of one Backprop Service.
+
+    Args:
+        base_url: the service's root URL; default ``$BACKPROP_URL`` or ``http://127.0.0.1:8000``.
+        api_key: sent as ``Authorization: Bearer <key>``; default ``$BACKPROP_API_KEY`` (none
+            when unset or empty).
+        timeout: seconds for connecting and for each read.
+        page_size: items per request when a list method follows ``next_cursor``.
+
+    Use it as a context manager, or call :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30,
+        *,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("BACKPROP_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("BACKPROP_API_KEY")
+        self.api_key = key or None
+        self.timeout = timeout
+        self.page_size = page_size
+        headers = {"User-Agent": "backprop-client/0.1", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    # -- plumbing ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise BackpropConnectionError(
+                f"cannot reach the Backprop Service at {self.base_url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if resp.status_code >= 400:
+            raise _error_from(resp)
+        return resp
+
+    def _pages(self, path: str, params: dict[str, Any], limit: int | None) -> Iterator[Any]:
+        """Items of a paginated list, following ``next_cursor`` until ``limit`` or the end."""
+        cursor: str | None = None
+        seen = 0
+        while True:
+            size = self.page_size if limit is None else max(1, min(self.page_size, limit - seen))
+            query = {**params, "limit": size, **({"cursor": cursor} if cursor else {})}
+            body = self._request("GET", path, params=query).json()
+            for item in body["items"]:
+                yield item
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return
+
+    # -- datasets ------------------------------------------------------------------------
+    def upload_dataset(
+        self,
+        data: str | os.PathLike[str] | tuple[Any, Any],
+        *,
+        target: str | Sequence[str] | None = None,
+        name: str | None = None,
+        task: str | None = None,
+    ) -> Dataset:
+        """Upload a dataset and return its record.
+
+        ``data`` is a path to a ``.csv`` (with a header row; ``target`` names the target
+        column(s)), a ``.npz`` (arrays ``X`` and ``y``) or a ``.json`` file
+        (``{"X": [[...]], "y": [...]}``), or an ``(X, y)`` pair of lists or arrays.
+        ``task`` (``"classification"`` / ``"regression"``) overrides the server's guess.
+        """
+        if isinstance(data, tuple):
+            X, y = data
+            return self._upload_json({"X": _rows(X), "y": _rows(y)}, name, task)
+        path = Path(data)
+        if path.suffix.lower() == ".json":
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(payload, dict) or "X" not in payload or "y" not in payload:
+                raise ValueError(f"{path}: a JSON dataset is an object with keys 'X' and 'y'")
+            return self._upload_json(payload, name or payload.get("name") or path.stem, task)
+        fields: dict[str, str] = {"name": name or path.stem}
+        if target is not None:
+            fields["target"] = target if isinstance(target, str) else ",".join(target)
+        if task is not None:
+            fields["task"] = task
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with path.open("rb") as fh:
+            resp = self._request(
+                "POST", f"{API}/datasets", data=fields, files={"file": (path.name, fh, media)}
+            )
+        return Dataset.model_validate(resp.json())
+
+    def _upload_json(self, payload: dict[str, Any], name: str | None, task: str | None) -> Dataset:
+        body = {"X": payload["X"], "y": payload["y"]}
+        if name is not None:
+            body["name"] = name
+        if task or payload.get("task"):
+            body["task"] = task or payload["task"]
+        return Dataset.model_validate(self._request("POST", f"{API}/datasets", json=body).json())
+
+    def list_datasets(self, limit: int | None = None) -> list[Dataset]:
+        """All datasets, newest first (at most ``limit``)."""
+        return [Dataset.model_validate(d) for d in self._pages(f"{API}/datasets", {}, limit)]
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """One dataset's record."""
+        return Dataset.model_validate(self._request("GET", f"{API}/datasets/{dataset_id}").json())
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset (409 while a queued or running run uses it)."""
+        self._request("DELETE", f"{API}/datasets/{dataset_id}")
+
+    # -- runs ----------------------------------------------------------------------------
+    def submit_run(
+        self,
+        dataset_id: str,
+        network: dict[str, Any],
+        training: dict[str, Any] | None = None,
+        *,
+        name: str | None = None,
+    ) -> Run:
+        """Queue a training run of ``network`` (API.md §2) on a dataset with ``training`` (§3)."""
+        body: dict[str, Any] = {"dataset_id": dataset_id, "network": network}
+        if training is not None:
+            body["training"] = training
+        if name is not None:
+            body["name"] = name
+        return Run.model_validate(self._request("POST", f"{API}/runs", json=body).json())
+
+    def list_runs(self, status: str | None = None, limit: int | None = None) -> list[Run]:
+        """Runs newest first, optionally only those with ``status``; all pages unless ``limit``."""
+        params = {"status": status} if status else {}
+        return [Run.model_validate(r) for r in self._pages(f"{API}/runs", params, limit)]
+
+    def get_run(self, run_id: str) -> Run:
+        """One run's record."""
+        return Run.model_validate(self._request("GET", f"{API}/runs/{run_id}").json())
+
+    def cancel_run(self, run_id: str) -> Run:
+        """Ask a queued or running run to stop (409 when it already ended)."""
+        return Run.model_validate(self._request("POST", f"{API}/runs/{run_id}/cancel").json())
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a finished run and its weights (409 while it is active)."""
+        self._request("DELETE", f"{API}/runs/{run_id}")
+
+    def metrics(self, run_id: str) -> list[MetricItem]:
+        """Every finished epoch's metrics, in order."""
+        body = self._request("GET", f"{API}/runs/{run_id}/metrics").json()
+        return [MetricItem.model_validate(item) for item in body["items"]]
+
+    def weights(self, run_id: str) -> list[dict[str, Any]]:
+        """The trained weights: ``[{"W": [[...]], "b": [...]}, ...]``, W of shape (in, units)."""
+        return self._request("GET", f"{API}/runs/{run_id}/weights").json()["layers"]
+
+    def download_weights(self, run_id: str, path: str | os.PathLike[str]) -> Path:
+        """Save the trained weights as ``.npz`` (arrays ``W0, b0, W1, b1, ...``) at ``path``."""
+        resp = self._request("GET", f"{API}/runs/{run_id}/weights", params={"format": "npz"})
+        out = Path(path)
+        out.write_bytes(resp.content)
+        return out
+
+    def predict(self, run_id: str, inputs: Any) -> Prediction:
+        """Outputs (and class labels, for classification) of a succeeded run for input rows."""
+        body = {"inputs": _rows(inputs)}
+        resp = self._request("POST", f"{API}/runs/{run_id}/predict", json=body)
+        return Prediction.model_validate(resp.json())
+
+    def wait(self, run_id: str, timeout: float | None = None, poll: float = 0.5) -> Run:
+        """Poll until the run ends and return its final record.
+
+        Raises:
+            TimeoutError: the run had not ended after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.get_run(run_id)
+            if run.done:
+                return run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} is still {run.status} after {timeout} s")
+            time.sleep(poll)
+
+    def events(
+        self,
+        run_id: str,
+        *,
+        last_event_id: str | None = None,
+        max_retries: int = 5,
+        retry_delay: float = 0.5,
+        read_timeout: float | None = None,
+    ) -> EventStream:
+        """Live events of a run (see :class:`EventStream`); ends after the terminal status."""
+        return EventStream(
+            self,
+            run_id,
+            last_event_id=last_event_id,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            read_timeout=read_timeout,
+        )
+
+
+class EventStream(Iterator[Event]):
+    """An iterator over a run's Server-Sent Events that survives dropped connections.
+
+    It yields every earlier epoch's ``metric`` event, then live ones, and stops after the
+    terminal ``status`` event (``succeeded``, ``failed`` or ``cancelled``). When the
+    connection drops or times out it reconnects with ``Last-Event-ID`` set to the last event
+    it yielded, so nothing is repeated or skipped. After ``max_retries`` reconnections in a
+    row that yield nothing it raises :class:`BackpropConnectionError`.
+
+    ``response`` is the HTTP response being read (None between connections) and
+    ``reconnects`` counts reconnections so far.
+    """
+
+    def __init__(
+        self,
+        client: BackpropClient,
+        run_id: str,
+        *,
+        last_event_id: str | None,
+        max_retries: int,
+        retry_delay: float,
+        read_timeout: float | None,
+    ) -> None:
+        self.run_id = run_id
+        self.last_event_id = last_event_id
+        self.response: httpx.Response | None = None
+        self.reconnects = 0
+        self._client = client
+        self._max_retries = max_retries
+        self._delay = retry_delay
+        self._timeout = httpx.Timeout(client.timeout, read=read_timeout or client.timeout)
+        self._events = self._read()
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop reading and close the connection."""
+        self._events.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self) -> Iterator[Event]:
+        path = f"{API}/runs/{self.run_id}/events"
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            if self.last_event_id:
+                headers["Last-Event-ID"] = self.last_event_id
+            why = "the server closed the stream before the run ended"
+            try:
+                with self._client._http.stream(
+                    "GET", path, headers=headers, timeout=self._timeout
+                ) as resp:
+                    self.response = resp
+                    if resp.status_code >= 400:
+                        resp.read()
+                        raise _error_from(resp)
+                    for raw in iter_sse(resp.iter_lines()):
+                        if raw.retry_ms is not None:
+                            self._delay = raw.retry_ms / 1000
+                        failures = 0
+                        event = Event(event=raw.event, id=raw.id, data=json.loads(raw.data))
+                        if raw.id is not None:
+                            self.last_event_id = raw.id
+                        yield event
+                        if event.terminal:
+                            return
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.response = None
+            failures += 1
+            if failures > self._max_retries:
+                raise BackpropConnectionError(
+                    f"lost the event stream of run {self.run_id} after {self._max_retries} "
+                    f"reconnections ({why})"
+                )
+            self.reconnects += 1
+            time.sleep(self._delay)

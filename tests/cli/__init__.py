@@ -1,0 +1,1 @@
+"""Tests of the ``backprop`` command line (client commands) against the real service."""

@@ -1,0 +1,378 @@
+"""``client.BackpropClient`` against the real service (uvicorn API + celery worker)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli.processes import free_port
+from client import (
+    BackpropClient,
+    BackpropConnectionError,
+    BackpropError,
+    Dataset,
+    Event,
+    MetricItem,
+    Run,
+)
+from tests.client.conftest import EXAMPLES, SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
+from tests.e2e.stack import Stack
+
+
+@pytest.fixture
+def bp(stack: Stack) -> Iterator[BackpropClient]:
+    with BackpropClient(stack.base_url, timeout=10) as client:
+        yield client
+
+
+def _seed_run(bp: BackpropClient, epochs: int) -> Run:
+    ds = bp.upload_dataset((SEED_X, SEED_Y), name="seed")
+    return bp.submit_run(ds.id, SEED_NETWORK, {**SEED_TRAINING, "epochs": epochs}, name="seed")
+
+
+def _check_stream(events: list[Event], epochs: int, final: str = "succeeded") -> None:
+    metrics = [e.metric for e in events if e.event == "metric"]
+    assert [m.epoch for m in metrics if m] == list(range(1, epochs + 1))
+    assert events[-1].event == "status" and events[-1].status == final and events[-1].terminal
+    assert sum(e.terminal for e in events) == 1
+    ids = [e.id for e in events]
+    assert all(ids) and len(set(ids)) == len(ids)
+
+
+# -- the package itself -----------------------------------------------------------------------
+
+
+def test_importing_the_client_pulls_in_no_service_code_or_numpy() -> None:
+    code = (
+        "import json, sys, client\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'numpy', 'core', 'api', 'workers', 'sqlalchemy', 'celery', 'redis', 'cli'})\n"
+        "print(json.dumps({'bad': bad, 'httpx': 'httpx' in sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == {"bad": [], "httpx": True}
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers every request 404 with a JSON detail and remembers the request headers."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        self.seen.append(dict(self.headers))
+        body = json.dumps({"detail": {"why": "nothing here", "path": self.path}}).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_environment_defaults_bearer_key_and_error_detail(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("BACKPROP_URL", f"http://127.0.0.1:{server.server_port}/")
+        monkeypatch.setenv("BACKPROP_API_KEY", "secret-key-1")
+        with BackpropClient() as bp:
+            assert bp.base_url == f"http://127.0.0.1:{server.server_port}"
+            with pytest.raises(BackpropError) as caught:
+                bp.get_run("r1")
+        assert caught.value.status_code == 404
+        assert caught.value.detail == {"why": "nothing here", "path": "/api/v1/runs/r1"}
+        assert _Recorder.seen[-1]["Authorization"] == "Bearer secret-key-1"
+
+        monkeypatch.delenv("BACKPROP_API_KEY")
+        with BackpropClient() as bp, pytest.raises(BackpropError):
+            bp.get_dataset("d1")
+        assert "Authorization" not in _Recorder.seen[-1]
+        with BackpropClient(api_key="explicit") as bp, pytest.raises(BackpropError):
+            bp.list_runs()
+        assert _Recorder.seen[-1]["Authorization"] == "Bearer explicit"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    monkeypatch.delenv("BACKPROP_URL")
+    assert BackpropClient().base_url == "http://127.0.0.1:8000"
+
+
+def test_unreachable_server_is_a_connection_error() -> None:
+    with BackpropClient(f"http://127.0.0.1:{free_port()}", timeout=5) as bp:
+        with pytest.raises(BackpropConnectionError) as caught:
+            bp.list_datasets()
+    assert caught.value.status_code is None
+    assert "cannot reach" in str(caught.value)
+
+
+# -- datasets ---------------------------------------------------------------------------------
+
+
+def test_dataset_uploads_from_arrays_csv_json_and_npz(bp: BackpropClient, tmp_path: Path) -> None:
+    from_arrays = bp.upload_dataset((np.array(SEED_X), np.array(SEED_Y)), name="arrays")
+    assert isinstance(from_arrays, Dataset)
+    assert (from_arrays.n_samples, from_arrays.n_features, from_arrays.n_targets) == (1, 2, 2)
+    assert from_arrays.name == "arrays" and from_arrays.task == "regression"
+
+    iris = bp.upload_dataset(EXAMPLES / "iris" / "iris.csv", target="species")
+    assert iris.task == "classification" and iris.name == "iris"
+    assert (iris.n_samples, iris.n_features, iris.n_targets) == (150, 4, 3)
+    assert sorted(iris.classes or []) == ["setosa", "versicolor", "virginica"]
+
+    seed = bp.upload_dataset(EXAMPLES / "seed" / "data.json")
+    assert (seed.n_samples, seed.n_features, seed.name) == (1, 2, "seed")
+
+    npz = tmp_path / "xor.npz"
+    np.savez(npz, X=np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), y=np.array([0, 1, 1, 0]))
+    xor = bp.upload_dataset(npz, name="xor", task="classification")
+    assert xor.task == "classification" and xor.classes is not None and len(xor.classes) == 2
+
+    listed = [d.id for d in bp.list_datasets()]
+    for ds in (from_arrays, iris, seed, xor):
+        assert ds.id in listed
+        assert bp.get_dataset(ds.id) == ds
+    assert len(bp.list_datasets(limit=2)) == 2
+
+    bp.delete_dataset(xor.id)
+    with pytest.raises(BackpropError) as caught:
+        bp.get_dataset(xor.id)
+    assert caught.value.status_code == 404 and xor.id in caught.value.detail
+
+
+def test_bad_uploads_carry_the_servers_detail(bp: BackpropClient, tmp_path: Path) -> None:
+    with pytest.raises(BackpropError) as caught:
+        bp.upload_dataset(EXAMPLES / "iris" / "iris.csv", target="colour")
+    assert caught.value.status_code == 422 and "colour" in caught.value.detail
+    odd = tmp_path / "data.txt"
+    odd.write_text("1,2\n")
+    with pytest.raises(BackpropError) as caught:
+        bp.upload_dataset(odd)
+    assert caught.value.status_code == 415
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def test_run_lifecycle_metrics_weights_and_predictions(bp: BackpropClient, tmp_path: Path) -> None:
+    run = _seed_run(bp, epochs=20)
+    assert run.status == "queued" and run.progress.epochs == 20 and run.name == "seed"
+    done = bp.wait(run.id, timeout=60, poll=0.1)
+    assert done.status == "succeeded" and done.done and done.progress.epoch == 20
+
+    items = bp.metrics(run.id)
+    assert all(isinstance(m, MetricItem) for m in items)
+    assert [m.epoch for m in items] == list(range(1, 21))
+    assert items[-1].loss < items[0].loss
+    assert done.metrics["loss"] == items[-1].loss
+
+    layers = bp.weights(run.id)
+    assert [np.shape(layer["W"]) for layer in layers] == [(2, 2), (2, 2)]
+    assert [np.shape(layer["b"]) for layer in layers] == [(2,), (2,)]
+    path = bp.download_weights(run.id, tmp_path / "model.npz")
+    with np.load(path, allow_pickle=False) as arrays:
+        assert sorted(arrays.files) == ["W0", "W1", "b0", "b1"]
+        np.testing.assert_array_equal(arrays["W1"], layers[1]["W"])
+
+    pred = bp.predict(run.id, np.array([[0.05, 0.10], [0.5, 0.5]]))
+    assert np.shape(pred.outputs) == (2, 2) and pred.labels is None
+    # Trained towards (0.01, 0.99): the first output is now the smaller one.
+    assert pred.outputs[0][0] < pred.outputs[0][1]
+
+    bp.delete_run(run.id)
+    with pytest.raises(BackpropError) as caught:
+        bp.get_run(run.id)
+    assert caught.value.status_code == 404
+
+
+def test_classification_predictions_have_labels(bp: BackpropClient) -> None:
+    ds = bp.upload_dataset(EXAMPLES / "iris" / "iris.csv", target="species")
+    network = json.loads((EXAMPLES / "iris" / "network.json").read_text())
+    training = json.loads((EXAMPLES / "iris" / "training.json").read_text())
+    run = bp.submit_run(ds.id, network, training)
+    done = bp.wait(run.id, timeout=60, poll=0.1)
+    assert done.status == "succeeded", done.error
+    assert (done.metrics["val_accuracy"] or 0) >= 0.85
+    pred = bp.predict(run.id, [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
+    assert pred.labels == ["setosa", "virginica"]
+
+
+def test_list_runs_follows_every_page(stack: Stack) -> None:
+    with BackpropClient(stack.base_url, page_size=2) as bp:
+        ds = bp.upload_dataset((SEED_X, SEED_Y))
+        ids = [bp.submit_run(ds.id, SEED_NETWORK, SEED_TRAINING, name=f"p{i}").id for i in range(5)]
+        for run_id in ids:
+            bp.wait(run_id, timeout=60, poll=0.1)
+        everything = bp.list_runs()
+        got = [r.id for r in everything]
+        assert len(got) == len(set(got)) >= 5
+        assert [i for i in got if i in ids] == list(reversed(ids))
+        assert len(bp.list_runs(limit=3)) == 3
+        succeeded = bp.list_runs(status="succeeded")
+        assert {r.status for r in succeeded} == {"succeeded"} and set(ids) <= {
+            r.id for r in succeeded
+        }
+        with pytest.raises(BackpropError) as caught:
+            bp.list_runs(status="bogus")
+        assert caught.value.status_code == 422
+
+
+def test_wait_timeout_cancel_and_conflicts(bp: BackpropClient) -> None:
+    run = _seed_run(bp, epochs=500_000)
+    with pytest.raises(TimeoutError):
+        bp.wait(run.id, timeout=0.3, poll=0.1)
+    with pytest.raises(BackpropError) as caught:
+        bp.delete_run(run.id)
+    assert caught.value.status_code == 409
+    with pytest.raises(BackpropError) as caught:
+        bp.delete_dataset(run.dataset_id)
+    assert caught.value.status_code == 409 and "queued or running" in caught.value.detail
+    bp.cancel_run(run.id)
+    final = bp.wait(run.id, timeout=20, poll=0.1)
+    assert final.status == "cancelled"
+    with pytest.raises(BackpropError) as caught:
+        bp.cancel_run(run.id)
+    assert caught.value.status_code == 409 and "already ended" in caught.value.detail
+    with pytest.raises(BackpropError) as caught:
+        bp.weights(run.id)
+    assert caught.value.status_code == 409
+
+
+def test_submit_errors_carry_the_detail(bp: BackpropClient) -> None:
+    ds = bp.upload_dataset((SEED_X, SEED_Y))
+    wide = {**SEED_NETWORK, "input_dim": 3}
+    wide.pop("initial_weights")
+    with pytest.raises(BackpropError) as caught:
+        bp.submit_run(ds.id, wide, SEED_TRAINING)
+    assert caught.value.status_code == 422 and "input_dim" in caught.value.detail
+    with pytest.raises(BackpropError) as caught:
+        bp.submit_run("no-such-dataset", SEED_NETWORK, SEED_TRAINING)
+    assert caught.value.status_code == 422 and "no-such-dataset" in caught.value.detail
+    with pytest.raises(BackpropError) as caught:
+        list(bp.events("no-such-run"))
+    assert caught.value.status_code == 404
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def test_events_give_every_epoch_in_order_then_the_terminal_status(bp: BackpropClient) -> None:
+    run = _seed_run(bp, epochs=60)
+    with bp.events(run.id) as stream:
+        events = list(stream)
+    _check_stream(events, 60)
+    assert stream.reconnects == 0
+    stored = bp.metrics(run.id)
+    assert [e.metric for e in events if e.metric] == stored
+    # After the end, a new stream replays the whole history at once.
+    _check_stream(list(bp.events(run.id)), 60)
+
+
+def test_events_resume_after_the_connection_is_closed_mid_stream(bp: BackpropClient) -> None:
+    run = _seed_run(bp, epochs=300)
+    stream = bp.events(run.id, retry_delay=0.05)
+    events: list[Event] = []
+    for event in stream:
+        events.append(event)
+        if len(events) in (15, 40, 41) and stream.response is not None:
+            stream.response.close()  # the next read fails: the stream must reconnect
+    _check_stream(events, 300)
+    assert stream.reconnects >= 2
+
+
+class _CuttingProxy:
+    """A loopback TCP proxy that drops every connection after ``cut_after`` response bytes."""
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        self.upstream_port = upstream_port
+        self.cut_after = cut_after
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(downstream, upstream, None)).start()
+            threading.Thread(target=self._pump, args=(upstream, downstream, self.cut_after)).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while limit is None or sent < limit:
+                chunk = src.recv(4096 if limit is None else min(4096, limit - sent))
+                if not chunk:
+                    break
+                dst.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_events_resume_through_a_proxy_that_keeps_dropping_the_connection(
+    stack: Stack, bp: BackpropClient
+) -> None:
+    run = _seed_run(bp, epochs=150)
+    proxy = _CuttingProxy(stack.port, cut_after=1500)
+    try:
+        with BackpropClient(f"http://127.0.0.1:{proxy.port}", timeout=10) as flaky:
+            stream = flaky.events(run.id, retry_delay=0.02)
+            events = list(stream)
+    finally:
+        proxy.close()
+    _check_stream(events, 150)
+    assert stream.reconnects >= 5 and proxy.connections == stream.reconnects + 1
+    assert [e.metric for e in events if e.metric] == bp.metrics(run.id)
+
+
+def test_events_of_a_cancelled_run_end_with_cancelled(bp: BackpropClient) -> None:
+    run = _seed_run(bp, epochs=500_000)
+    stream = bp.events(run.id)
+    first = [next(stream) for _ in range(3)]
+    assert any(e.metric is not None for e in first)
+    bp.cancel_run(run.id)
+    rest = list(stream)
+    events = first + rest
+    assert events[-1].status == "cancelled"
+    epochs = [e.metric.epoch for e in events if e.metric]
+    assert epochs == list(range(1, len(epochs) + 1))
+    assert len(bp.metrics(run.id)) == len(epochs)
+
+
+def test_sse_parser_drops_a_cut_off_event_and_joins_data_lines() -> None:
+    """The SSE parser drops an event cut before its blank line and joins data lines."""
+    from client.sse import iter_sse
+
+    text = ': ping\n\nid: 1-r\nevent: metric\ndata: {"epoch":\ndata:  1}\n\nid: 2-r\ndata: {"ep'
+    events = list(iter_sse(text.split("\n")))
+    assert [(e.event, e.id, e.data) for e in events] == [("metric", "1-r", '{"epoch":\n 1}')]
