@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import redis
 import redis.asyncio as aioredis
 from fastapi.concurrency import run_in_threadpool
@@ -101,8 +102,13 @@ def _from_snapshot(cursor: _Cursor, snap: Snapshot) -> tuple[list[dict[str, Any]
 
 
 async def run_event_stream(
-    client: aioredis.Redis, run_id: str, last_event_id: str | None
+    client: aioredis.Redis,
+    run_id: str,
+    last_event_id: str | None,
+    stop: anyio.Event | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
+    """Events of ``run_id`` after ``last_event_id``; ends after the terminal status, or
+    within one read timeout once ``stop`` is set (server shutdown)."""
     cursor = _Cursor(*parse_last_event_id(last_event_id))
     key = stream_key(run_id)
 
@@ -132,7 +138,7 @@ async def run_event_stream(
     if ended:
         return
 
-    while True:
+    while stop is None or not stop.is_set():
         try:
             reply = await client.xread({key: position}, block=READ_BLOCK_MS, count=500)
         except redis.RedisError as exc:

@@ -15,6 +15,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from api.limits import BodySizeLimit
+from api.metrics import HTTPMetricsMiddleware, build_registry
+from api.metrics import router as metrics_router
 from api.routes import datasets, health, plots, runs, ui
 from core.db.session import TRANSIENT_ERRORS
 from core.settings import get_settings
@@ -57,6 +59,7 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = aioredis.Redis.from_url(settings.redis_url)
+        app.state.metrics_registry = build_registry(redis.Redis.from_url(settings.redis_url))
         app.state.events = EventPublisher(
             redis.Redis.from_url(settings.redis_url),
             maxlen=settings.stream_maxlen,
@@ -86,7 +89,9 @@ def create_app() -> FastAPI:
             allow_methods=["*"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         )
+    app.add_middleware(HTTPMetricsMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(datasets.router)
     app.include_router(runs.router)
     app.include_router(plots.router)

@@ -24,10 +24,10 @@ logger = logging.getLogger("backprop")
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(
-        level=get_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from core.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -79,7 +79,8 @@ def api(
         factory=True,
         host=host,
         port=port,
-        log_level=get_settings().log_level.lower(),
+        log_level=settings.log_level.lower(),
+        log_config=None,  # keep our handlers (JSON lines) for uvicorn's loggers too
         timeout_graceful_shutdown=10,
     )
 
@@ -157,6 +158,7 @@ def standalone(
     upgrade()
     group = ProcessGroup()
     env = dict(os.environ)
+    env.setdefault("BACKPROP_LOG_FORMAT", "text")  # a person reads these
     # Authentication is off by default in standalone, which listens on loopback.
     if "BACKPROP_AUTH" not in env and _is_loopback(host):
         env["BACKPROP_AUTH"] = "off"

@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     task_queue: str = Field(
         default="backprop", description="Celery queue that runs are sent to and workers take."
     )
+    small_job_threshold: int = Field(
+        default=100_000_000,
+        description="Runs with parameters x samples x epochs below this go to the queue "
+        "<task_queue>.small, the others to <task_queue>.large.",
+    )
+    max_sweep_trials: int = Field(
+        default=1000, description="Most runs (trials x folds) of one sweep."
+    )
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, description="Largest dataset upload.")
     max_dataset_cells: int = Field(
         default=20_000_000, description="Largest rows x (features + targets) of a dataset."
@@ -50,6 +58,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=2, description="Worker processes of one worker.")
     sse_ping_s: float = Field(default=15.0, description="Keep-alive comment interval on SSE.")
     log_level: str = Field(default="INFO", description="Log level of api and worker.")
+    log_format: str = Field(
+        default="json", description="json (one object per line, with run_id) or text."
+    )
     auth: bool = Field(
         default=True,
         description="API keys required (on/off). off is accepted only on a loopback address.",

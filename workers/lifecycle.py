@@ -18,13 +18,21 @@ import threading
 from datetime import timedelta
 
 from billiard.process import active_children
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 from sqlalchemy import or_, update
 from threadpoolctl import threadpool_limits
 
 from core.db.models import Run, RunStatus, utcnow
 from core.db.session import get_engine, session_scope
+from core.logs import current_run_id
 from core.settings import get_settings
+from workers.sweeps import reconcile as reconcile_sweeps
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +98,8 @@ def reclaim() -> list[str]:
                 update(Run)
                 .where(
                     Run.status == RunStatus.queued.value,
+                    # A sweep's trial waits unsent (enqueued_at NULL) until its sweep sends it.
+                    or_(Run.sweep_id.is_(None), Run.enqueued_at.is_not(None)),
                     or_(
                         Run.enqueued_at.is_(None),
                         Run.enqueued_at < now - timedelta(seconds=settings.requeue_after_s),
@@ -119,6 +129,7 @@ def _reclaim_loop() -> None:
     while not _reclaimer_stop.wait(interval):
         try:
             reclaim()
+            reconcile_sweeps()
         except Exception as exc:  # database away for a moment: try again next round
             logger.warning("reclaiming expired runs failed: %s", exc)
 
@@ -126,3 +137,15 @@ def _reclaim_loop() -> None:
 @worker_ready.connect
 def _start_reclaimer(**_kwargs: object) -> None:
     threading.Thread(target=_reclaim_loop, name="lease-reclaimer", daemon=True).start()
+
+
+@task_prerun.connect
+def _bind_run_id(args: tuple[object, ...] | None = None, **_kwargs: object) -> None:
+    """Every log line written while a task works on a run carries its id."""
+    if args and isinstance(args[0], str):
+        current_run_id.set(args[0])
+
+
+@task_postrun.connect
+def _unbind_run_id(**_kwargs: object) -> None:
+    current_run_id.set(None)

@@ -27,7 +27,9 @@ from core.engine import EngineError, Network
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
 from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
+from core.telemetry import WorkerTelemetry
 from workers.lifecycle import handback_requested
+from workers.sweeps import PruneCheck, after_run_end
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,12 @@ class RunTrainer:
         self.events = EventPublisher(
             client, maxlen=self.settings.stream_maxlen, ttl_s=self.settings.stream_ttl_s
         )
+        self.telemetry = WorkerTelemetry(client)
+        self._train_samples = 0
+        self._last_elapsed = 0.0
         self._cancel = False
+        self._stop_note: str | None = None  # why a cancelled run stopped (pruned)
+        self._prune_check = PruneCheck(run_id, self.me)
         self._handing_back = False
         self._runtime_exceeded = False
         self._last_epoch = 0
@@ -193,6 +200,9 @@ class RunTrainer:
             if dataset_blob is None:
                 raise EngineError("the run's dataset no longer exists")
             data = from_npz_bytes(dataset_blob)
+            split = config.validation_split
+            n_val = max(1, int(split * data.n_samples)) if split > 0 else 0
+            self._train_samples = data.n_samples - n_val
             net = Network.from_spec(spec, seed=config.seed)
             net.classes = classes
             if config.max_runtime_s is not None:
@@ -224,7 +234,7 @@ class RunTrainer:
         if not interrupted:
             return self._finish(RunStatus.succeeded, None, artifact=net.save())
         if self._cancel:
-            return self._finish(RunStatus.cancelled, None)
+            return self._finish(RunStatus.cancelled, self._stop_note)
         if self._runtime_exceeded:
             return self._finish(
                 RunStatus.failed,
@@ -273,6 +283,9 @@ class RunTrainer:
 
         self._cancel = self._tx(f"recording epoch {epoch}", tx) or self._cancel
         self.events.publish(self.run_id, EVENT_METRIC, item)
+        # elapsed_s counts from the start of the fit (carried across a resume).
+        self.telemetry.epoch(max(item["elapsed_s"] - self._last_elapsed, 0.0), self._train_samples)
+        self._last_elapsed = item["elapsed_s"]
 
     def _on_checkpoint(self, epoch: int, data: bytes) -> None:
         # Read the shutdown flag and the clock once per epoch, here: when we stop for
@@ -301,6 +314,8 @@ class RunTrainer:
         self._last_checkpoint = (epoch, time.monotonic())
 
     def _should_stop(self) -> bool:
+        if not self._cancel and (note := self._prune_check(self._last_epoch)):
+            self._cancel, self._stop_note = True, note
         if self._cancel or self._runtime_exceeded or self._handing_back:
             self._stopped_at = self._last_epoch
             return True
@@ -351,6 +366,17 @@ class RunTrainer:
         if error:
             data["error"] = error
         self.events.publish(self.run_id, EVENT_STATUS, data, final=True)
+        after_run_end(self.run_id)  # a sweep's trial: start the next ones
+        times = self._tx(
+            "reading times",
+            lambda s: s.execute(
+                select(Run.started_at, Run.finished_at).where(Run.id == self.run_id)
+            ).first(),
+        )
+        if times is not None and times[0] is not None and times[1] is not None:
+            self.telemetry.run_ended(status.value, (times[1] - times[0]).total_seconds())
+        else:
+            self.telemetry.run_ended(status.value, None)
         if has_webhook:
             from workers.celery_app import enqueue_webhook
 

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from threading import Lock
 from typing import Annotated, Any
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -42,6 +43,7 @@ from core.db.models import (
 )
 from core.db.session import get_sessionmaker
 from core.engine import Network
+from core.queues import count_parameters, job_size, queue_kind
 from core.spec import check_compatible
 from core.streams import EVENT_STATUS
 from core.webhooks import WebhookTargetError, check_target
@@ -74,7 +76,20 @@ def run_record(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
+        "queue": run.queue,
+        "priority": run.priority or 0,
+        "sweep_id": run.sweep_id,
+        "trial": run.trial,
+        "fold": run.fold,
+        "sweep_params": run.sweep_params,
+        "stop_reason": run.stop_reason,
     }
+
+
+def queue_of(body: RunCreate, dataset: Dataset, settings: Any) -> str:
+    """``small`` or ``large``: the run's parameters x samples x epochs vs the threshold."""
+    size = job_size(count_parameters(body.network), dataset.n_samples, body.training.epochs)
+    return queue_kind(size, settings.small_job_threshold)
 
 
 def get_owned_run(db: Session, owner: str, run_id: str) -> Run:
@@ -185,6 +200,8 @@ def create_run(
         webhook_status="pending" if body.callback_url else None,
         api_key_id=principal.key_id,
         enqueued_at=utcnow(),
+        queue=queue_of(body, dataset, settings),
+        priority=body.priority,
     )
     db.add(run)
     db.flush()
@@ -204,7 +221,7 @@ def create_run(
         if replay is None:
             raise
         return replay
-    enqueue_run(run.id)  # only after the commit: the worker must find the run
+    enqueue_run(run.id, run.queue, run.priority)  # only after the commit: the worker must find it
     response.headers["Location"] = location
     return record
 
@@ -257,9 +274,14 @@ async def run_events(
 
     await run_in_threadpool(check)
     redis_client = request.app.state.redis
+    # On SIGTERM the stream ends cleanly (a complete response), and the client resumes
+    # elsewhere with Last-Event-ID.
+    shutting_down = anyio.Event()
     return EventSourceResponse(
-        run_event_stream(redis_client, run_id, last_event_id),
+        run_event_stream(redis_client, run_id, last_event_id, stop=shutting_down),
         ping=int(settings.sse_ping_s),
+        shutdown_event=shutting_down,
+        shutdown_grace_period=5.0,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 

@@ -23,12 +23,16 @@ def read_events(
     last_event_id: str | None = None,
     max_events: int | None = None,
     timeout: float = 60,
+    sink: list[Event] | None = None,
 ) -> list[Event]:
-    """Read events until the server closes the stream or ``max_events`` arrived."""
+    """Read events until the server closes the stream or ``max_events`` arrived.
+
+    Events are appended to ``sink`` (a list another thread may watch) as they arrive.
+    """
     headers = {"Accept": "text/event-stream"}
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
-    events: list[Event] = []
+    events: list[Event] = sink if sink is not None else []
     fields: dict[str, str] = {}
     data_lines: list[str] = []
     with client.stream("GET", url, headers=headers, timeout=timeout) as resp:

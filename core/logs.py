@@ -1,0 +1,57 @@
+"""Logging for api and worker processes: JSON lines (default) or text, with ``run_id``.
+
+Code that works on a run sets :data:`current_run_id`; every log line written meanwhile,
+in any module, carries it, so one run's story can be filtered out of many workers' logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+current_run_id: ContextVar[str | None] = ContextVar("current_run_id", default=None)
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(run_suffix)s: %(message)s"
+
+
+class RunIdFilter(logging.Filter):
+    """Adds ``run_id`` (and a text suffix for it) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_id = getattr(record, "run_id", None) or current_run_id.get()
+        record.run_id = run_id
+        record.run_suffix = f" [run {run_id}]" if run_id else ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, run_id, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+        }
+        run_id = getattr(record, "run_id", None)
+        if run_id:
+            entry["run_id"] = run_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Replace the root handlers with one stderr handler in the chosen format."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RunIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
