@@ -32,7 +32,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ProcessGroup:
-    """Named children, stopped in reverse start order with SIGTERM, then SIGKILL."""
+    """Named children, stopped in reverse start order with SIGTERM, then SIGKILL (the
+    whole process group, so no grandchild survives)."""
 
     def __init__(self) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -58,10 +59,9 @@ class ProcessGroup:
         for name, proc in reversed(self.children):
             if proc.poll() is None:
                 logger.info("stopping %s (pid %d)", name, proc.pid)
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                # The child's main process only, as `docker stop` does: a worker then
+                # hands its runs back after the current epoch instead of dying mid-way.
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for name, proc in reversed(self.children):
             try:
