@@ -71,7 +71,11 @@ class Dense:
     def backward(self, x: np.ndarray, ws: LayerWorkspace, dx: np.ndarray | None) -> None:
         """Given dL/dz in ``ws.d``, fill ``dW``, ``db`` and, unless ``dx`` is None, dL/dx."""
         np.matmul(x.T, ws.d, out=self.dW)
-        np.add.reduce(ws.d, axis=0, out=self.db)
+        if ws.d_row is not None:
+            # One sample: the column sum is that row; a copy costs a third of a reduce.
+            np.copyto(self.db, ws.d_row)
+        else:
+            np.add.reduce(ws.d, axis=0, out=self.db)
         if dx is not None:
             np.matmul(ws.d, self.W.T, out=dx)
 
@@ -84,6 +88,7 @@ class LayerWorkspace:
         self.z = np.empty(shape, dtype)
         self.a = self.z if layer.activation.aliases_input else np.empty(shape, dtype)
         self.d = np.empty(shape, dtype)
+        self.d_row = self.d[0] if n == 1 else None
         self.tmp = np.empty(shape, dtype)
         self.row = np.empty((n, 1), dtype)
         self.row2 = np.empty((n, 1), dtype)

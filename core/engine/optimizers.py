@@ -62,7 +62,8 @@ class SGD(Optimizer):
 
     def step(self, params, grads):
         self.t += 1
-        self._decay(params, grads)
+        if self.weight_decay:
+            self._decay(params, grads)
         update = grads
         if self.momentum:
             v = self.state["velocity"]
@@ -86,7 +87,8 @@ class Adam(Optimizer):
     def step(self, params, grads):
         c = self.config
         self.t += 1
-        self._decay(params, grads)
+        if self.weight_decay:
+            self._decay(params, grads)
         m, v, tmp = self.state["m"], self.state["v"], self._tmp
         m *= c.beta1
         np.multiply(grads, 1.0 - c.beta1, out=tmp)
@@ -114,7 +116,8 @@ class RMSProp(Optimizer):
     def step(self, params, grads):
         c = self.config
         self.t += 1
-        self._decay(params, grads)
+        if self.weight_decay:
+            self._decay(params, grads)
         v, tmp = self.state["square_avg"], self._tmp
         v *= c.rho
         np.multiply(grads, grads, out=tmp)
