@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 2000
 STATUS_LETTERS = {s.value[0]: s.value for s in RunStatus}
+MAX_EVENT_EPOCH = 2**31 - 1
 
 
 @dataclass
@@ -50,6 +51,8 @@ def parse_last_event_id(value: str | None) -> tuple[int, str | None]:
     try:
         epoch = max(int(epoch_text), 0)
     except ValueError:
+        return 0, None
+    if epoch > MAX_EVENT_EPOCH:  # never issued; too big for an SQL integer (was a 500)
         return 0, None
     return epoch, STATUS_LETTERS.get(letter)
 

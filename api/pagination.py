@@ -23,6 +23,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, row_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        if "\x00" in row_id:  # never issued; PostgreSQL refuses NUL in a query (was a 500)
+            raise ValueError("NUL in cursor")
         return datetime.fromisoformat(stamp), row_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPException(400, detail=f"cursor: not a cursor from this API ({cursor!r})") from exc

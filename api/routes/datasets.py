@@ -182,6 +182,8 @@ async def create_dataset(
             )
     except DatasetError as exc:
         raise HTTPException(exc.status_code, detail=str(exc)) from exc
+    if name and "\x00" in name:  # PostgreSQL cannot store it (was a 500)
+        raise HTTPException(422, detail="name: must not contain NUL (\\u0000) characters")
 
     def store() -> Any:
         with get_sessionmaker()() as db:
@@ -242,7 +244,8 @@ def list_datasets(
 
 
 def get_owned_dataset(db: SessionDep, owner: str, dataset_id: str) -> Dataset:
-    ds = db.get(Dataset, dataset_id)
+    # No id holds a NUL, and PostgreSQL refuses one in a query (it was a 500).
+    ds = None if "\x00" in dataset_id else db.get(Dataset, dataset_id)
     if ds is None or ds.owner != owner:
         raise HTTPException(404, detail=f"dataset {dataset_id} not found")
     return ds
