@@ -46,9 +46,11 @@ def get_engine(url: str | None = None) -> Engine:
         return engine
     # No server-side prepared statements: a statement cache tied to a connection is one
     # more thing that goes wrong when worker processes fork or die mid-transaction.
+    # No pre-ping either (a round trip per checkout): a connection broken by a database
+    # restart fails its statement, the pool then drops all of them, workers retry
+    # (retry_transient) and the API answers that one request with 503.
     return create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,
         connect_args={"prepare_threshold": None},
