@@ -13,11 +13,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from api.limits import BodySizeLimit
 from api.metrics import HTTPMetricsMiddleware, build_registry
 from api.metrics import router as metrics_router
-from api.routes import datasets, health, plots, runs, ui
+from api.routes import datasets, health, plots, runs, sweeps, ui
 from core.db.session import TRANSIENT_ERRORS
 from core.settings import get_settings
 from core.streams import EventPublisher
@@ -53,6 +54,19 @@ def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database refuses (say NUL in text on PostgreSQL) came from the client: 422.
+
+    The routes reject such values themselves, naming the field; this is the safety net.
+    """
+    logger.warning("value refused by the database in %s %s: %s", request.method,
+                   request.url.path, exc)  # fmt: skip
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return JSONResponse(
+        {"detail": f"a value of the request cannot be stored: {reason}"}, status_code=422
+    )
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
 
@@ -77,6 +91,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in TRANSIENT_ERRORS:
         app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(DataError, _unstorable_value)
     app.add_middleware(
         BodySizeLimit,
         max_request_bytes=settings.max_request_bytes,
@@ -94,6 +109,7 @@ def create_app() -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(datasets.router)
     app.include_router(runs.router)
+    app.include_router(sweeps.router)
     app.include_router(plots.router)
     app.include_router(ui.router)
     return app

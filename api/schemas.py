@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.spec import NetworkSpec, TrainingConfig
+from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
 
 SEED_NETWORK_EXAMPLE = {
     "input_dim": 2,
@@ -28,6 +29,10 @@ SEED_TRAINING_EXAMPLE = {
     "shuffle": False,
     "seed": 0,
 }
+
+
+# Text that PostgreSQL can store: no NUL characters.
+NO_NUL = r"^[^\x00]*$"
 
 
 class DatasetCreateJSON(BaseModel):
@@ -79,7 +84,7 @@ class RunCreate(BaseModel):
         },
     )
 
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
     dataset_id: str = Field(max_length=64)
     network: NetworkSpec
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -87,6 +92,9 @@ class RunCreate(BaseModel):
         default=None,
         max_length=2000,
         description="POSTed once when the run ends, signed with X-Backprop-Signature.",
+    )
+    priority: int = Field(
+        default=0, ge=0, le=9, description="0-9: among queued runs, higher ones start first."
     )
 
 
@@ -116,6 +124,17 @@ class RunRecord(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue: str | None = Field(
+        default=None, description="small or large: parameters x samples x epochs vs the threshold."
+    )
+    priority: int = 0
+    sweep_id: str | None = Field(default=None, description="The sweep this run is a trial of.")
+    trial: int | None = None
+    fold: int | None = Field(default=None, description="Cross-validation fold of the trial.")
+    sweep_params: dict[str, Any] | None = None
+    stop_reason: str | None = Field(
+        default=None, description="Why it stopped early: 'pruned', 'sweep_cancelled'."
+    )
 
 
 class RunList(BaseModel):
@@ -168,3 +187,83 @@ class ErrorOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class SweepCreate(BaseModel):
+    """A hyperparameter sweep (docs/sweeps.md)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "lr x units",
+                    "base": {
+                        "dataset_id": "3f0b8c6e-0000-4000-8000-000000000000",
+                        "network": {
+                            "input_dim": 4,
+                            "layers": [
+                                {"units": 16, "activation": "tanh"},
+                                {"units": 3, "activation": "softmax"},
+                            ],
+                        },
+                        "training": {
+                            "loss": "categorical_crossentropy",
+                            "epochs": 30,
+                            "validation_split": 0.2,
+                        },
+                    },
+                    "search": {
+                        "type": "grid",
+                        "parameters": {
+                            "training.optimizer.learning_rate": [0.01, 0.1],
+                            "network.layers.0.units": [8, 32],
+                        },
+                    },
+                    "metric": "val_loss",
+                    "max_concurrent": 2,
+                }
+            ]
+        },
+    )
+
+    name: str | None = Field(default=None, max_length=200)
+    base: RunCreate
+    search: SearchSpace
+    metric: MetricName = "val_loss"
+    max_concurrent: int = Field(default=2, ge=1, le=1000)
+    pruning: Pruning | None = None
+    cross_validation: CrossValidation | None = None
+
+
+class SweepProgress(BaseModel):
+    finished: int
+    total: int
+    running: int = 0
+    queued: int = 0
+    pruned: int = 0
+
+
+class SweepRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str | None
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    metric: str
+    mode: Literal["min", "max"]
+    n_trials: int
+    max_concurrent: int
+    progress: SweepProgress
+    leaderboard: list[dict[str, Any]]
+    best: dict[str, Any] | None = None
+    search: dict[str, Any]
+    pruning: dict[str, Any] | None = None
+    cross_validation: dict[str, Any] | None = None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class SweepList(BaseModel):
+    items: list[SweepRecord]
+    next_cursor: str | None

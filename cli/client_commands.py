@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -404,3 +405,142 @@ def register(app: typer.Typer) -> None:
     """Add the client commands to ``app``."""
     for command in (submit, runs, show, watch, cancel, weights, predict):
         app.command()(command)
+    app.add_typer(sweep_app, name="sweep")
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+sweep_app = typer.Typer(
+    help="Hyperparameter sweeps: create one from a JSON spec, show its leaderboard, cancel it.",
+    no_args_is_help=True,
+)
+SweepArg = Annotated[str, typer.Argument(metavar="SWEEP", help="Sweep id.", show_default=False)]
+
+
+def _sweep_table(sweep: Any, top: int | None = None) -> Table:
+    metric = sweep.metric
+    table = Table(title=f"leaderboard ({metric}, {'lowest' if sweep.mode == 'min' else 'highest'}"
+                  " first)", title_justify="left")  # fmt: skip
+    for column in ("#", "run", "status", metric, "epoch", "params"):
+        table.add_column(column, overflow="fold")
+    for rank, entry in enumerate(sweep.leaderboard[:top] if top else sweep.leaderboard, 1):
+        value = _fmt(entry.get(metric))
+        if entry.get(f"{metric}_std") is not None:
+            value += f" ± {_fmt(entry[f'{metric}_std'])}"
+        reason = entry.get("stop_reason")
+        status = entry["status"] + (f" ({reason})" if reason else "")
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in entry["params"].items())
+        table.add_row(str(rank), entry["run_id"], status, value, _fmt(entry.get("epoch")),
+                      escape(params))  # fmt: skip
+    return table
+
+
+def _print_sweep(sweep: Any, top: int | None = None) -> None:
+    p = sweep.progress
+    out.print(
+        f"sweep [bold]{sweep.id}[/] {sweep.status}: {p.finished}/{p.total} runs ended "
+        f"({p.running} running, {p.queued} queued, {p.pruned} pruned)"
+    )
+    out.print(_sweep_table(sweep, top))
+    if sweep.best:
+        out.print(f"best: run [bold]{sweep.best['run_id']}[/] {sweep.metric}="
+                  f"{_fmt(sweep.best.get(sweep.metric))}")  # fmt: skip
+
+
+@sweep_app.command("create")
+def sweep_create(
+    spec: Annotated[Path, typer.Option(help="Sweep spec: the JSON body of POST /api/v1/sweeps.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Upload this dataset file first and use it as base.dataset_id."),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Target column(s) of a CSV --data, comma-separated.")
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Wait for the sweep to end.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a sweep (docs/sweeps.md); with --watch, follow it until it ends."""
+    code = EXIT_OK
+    with _session(url, api_key) as bp:
+        body = _read_json(spec, "sweep spec")
+        if data is not None:
+            if not data.is_file():
+                raise UsageProblem(f"--data {data}: no such file")
+            if data.suffix.lower() == ".csv" and not target:
+                raise UsageProblem("--target is required with a .csv dataset (the target column)")
+            dataset = bp.upload_dataset(data, target=target)
+            body.setdefault("base", {})["dataset_id"] = dataset.id
+        sweep = bp.create_sweep(body)
+        if not as_json:
+            out.print(f"sweep [bold]{sweep.id}[/] {sweep.status}: {sweep.progress.total} runs, "
+                      f"{sweep.max_concurrent} at a time")  # fmt: skip
+        if watch:
+            last = -1
+            while not (sweep.done and sweep.progress.finished >= sweep.progress.total):
+                if not as_json and sweep.progress.finished != last:
+                    last = sweep.progress.finished
+                    out.print(f"{last}/{sweep.progress.total} runs ended")
+                time.sleep(1.0)
+                sweep = bp.get_sweep(sweep.id)
+            code = EXIT_OK if sweep.status == "succeeded" else EXIT_RUN_FAILED
+            if not as_json:
+                _print_sweep(sweep, top=10)
+        if as_json:
+            _emit_json(_dump(sweep))
+    raise typer.Exit(code)
+
+
+@sweep_app.command("show")
+def sweep_show(
+    sweep_id: SweepArg,
+    top: Annotated[int | None, typer.Option(help="Only the best N entries.")] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a sweep: status, progress and leaderboard (best first)."""
+    with _session(url, api_key) as bp:
+        sweep = bp.get_sweep(sweep_id)
+    if as_json:
+        _emit_json(_dump(sweep))
+    else:
+        _print_sweep(sweep, top)
+
+
+@sweep_app.command("list")
+def sweep_list(
+    limit: Annotated[int, typer.Option(help="At most this many sweeps, newest first.")] = 20,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sweeps, newest first."""
+    with _session(url, api_key) as bp:
+        items = bp.list_sweeps(limit=limit)
+    if as_json:
+        _emit_json([_dump(s) for s in items])
+        return
+    table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold")
+    for column in ("id", "status", "runs", "metric", "best", "name"):
+        table.add_column(column, no_wrap=column != "name")
+    for s in items:
+        best = _fmt(s.best.get(s.metric)) if s.best else "-"
+        table.add_row(s.id, s.status, f"{s.progress.finished}/{s.progress.total}", s.metric,
+                      best, escape(s.name or ""))  # fmt: skip
+    out.print(table)
+
+
+@sweep_app.command("cancel")
+def sweep_cancel(
+    sweep_id: SweepArg, url: UrlOpt = None, api_key: KeyOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Cancel a sweep: queued trials never start, running ones stop within an epoch."""
+    with _session(url, api_key) as bp:
+        sweep = bp.cancel_sweep(sweep_id)
+    if as_json:
+        _emit_json(_dump(sweep))
+    else:
+        out.print(f"sweep [bold]{sweep.id}[/] {sweep.status}")

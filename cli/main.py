@@ -90,7 +90,13 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option(help="Worker processes (default BACKPROP_WORKER_CONCURRENCY).")
     ] = None,
-    queues: Annotated[str | None, typer.Option(help="Comma-separated queues to take.")] = None,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated queues to take: small, large, default (webhooks) or full "
+            "Celery queue names [default: all three]."
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker that trains runs."""
     from workers.celery_app import celery_app
@@ -106,7 +112,10 @@ def worker(
         "--without-mingle",
     ]
     if queues:
-        argv.append(f"--queues={queues}")
+        from core.queues import queue_name
+
+        names = [queue_name(q.strip(), settings.task_queue) for q in queues.split(",") if q.strip()]
+        argv.append(f"--queues={','.join(names)}")
     celery_app.worker_main(argv)
 
 

@@ -13,7 +13,7 @@ Depends on ``httpx`` and ``pydantic`` only::
 
 from client.client import DEFAULT_URL, BackpropClient, EventStream
 from client.errors import BackpropConnectionError, BackpropError
-from client.models import Dataset, Event, MetricItem, Prediction, Progress, Run
+from client.models import Dataset, Event, MetricItem, Prediction, Progress, Run, Sweep
 
 __all__ = [
     "DEFAULT_URL",
@@ -27,4 +27,5 @@ __all__ = [
     "Prediction",
     "Progress",
     "Run",
+    "Sweep",
 ]

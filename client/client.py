@@ -23,7 +23,7 @@ from typing import Any, Self
 import httpx
 
 from client.errors import BackpropConnectionError, BackpropError
-from client.models import Dataset, Event, MetricItem, Prediction, Run
+from client.models import Dataset, Event, MetricItem, Prediction, Run, Sweep
 from client.sse import iter_sse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -188,13 +188,19 @@ class BackpropClient:
         training: dict[str, Any] | None = None,
         *,
         name: str | None = None,
+        priority: int | None = None,
     ) -> Run:
-        """Queue a training run of ``network`` (API.md §2) on a dataset with ``training`` (§3)."""
+        """Queue a training run of ``network`` (API.md §2) on a dataset with ``training`` (§3).
+
+        ``priority`` (0-9): among queued runs, higher ones start first.
+        """
         body: dict[str, Any] = {"dataset_id": dataset_id, "network": network}
         if training is not None:
             body["training"] = training
         if name is not None:
             body["name"] = name
+        if priority is not None:
+            body["priority"] = priority
         return Run.model_validate(self._request("POST", f"{API}/runs", json=body).json())
 
     def list_runs(self, status: str | None = None, limit: int | None = None) -> list[Run]:
@@ -249,6 +255,41 @@ class BackpropClient:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {run.status} after {timeout} s")
+            time.sleep(poll)
+
+    # -- sweeps --------------------------------------------------------------------------
+    def create_sweep(self, spec: dict[str, Any]) -> Sweep:
+        """Start a hyperparameter sweep: ``spec`` is the body of ``POST /api/v1/sweeps``
+        (``{"base": <run request>, "search": {...}, "metric": ..., ...}``, docs/sweeps.md)."""
+        return Sweep.model_validate(self._request("POST", f"{API}/sweeps", json=spec).json())
+
+    def list_sweeps(self, status: str | None = None, limit: int | None = None) -> list[Sweep]:
+        """Sweeps newest first, optionally only those with ``status``."""
+        params = {"status": status} if status else {}
+        return [Sweep.model_validate(s) for s in self._pages(f"{API}/sweeps", params, limit)]
+
+    def get_sweep(self, sweep_id: str) -> Sweep:
+        """One sweep: status, progress and leaderboard (best first)."""
+        return Sweep.model_validate(self._request("GET", f"{API}/sweeps/{sweep_id}").json())
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """Cancel a sweep: queued trials never start, running ones stop (409 when it ended)."""
+        resp = self._request("POST", f"{API}/sweeps/{sweep_id}/cancel")
+        return Sweep.model_validate(resp.json())
+
+    def wait_sweep(self, sweep_id: str, timeout: float | None = None, poll: float = 1.0) -> Sweep:
+        """Poll until the sweep and all its trials have ended; returns its final record.
+
+        Raises:
+            TimeoutError: it had not ended after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            if sweep.done and sweep.progress.finished >= sweep.progress.total:
+                return sweep
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"sweep {sweep_id} is still {sweep.status} after {timeout} s")
             time.sleep(poll)
 
     def events(

@@ -1,4 +1,4 @@
-"""Typed results of the Backprop Service client: datasets, runs, metric items and events.
+"""Typed results of the Backprop Service client: datasets, runs, sweeps, metrics and events.
 
 These mirror the records of the public contract (API.md §4–§5). Unknown extra fields that a
 newer server sends are kept (``extra="allow"``), so an older client keeps working.
@@ -55,10 +55,50 @@ class Run(_Record):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    queue: str | None = None
+    priority: int = 0
+    sweep_id: str | None = None
+    sweep_params: dict[str, Any] | None = None
+    stop_reason: str | None = None
 
     @property
     def done(self) -> bool:
         """True once the run has ended (succeeded, failed or cancelled)."""
+        return self.status in TERMINAL_STATUSES
+
+
+class SweepProgress(_Record):
+    """How many of a sweep's runs have ended (``finished`` of ``total``)."""
+
+    finished: int
+    total: int
+    running: int = 0
+    queued: int = 0
+    pruned: int = 0
+
+
+class Sweep(_Record):
+    """A hyperparameter sweep (``GET /api/v1/sweeps/{id}``); ``leaderboard`` is best first.
+
+    Each leaderboard entry is ``{"run_id", "params", "<metric>": value, "status", ...}``.
+    """
+
+    id: str
+    name: str | None = None
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    metric: str
+    mode: Literal["min", "max"] = "min"
+    n_trials: int
+    max_concurrent: int
+    progress: SweepProgress
+    leaderboard: list[dict[str, Any]]
+    best: dict[str, Any] | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the sweep has ended."""
         return self.status in TERMINAL_STATUSES
 
 

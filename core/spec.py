@@ -149,6 +149,19 @@ class EarlyStopping(_Strict):
     restore_best: bool = True
 
 
+class ValidationFold(_Strict):
+    """Hold out fold ``index`` of ``k`` (of a seeded permutation) for k-fold cross-validation."""
+
+    k: int = Field(ge=2)
+    index: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> ValidationFold:
+        if self.index >= self.k:
+            raise ValueError(f"validation_fold.index: must be below k={self.k}")
+        return self
+
+
 class TrainingConfig(_Strict):
     """How to train (API.md §3)."""
 
@@ -163,6 +176,16 @@ class TrainingConfig(_Strict):
     dtype: DTypeName = "float32"
     early_stopping: EarlyStopping | None = None
     max_runtime_s: float | None = Field(None, gt=0)
+    validation_fold: ValidationFold | None = None
+
+    @model_validator(mode="after")
+    def _one_validation_scheme(self) -> TrainingConfig:
+        if self.validation_fold is not None and self.validation_split > 0:
+            raise ValueError(
+                "validation_fold: cannot be combined with validation_split > 0 (the fold is "
+                "the validation set)"
+            )
+        return self
 
     @field_validator("optimizer", mode="before")
     @classmethod

@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
+from kombu import Queue
 
+from core.queues import all_queues, celery_priority, queue_name
 from core.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -33,8 +35,15 @@ def create_celery() -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=settings.task_queue,
+        # Runs go to <task_queue>.small or .large (core/queues.py); a worker takes all three
+        # queues unless `backprop worker --queues` names some.
+        task_queues=[Queue(name) for name in all_queues(settings.task_queue)],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_s},
+        # Ten priority levels (a run's priority 0-9; Redis serves level 0 first).
+        broker_transport_options={
+            "visibility_timeout": settings.celery_visibility_timeout_s,
+            "priority_steps": list(range(10)),
+        },
         # When Redis is away, a submit must not hang: the run is stored and the
         # reclaimer sends its message again later.
         broker_connection_timeout=2,
@@ -56,13 +65,36 @@ def create_celery() -> Celery:
 celery_app = create_celery()
 
 
-def enqueue_run(run_id: str) -> bool:
+def _routing_of(run_id: str) -> tuple[str | None, int]:
+    """The stored queue kind and priority of a run (default queue when unreadable)."""
+    from sqlalchemy import select
+
+    from core.db.models import Run
+    from core.db.session import session_scope
+
+    try:
+        with session_scope() as s:
+            row = s.execute(select(Run.queue, Run.priority).where(Run.id == run_id)).first()
+    except Exception as exc:
+        logger.warning("run %s: could not read its queue (%s); using the default", run_id, exc)
+        return None, 0
+    return (row[0], row[1] or 0) if row else (None, 0)
+
+
+def enqueue_run(run_id: str, queue: str | None = None, priority: int | None = None) -> bool:
     """Send the training task of ``run_id``; False (logged) when the broker is away.
 
+    ``queue`` is the run's queue kind (``small``/``large``) and ``priority`` its priority
+    (0-9, higher first); both are read from the run's row when not given.
     Only call this after the run's row is committed: the worker must find it.
     """
+    if queue is None and priority is None:
+        queue, priority = _routing_of(run_id)
+    name = queue_name(queue, get_settings().task_queue)
     try:
-        celery_app.send_task(TRAIN_TASK, args=[run_id])
+        celery_app.send_task(
+            TRAIN_TASK, args=[run_id], queue=name, priority=celery_priority(priority or 0)
+        )
         return True
     except Exception as exc:  # broker down: the run stays queued until re-enqueued
         logger.error("could not enqueue run %s: %s", run_id, exc)

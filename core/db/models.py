@@ -133,6 +133,12 @@ class Run(Base):
     api_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # signs webhooks
     webhook_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
     sweep_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    # A sweep's trial: its number in the sweep, its parameters (dotted path → value), its
+    # cross-validation fold, and why it stopped early ("pruned", "sweep_cancelled").
+    trial: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    fold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sweep_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    stop_reason: Mapped[str | None] = mapped_column(String(50), nullable=True)
     queue: Mapped[str | None] = mapped_column(String(100), nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -143,6 +149,38 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class SweepStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+SWEEP_ACTIVE = frozenset({SweepStatus.queued, SweepStatus.running})
+
+
+class Sweep(Base):
+    """A hyperparameter search: its request, and its trials as runs with its ``sweep_id``."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(200), index=True, default="default")
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), index=True, default=SweepStatus.queued.value)
+    metric: Mapped[str] = mapped_column(String(20))
+    # The request as given (base, search, pruning, cross_validation), for the record.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_trials: Mapped[int] = mapped_column(Integer)  # configurations
+    n_runs: Mapped[int] = mapped_column(Integer)  # trials x folds
+    max_concurrent: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+    # Touched by every dispatch: that UPDATE serialises dispatching per sweep.
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
 
 

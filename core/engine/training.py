@@ -100,7 +100,15 @@ class _Trainer:
 
         self.rng = np.random.default_rng(cfg.seed)
         n_val = 0
-        if cfg.validation_split > 0:
+        if cfg.validation_fold is not None:
+            k, index = cfg.validation_fold.k, cfg.validation_fold.index
+            if k > n:
+                raise EngineError(f"validation_fold.k={k} is more than the {n} samples")
+            folds = np.array_split(self.rng.permutation(n), k)
+            self.val_idx = np.sort(folds[index])
+            self.train_idx = np.sort(np.concatenate(folds[:index] + folds[index + 1 :]))
+            n_val = int(self.val_idx.size)
+        elif cfg.validation_split > 0:
             n_val = max(1, int(cfg.validation_split * n))
             if n_val >= n:
                 raise EngineError(

@@ -106,12 +106,14 @@ class Stack:
 
         wait_for(healthy, 30, "the API to be ready")
 
-    def start_worker(self, concurrency: int = 2, wait: bool = True, **extra_env: str) -> Worker:
+    def start_worker(self, concurrency: int = 2, wait: bool = True, queues: str | None = None,
+                     **extra_env: str) -> Worker:  # fmt: skip
         n = len(self.workers)
         log = self.workdir / f"worker{n}.log"
         env = {**self.env, **extra_env}
+        only = [f"--queues={queues}"] if queues else []
         proc = subprocess.Popen(
-            [PYTHON, "-m", "cli", "worker", f"--concurrency={concurrency}"],
+            [PYTHON, "-m", "cli", "worker", f"--concurrency={concurrency}", *only],
             env=env, cwd=self.workdir, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
             start_new_session=True,
         )  # fmt: skip
@@ -146,7 +148,10 @@ class Stack:
 
     def wait_status(self, run_id: str, statuses: set[str], timeout: float = 60) -> dict:
         def reached() -> dict | None:
-            run = self.client.get(f"/api/v1/runs/{run_id}").json()
+            resp = self.client.get(f"/api/v1/runs/{run_id}")
+            if resp.status_code == 503:  # the database is away for a moment: ask again
+                return None
+            run = resp.json()
             return run if run["status"] in statuses else None
 
         return wait_for(reached, timeout, f"run {run_id} to reach {statuses}", interval=0.05)

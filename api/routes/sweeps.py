@@ -1,0 +1,490 @@
+"""/api/v1/sweeps: hyperparameter sweeps over ordinary runs (API.md §5a, docs/sweeps.md).
+
+A sweep expands its search space into trials, validates every trial's run request exactly
+as ``POST /runs`` does, and stores them all as ``queued`` runs carrying its ``sweep_id``;
+``workers/sweeps.py`` sends at most ``max_concurrent`` of them to the workers at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sse_starlette.sse import EventSourceResponse
+
+from api import idempotency
+from api.auth import PrincipalDep
+from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.pagination import page, paginate
+from api.routes.runs import ERRORS, _validate_against, queue_of
+from api.schemas import RunCreate, SweepCreate, SweepList, SweepRecord
+from core.db.models import (
+    ACTIVE_STATUSES,
+    SWEEP_ACTIVE,
+    Dataset,
+    Run,
+    RunStatus,
+    Sweep,
+    SweepStatus,
+    utcnow,
+)
+from core.db.session import get_sessionmaker
+from core.streams import EVENT_STATUS
+from core.sweeps import (
+    STOP_PRUNED,
+    STOP_SWEEP_CANCELLED,
+    SpaceError,
+    apply,
+    expand,
+    grid_size,
+    leaderboard,
+    mode_of,
+)
+from core.webhooks import WebhookTargetError, check_target
+from workers.celery_app import enqueue_webhook
+from workers.sweeps import dispatch, refresh
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/sweeps", tags=["sweeps"])
+
+CLASSIFICATION_LOSSES = ("binary_crossentropy", "categorical_crossentropy")
+EVENT_TRIAL = "trial"
+POLL_S = 1.0
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def _trials(db: Session, sweep: Sweep) -> list[dict[str, Any]]:
+    rows = db.execute(
+        select(
+            Run.id,
+            Run.trial,
+            Run.fold,
+            Run.sweep_params,
+            Run.status,
+            Run.metrics,
+            Run.epoch,
+            Run.stop_reason,
+            Run.finished_at,
+        )  # fmt: skip
+        .where(Run.sweep_id == sweep.id)
+        .order_by(Run.trial, Run.fold)
+    ).all()
+    return [
+        {
+            "run_id": r.id,
+            "trial": r.trial,
+            "fold": r.fold,
+            "params": r.sweep_params or {},
+            "status": r.status,
+            "value": (r.metrics or {}).get(sweep.metric),
+            "epoch": r.epoch,
+            "stop_reason": r.stop_reason,
+            "finished_at": r.finished_at,
+        }
+        for r in rows
+    ]
+
+
+def sweep_record(db: Session, sweep: Sweep) -> dict[str, Any]:
+    trials = _trials(db, sweep)
+    cv = sweep.spec.get("cross_validation")
+    board = leaderboard(trials, sweep.metric, folds=cv["k"] if cv else None)
+    statuses = [t["status"] for t in trials]
+    best = board[0] if board and board[0]["status"] == RunStatus.succeeded.value else None
+    return {
+        "id": sweep.id,
+        "name": sweep.name,
+        "status": sweep.status,
+        "metric": sweep.metric,
+        "mode": mode_of(sweep.metric),
+        "n_trials": sweep.n_trials,
+        "max_concurrent": sweep.max_concurrent,
+        "progress": {
+            "finished": sum(RunStatus(s).is_terminal for s in statuses),
+            "total": sweep.n_runs,
+            "running": statuses.count(RunStatus.running.value),
+            "queued": statuses.count(RunStatus.queued.value),
+            "pruned": sum(t["stop_reason"] == STOP_PRUNED for t in trials),
+        },
+        "leaderboard": board,
+        "best": best,
+        "search": sweep.spec.get("search"),
+        "pruning": sweep.spec.get("pruning"),
+        "cross_validation": cv,
+        "base": sweep.spec.get("base"),
+        "created_at": sweep.created_at,
+        "finished_at": sweep.finished_at,
+    }
+
+
+def get_owned_sweep(db: Session, owner: str, sweep_id: str) -> Sweep:
+    sweep = db.get(Sweep, sweep_id)
+    if sweep is None or sweep.owner != owner:
+        raise HTTPException(404, detail=f"sweep {sweep_id} not found")
+    return sweep
+
+
+# -- creating -----------------------------------------------------------------------------
+
+
+def _describe(index: int, params: dict[str, Any]) -> str:
+    return f"trial {index} ({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+def _trial_requests(
+    body: SweepCreate, dataset: Dataset, settings: Any
+) -> list[tuple[int, int | None, dict[str, Any], RunCreate]]:
+    """(trial, fold, params, request) of every run of the sweep, each validated like POST /runs.
+
+    Raises 422 naming the trial and its parameters when one is invalid.
+    """
+    folds = body.cross_validation.k if body.cross_validation else None
+    n_configs = grid_size(body.search) if body.search.type == "grid" else body.search.n_trials or 10
+    n_runs = n_configs * (folds or 1)
+    if n_runs > settings.max_sweep_trials:
+        raise HTTPException(
+            422,
+            detail=f"search: the sweep has {n_runs} runs ({n_configs} configurations"
+            f"{f' x {folds} folds' if folds else ''}); the limit is {settings.max_sweep_trials}"
+            " (BACKPROP_MAX_SWEEP_TRIALS)",
+        )
+    if folds is not None and folds > dataset.n_samples:
+        raise HTTPException(
+            422,
+            detail=f"cross_validation.k is {folds} but dataset {dataset.id} has only "
+            f"{dataset.n_samples} samples",
+        )
+    base = body.base.model_dump(mode="json", exclude_unset=True)
+    result = []
+    for index, params in enumerate(expand(body.search)):
+        where = _describe(index, params)
+        try:
+            request = apply(base, params)
+        except SpaceError as exc:
+            raise HTTPException(422, detail=f"search.parameters: {where}: {exc}") from None
+        for fold in range(folds) if folds else [None]:
+            if fold is not None:
+                training = request.setdefault("training", {})
+                training["validation_split"] = 0.0
+                training["validation_fold"] = {"k": folds, "index": fold}
+            try:
+                run_body = RunCreate.model_validate(request)
+            except ValidationError as exc:
+                raise HTTPException(
+                    422, detail=f"{where}: invalid run request: {_validation_message(exc)}"
+                ) from None
+            if fold is None or fold == 0:
+                try:
+                    _validate_against(run_body, dataset, settings)
+                except HTTPException as exc:
+                    raise HTTPException(422, detail=f"{where}: {exc.detail}") from None
+                cfg = run_body.training
+                if body.metric.startswith("val_") and not (
+                    cfg.validation_split > 0 or cfg.validation_fold is not None
+                ):
+                    raise HTTPException(
+                        422,
+                        detail=f"metric: {body.metric} needs validation data: set "
+                        f"base.training.validation_split > 0 or cross_validation ({where} "
+                        "has none)",
+                    )
+                if body.metric == "val_accuracy" and cfg.loss not in CLASSIFICATION_LOSSES:
+                    raise HTTPException(
+                        422,
+                        detail=f"metric: val_accuracy needs a classification loss "
+                        f"({', '.join(CLASSIFICATION_LOSSES)}); {where} trains with {cfg.loss}",
+                    )
+            result.append((index, fold, params, run_body))
+    return result
+
+
+@router.post("", status_code=202, response_model=SweepRecord, responses=ERRORS)
+def create_sweep(
+    body: SweepCreate,
+    response: Response,
+    db: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    owner = principal.owner
+    idempotency.check_key(idempotency_key)
+    req_hash = idempotency.request_hash(body.model_dump_json().encode())
+    if idempotency_key is not None:
+        replay = idempotency.find(db, owner, "sweeps", idempotency_key, req_hash)
+        if replay is not None:
+            return replay
+
+    dataset = db.get(Dataset, body.base.dataset_id)
+    if dataset is None or dataset.owner != owner:
+        raise HTTPException(
+            422, detail=f"base.dataset_id: no dataset with id {body.base.dataset_id}"
+        )
+    if body.base.callback_url is not None:
+        try:
+            check_target(body.base.callback_url, allow_private=settings.webhook_allow_private)
+        except WebhookTargetError as exc:
+            raise HTTPException(422, detail=f"base.callback_url: {exc}") from exc
+    trials = _trial_requests(body, dataset, settings)
+
+    active = db.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
+    )
+    if (active or 0) + len(trials) > settings.max_active_runs:
+        raise HTTPException(
+            429,
+            detail=f"this sweep has {len(trials)} runs and you have {active} queued or running; "
+            f"the limit is {settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
+        )
+
+    spec = body.model_dump(mode="json", exclude_unset=True)
+    name = body.name or body.base.name
+    n_configs = len({index for index, *_ in trials})
+    sweep = Sweep(
+        owner=owner,
+        name=name,
+        status=SweepStatus.queued.value,
+        metric=body.metric,
+        spec=spec,
+        n_trials=n_configs,
+        n_runs=len(trials),
+        max_concurrent=body.max_concurrent,
+    )
+    db.add(sweep)
+    db.flush()
+    max_runtime = settings.max_runtime_s
+    for index, fold, params, run_body in trials:
+        training = run_body.training.model_dump(mode="json")
+        if training.get("max_runtime_s") is None:
+            training["max_runtime_s"] = max_runtime
+        label = f"{name or 'sweep'} trial {index}" + (f" fold {fold}" if fold is not None else "")
+        db.add(
+            Run(
+                owner=owner,
+                name=label[:200],
+                dataset_id=dataset.id,
+                network=run_body.network.model_dump(mode="json", exclude_none=True),
+                training=training,
+                status=RunStatus.queued.value,
+                epochs=run_body.training.epochs,
+                metrics={"loss": None},
+                callback_url=run_body.callback_url,
+                webhook_status="pending" if run_body.callback_url else None,
+                api_key_id=principal.key_id,
+                enqueued_at=None,  # sent by workers/sweeps.dispatch, max_concurrent at a time
+                queue=queue_of(run_body, dataset, settings),
+                priority=run_body.priority,
+                sweep_id=sweep.id,
+                trial=index,
+                fold=fold,
+                sweep_params=params,
+            )
+        )
+    db.flush()
+    record = sweep_record(db, sweep)
+    location = f"/api/v1/sweeps/{sweep.id}"
+    if idempotency_key is not None:
+        idempotency.remember(
+            db, owner=owner, endpoint="sweeps", key=idempotency_key, req_hash=req_hash,
+            status_code=202, body=SweepRecord.model_validate(record), location=location,
+        )  # fmt: skip
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        replay = idempotency.find(db, owner, "sweeps", idempotency_key or "", req_hash)
+        if replay is None:
+            raise
+        return replay
+    dispatch(sweep.id)  # after the commit: the workers must find the runs
+    logger.info("sweep %s: %d runs, %d at a time", sweep.id, len(trials), sweep.max_concurrent)
+    response.headers["Location"] = location
+    return record
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+@router.get("", response_model=SweepList, responses=ERRORS)
+def list_sweeps(
+    db: SessionDep,
+    owner: OwnerDep,
+    status: Annotated[SweepStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    stmt = select(Sweep).where(Sweep.owner == owner)
+    if status is not None:
+        stmt = stmt.where(Sweep.status == status.value)
+    rows, next_cursor = page(list(db.scalars(paginate(stmt, Sweep, cursor, limit))), limit)
+    return {"items": [sweep_record(db, s) for s in rows], "next_cursor": next_cursor}
+
+
+def _current(db: Session, owner: str, sweep_id: str) -> Sweep:
+    sweep = get_owned_sweep(db, owner, sweep_id)
+    if SweepStatus(sweep.status) in SWEEP_ACTIVE:
+        refresh(sweep_id)  # cheap, and catches up if a trial's end was missed
+        db.refresh(sweep)
+    return sweep
+
+
+@router.get("/{sweep_id}", response_model=SweepRecord, responses=ERRORS)
+def get_sweep(sweep_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    return sweep_record(db, _current(db, owner, sweep_id))
+
+
+@router.post("/{sweep_id}/cancel", status_code=202, response_model=SweepRecord, responses=ERRORS)
+def cancel_sweep(
+    sweep_id: str, request: Request, db: SessionDep, owner: OwnerDep
+) -> dict[str, Any]:
+    sweep = get_owned_sweep(db, owner, sweep_id)
+    now = utcnow()
+    cancelled = db.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.status.in_([s.value for s in SWEEP_ACTIVE]))
+        .values(status=SweepStatus.cancelled.value, finished_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not cancelled:
+        raise HTTPException(409, detail=f"sweep {sweep_id} already ended ({sweep.status})")
+    # Queued trials never start; running ones stop within an epoch (their worker sees the flag).
+    stopped = list(
+        db.execute(
+            update(Run)
+            .where(Run.sweep_id == sweep_id, Run.status == RunStatus.queued.value)
+            .values(
+                status=RunStatus.cancelled.value,
+                cancel_requested=True,
+                stop_reason=STOP_SWEEP_CANCELLED,
+                finished_at=now,
+            )
+            .returning(Run.id, Run.callback_url)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
+    db.execute(
+        update(Run)
+        .where(Run.sweep_id == sweep_id, Run.status == RunStatus.running.value)
+        .values(cancel_requested=True, stop_reason=STOP_SWEEP_CANCELLED)
+        .execution_options(synchronize_session=False)
+    )
+    db.commit()
+    for run_id, callback_url in stopped:
+        request.app.state.events.publish(
+            run_id, EVENT_STATUS, {"status": RunStatus.cancelled.value}, final=True
+        )
+        if callback_url:
+            enqueue_webhook(run_id)
+    db.refresh(sweep)
+    return sweep_record(db, sweep)
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def _snapshot(owner: str, sweep_id: str) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """The sweep's status, its ended trials in the order they ended, and its record."""
+    with get_sessionmaker()() as db:
+        sweep = _current(db, owner, sweep_id)
+        record = sweep_record(db, sweep)
+        ended = [t for t in _trials(db, sweep) if RunStatus(t["status"]).is_terminal]
+    ended.sort(
+        key=lambda t: (t["finished_at"].timestamp() if t["finished_at"] else 0.0, t["run_id"])
+    )
+    return sweep.status, ended, record
+
+
+_LETTERS = {s.value[0]: s.value for s in SweepStatus}
+
+
+async def sweep_event_stream(
+    owner: str, sweep_id: str, last_event_id: str | None
+) -> AsyncIterator[dict[str, Any]]:
+    """``trial`` events as trials end, ``status`` events as the sweep's status changes.
+
+    Event ids are ``"<trials sent>-<status letter>"``; the stream closes after the final
+    status, which comes once every trial has ended.
+    """
+    sent, status_sent = 0, None
+    if last_event_id:
+        count, _, letter = last_event_id.partition("-")
+        sent = int(count) if count.isdigit() else 0
+        status_sent = _LETTERS.get(letter)
+    while True:
+        status, ended, record = await run_in_threadpool(_snapshot, owner, sweep_id)
+        metric = record["metric"]
+        for trial in ended[sent:]:
+            sent += 1
+            data = {
+                "run_id": trial["run_id"],
+                "trial": trial["trial"],
+                "fold": trial["fold"],
+                "params": trial["params"],
+                "status": trial["status"],
+                metric: trial["value"],
+                "epoch": trial["epoch"],
+                "stop_reason": trial["stop_reason"],
+                "progress": record["progress"],
+            }
+            yield {
+                "event": EVENT_TRIAL,
+                "id": f"{sent}-{(status_sent or 'q')[0]}",
+                "data": json.dumps(data),
+            }
+        all_ended = record["progress"]["finished"] >= record["progress"]["total"]
+        final = SweepStatus(status) not in SWEEP_ACTIVE and all_ended
+        if status != status_sent and (final or SweepStatus(status) in SWEEP_ACTIVE):
+            status_sent = status
+            data = {"status": status, "progress": record["progress"], "best": record["best"]}
+            yield {"event": EVENT_STATUS, "id": f"{sent}-{status[0]}", "data": json.dumps(data)}
+        if final:
+            return
+        await asyncio.sleep(POLL_S)
+
+
+@router.get(
+    "/{sweep_id}/events",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        **ERRORS,
+    },
+    response_class=EventSourceResponse,
+)
+async def sweep_events(
+    sweep_id: str,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(max_length=100)] = None,
+) -> EventSourceResponse:
+    def check() -> None:
+        with get_sessionmaker()() as db:
+            get_owned_sweep(db, owner, sweep_id)
+
+    await run_in_threadpool(check)
+    return EventSourceResponse(
+        sweep_event_stream(owner, sweep_id, last_event_id),
+        ping=int(settings.sse_ping_s),
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

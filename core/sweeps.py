@@ -1,0 +1,352 @@
+"""Hyperparameter sweeps, the pure part: search spaces, trial requests, ASHA, leaderboards.
+
+- A search space maps dotted paths into a run request (``training.optimizer.learning_rate``,
+  ``network.layers.0.units``) to a list of values (grid, or a uniform choice in a random
+  search) or a distribution (random search): ``{"distribution": "log_uniform", "low": 1e-4,
+  "high": 1e-1}``, ``uniform`` (``low``, ``high``), ``int_uniform`` (``low``..``high``
+  inclusive) or ``choice`` (``values``).
+- :func:`expand` turns a space into the parameter sets of the trials, in a fixed order; a
+  random search draws them from ``np.random.default_rng(seed)``, so the same seed gives the
+  same trials.
+- :func:`apply` writes a parameter set into a copy of the base request.
+- Successive halving (ASHA, asynchronous): rungs at ``min_epochs · eta^k`` epochs
+  (:func:`rungs`); at a rung a trial continues only when its metric is among the best
+  ``1/eta`` of the trials that reached that rung, itself included (:func:`asha_keep`); while
+  fewer than ``eta`` trials have reached it, every trial continues.
+- :func:`leaderboard` ranks trials (or, with cross-validation, configurations: the mean and
+  standard deviation over their folds).
+
+No database, no Celery: the service's sweep code (``workers/sweeps.py``, ``api/routes/
+sweeps.py``) calls these.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MetricName = Literal["val_loss", "val_accuracy", "loss"]
+MAXIMIZED = frozenset({"val_accuracy"})
+PATH_PATTERN = re.compile(r"^(network|training)(\.[A-Za-z0-9_]+)+$")
+STOP_PRUNED = "pruned"
+STOP_SWEEP_CANCELLED = "sweep_cancelled"
+
+
+def mode_of(metric: str) -> Literal["min", "max"]:
+    """``"max"`` for accuracies, ``"min"`` for losses."""
+    return "max" if metric in MAXIMIZED else "min"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class LogUniform(_Strict):
+    """``exp(uniform(log low, log high))``: learning rates, weight decays."""
+
+    distribution: Literal["log_uniform"]
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogUniform:
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+
+
+class Uniform(_Strict):
+    """A float uniform in ``[low, high)``."""
+
+    distribution: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high))
+
+
+class IntUniform(_Strict):
+    """An integer uniform in ``[low, high]`` (both included): units, batch sizes."""
+
+    distribution: Literal["int_uniform"]
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntUniform:
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+    def sample(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(self.low, self.high + 1))
+
+
+class Choice(_Strict):
+    """One of ``values``, each equally likely (a plain list means the same)."""
+
+    distribution: Literal["choice"]
+    values: list[Any] = Field(min_length=1)
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return copy.deepcopy(self.values[int(rng.integers(len(self.values)))])
+
+
+Distribution = Annotated[
+    LogUniform | Uniform | IntUniform | Choice, Field(discriminator="distribution")
+]
+
+
+class SearchSpace(_Strict):
+    """``{"type": "grid" | "random", "parameters": {path: values | distribution}, ...}``."""
+
+    type: Literal["grid", "random"]
+    parameters: dict[str, list[Any] | Distribution] = Field(min_length=1)
+    n_trials: int | None = Field(
+        default=None, ge=1, description="Trials of a random search (default 10)."
+    )
+    seed: int = Field(default=0, ge=0, description="Seeds a random search.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _paths(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        for path, values in parameters.items():
+            if not PATH_PATTERN.match(path):
+                raise ValueError(
+                    f"{path!r}: a parameter is a dotted path into the run request starting "
+                    "with 'network.' or 'training.', e.g. 'training.optimizer.learning_rate'"
+                )
+            if isinstance(values, list) and not values:
+                raise ValueError(f"{path}: the list of values is empty")
+        return parameters
+
+    @model_validator(mode="after")
+    def _grid_takes_lists(self) -> SearchSpace:
+        if self.type == "grid":
+            for path, values in self.parameters.items():
+                if not isinstance(values, list):
+                    raise ValueError(
+                        f"{path}: a grid search takes a list of values; distributions are "
+                        "for random search"
+                    )
+            if self.n_trials is not None:
+                raise ValueError("n_trials: a grid search runs every combination; omit n_trials")
+        return self
+
+
+class Pruning(_Strict):
+    """Successive halving on epochs: rungs at ``min_epochs · eta^k``."""
+
+    type: Literal["asha"] = "asha"
+    min_epochs: int = Field(default=1, ge=1, description="The first rung.")
+    eta: int = Field(default=3, ge=2, description="Keep the best 1/eta at each rung.")
+
+
+class CrossValidation(_Strict):
+    """k-fold cross-validation: each configuration trains ``k`` runs, one per held-out fold."""
+
+    k: int = Field(ge=2, le=20)
+
+
+class SpaceError(ValueError):
+    """The search space does not fit the base request (names the trial and parameter)."""
+
+
+def grid_size(space: SearchSpace) -> int:
+    """How many trials a grid has, computed without building them."""
+    return math.prod(len(values) for values in space.parameters.values())  # type: ignore[arg-type]
+
+
+def expand(space: SearchSpace, *, default_trials: int = 10) -> list[dict[str, Any]]:
+    """The parameter sets of the trials, in order: ``[{path: value, ...}, ...]``.
+
+    A grid is the Cartesian product, the first parameter varying slowest. A random search
+    draws ``n_trials`` sets from ``np.random.default_rng(seed)``, parameter by parameter in
+    the order given.
+    """
+    paths = list(space.parameters)
+    if space.type == "grid":
+        lists = [space.parameters[p] for p in paths]
+        return [
+            dict(zip(paths, copy.deepcopy(combo), strict=True))
+            for combo in itertools.product(*lists)  # type: ignore[arg-type]
+        ]
+    rng = np.random.default_rng(space.seed)
+    trials = []
+    for _ in range(space.n_trials or default_trials):
+        params: dict[str, Any] = {}
+        for path in paths:
+            spec = space.parameters[path]
+            if isinstance(spec, list):
+                params[path] = copy.deepcopy(spec[int(rng.integers(len(spec)))])
+            else:
+                params[path] = spec.sample(rng)
+        trials.append(params)
+    return trials
+
+
+def set_path(request: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``path`` (dotted; integer segments index lists) in ``request`` in place.
+
+    Missing keys of objects are created; list indexes must exist.
+    """
+    parts = path.split(".")
+    node: Any = request
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, dict):
+            if last:
+                node[part] = copy.deepcopy(value)
+                return
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        elif isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpaceError(
+                    f"{path}: {where} is not an element of the base request "
+                    f"({'.'.join(parts[:depth])} has {len(node)} items)"
+                )
+            if last:
+                node[int(part)] = copy.deepcopy(value)
+                return
+            node = node[int(part)]
+        else:
+            raise SpaceError(
+                f"{path}: {'.'.join(parts[:depth])} is a single value in the base request, "
+                "not an object or a list"
+            )
+
+
+def apply(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the run request ``base`` with ``params`` written in."""
+    request = copy.deepcopy(base)
+    for path, value in params.items():
+        set_path(request, path, value)
+    return request
+
+
+def rungs(min_epochs: int, eta: int, epochs: int) -> list[int]:
+    """Rung epochs ``min_epochs · eta^k`` below ``epochs`` (the last epoch is no rung)."""
+    result = []
+    r = min_epochs
+    while r < epochs:
+        result.append(r)
+        r *= eta
+    return result
+
+
+def _worse(value: float | None, mode: str) -> float:
+    """Sort key: smaller is better; NaN and missing are worst."""
+    if value is None or math.isnan(value):
+        return math.inf
+    return value if mode == "min" else -value
+
+
+def asha_keep(
+    value: float | None, rung_values: Sequence[float | None], eta: int, mode: str
+) -> bool:
+    """Whether a trial continues past a rung.
+
+    ``rung_values`` holds every trial's metric at this rung, this trial's included. With
+    fewer than ``eta`` values every trial continues; else only the best ``max(1, n // eta)``
+    (ties continue).
+    """
+    n = len(rung_values)
+    if n < eta or value is None:
+        return True
+    k = max(1, n // eta)
+    threshold = sorted(_worse(v, mode) for v in rung_values)[k - 1]
+    return _worse(value, mode) <= threshold
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (``None`` when undefined)."""
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+_GROUP = {"succeeded": 0, "running": 1, "queued": 1, "cancelled": 2, "failed": 3}
+
+
+def _combined_status(statuses: list[str]) -> str:
+    if any(s == "running" for s in statuses):
+        return "running"
+    if any(s == "queued" for s in statuses):
+        return "running" if any(s != "queued" for s in statuses) else "queued"
+    if all(s == "succeeded" for s in statuses):
+        return "succeeded"
+    return "failed" if "failed" in statuses else "cancelled"
+
+
+def leaderboard(trials: list[dict[str, Any]], metric: str, *, folds: int | None = None
+                ) -> list[dict[str, Any]]:  # fmt: skip
+    """Rank trials, best first.
+
+    Each trial is ``{"run_id", "trial", "fold", "params", "status", "value", "epoch",
+    "stop_reason"}``. Succeeded trials come first, then those still queued or running, then
+    cancelled (pruned) and failed ones; within each group the best metric first, missing
+    values last. With ``folds`` the runs of one configuration (same ``trial``) make one entry
+    whose metric is the mean over its folds' values, with ``<metric>_std`` beside it.
+    """
+    mode = mode_of(metric)
+    entries: list[dict[str, Any]] = []
+    if folds is None:
+        for t in trials:
+            entry = {
+                "run_id": t["run_id"],
+                "trial": t["trial"],
+                "params": t["params"],
+                metric: t["value"],
+                "status": t["status"],
+                "epoch": t["epoch"],
+            }
+            if t.get("stop_reason"):
+                entry["stop_reason"] = t["stop_reason"]
+            entries.append(entry)
+    else:
+        by_trial: dict[int, list[dict[str, Any]]] = {}
+        for t in trials:
+            by_trial.setdefault(t["trial"], []).append(t)
+        for index, runs in by_trial.items():
+            runs.sort(key=lambda t: t["fold"] or 0)
+            values = [t["value"] for t in runs if t["value"] is not None]
+            mean, std = mean_std(values)
+            entry = {
+                "run_id": runs[0]["run_id"],
+                "run_ids": [t["run_id"] for t in runs],
+                "trial": index,
+                "params": runs[0]["params"],
+                metric: mean,
+                f"{metric}_std": std,
+                "folds": folds,
+                "fold_values": [t["value"] for t in runs],
+                "status": _combined_status([t["status"] for t in runs]),
+            }
+            reasons = {t.get("stop_reason") for t in runs} - {None}
+            if reasons:
+                entry["stop_reason"] = STOP_PRUNED if STOP_PRUNED in reasons else reasons.pop()
+            entries.append(entry)
+    entries.sort(key=lambda e: (_GROUP.get(e["status"], 3), _worse(e[metric], mode), e["trial"]))
+    return entries

@@ -1,0 +1,61 @@
+"""The split deployment of docker-compose.yml: worker-small and worker-large (profile split).
+
+Their commands are run as the image would run them (``backprop worker --queues ...`` with
+the compose environment) far enough to see which Celery queues each one takes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from tests.deploy.test_compose import (
+    TEST_PASSWORD,
+    compose_resolved,
+    environment_of,
+    localize,
+    native_argv,
+    start,
+    stop,
+)
+from tests.e2e.stack import wait_for
+
+
+def test_split_workers_are_optional_and_share_the_worker_settings() -> None:
+    services = compose_resolved({"POSTGRES_PASSWORD": TEST_PASSWORD})["services"]
+    worker = services["worker"]
+    for name, queues in (("worker-small", "small,default"), ("worker-large", "large")):
+        service = services[name]
+        assert service["profiles"] == ["split"], name
+        command = service["command"]
+        assert command[:2] == ["worker", "--queues"] and command[2] == queues
+        assert environment_of(service) == environment_of(worker)
+        assert service["depends_on"] == worker["depends_on"]
+        assert service["stop_grace_period"] == worker["stop_grace_period"]
+        assert "ports" not in service and "container_name" not in service
+
+
+def test_split_worker_commands_take_their_queues(tmp_path: Path) -> None:
+    queue = f"split-{uuid.uuid4().hex[:10]}"
+    services = compose_resolved(
+        {"POSTGRES_PASSWORD": TEST_PASSWORD, "BACKPROP_TASK_QUEUE": queue,
+         "BACKPROP_WORKER_CONCURRENCY": "1"}
+    )["services"]  # fmt: skip
+    # A worker connects to Redis only; the database is not touched before a task arrives.
+    db_url = f"sqlite:///{tmp_path / 'unused.db'}"
+    expected = {"worker-small": ({f"{queue}.small", queue}, f"{queue}.large"),
+                "worker-large": ({f"{queue}.large"}, f"{queue}.small")}  # fmt: skip
+    for name, (takes, not_taken) in expected.items():
+        env = localize(environment_of(services[name]), db_url)
+        log = tmp_path / f"{name}.log"
+        proc = start(native_argv(services[name]["command"]), env, log, tmp_path)
+        try:
+            wait_for(lambda log=log: " ready." in log.read_text(errors="replace"), 60,
+                     f"{name} to be ready", interval=0.1)  # fmt: skip
+            text = log.read_text(errors="replace")
+            queue_lines = [line for line in text.splitlines() if "exchange=" in line]
+            listed = {line.split()[1] for line in queue_lines}
+            assert takes <= listed, text
+            assert not_taken not in listed, text
+        finally:
+            stop(proc, timeout=60)
