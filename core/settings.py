@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_epochs: int = Field(default=100_000, description="Most epochs of one run.")
     max_batch_size: int = Field(default=65_536, description="Largest mini-batch.")
     checkpoint_every: int = Field(
-        default=1, description="Checkpoint every k epochs (also bounded by checkpoint_seconds)."
+        default=10, description="Checkpoint every k epochs (also bounded by checkpoint_seconds)."
     )
     checkpoint_seconds: float = Field(
         default=10.0, description="At most this many seconds of work between checkpoints."

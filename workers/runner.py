@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -44,6 +45,19 @@ class LeaseLost(Exception):
     """Another worker took the run over: this one must stop touching it."""
 
 
+@dataclass
+class _Job:
+    """What a claimed run needs to train."""
+
+    network: dict[str, Any]
+    training: dict[str, Any]
+    dataset: bytes | None
+    classes: list[Any] | None
+    checkpoint: bytes | None = None
+    checkpoint_epoch: int = 0
+    recorded_epochs: int = 0  # metric rows already stored by earlier attempts
+
+
 class RunTrainer:
     """Trains one run by id. ``run()`` is idempotent: a second delivery is a no-op."""
 
@@ -67,7 +81,12 @@ class RunTrainer:
         self._last_elapsed = 0.0
         self._cancel = False
         self._stop_note: str | None = None  # why a cancelled run stopped (pruned)
-        self._prune_check = PruneCheck(run_id, self.me)
+        self._prune_check = PruneCheck(run_id, self.me, sweep_id=None)
+        self._sweep_id: str | None = None
+        self._has_webhook = False
+        self._has_checkpoint = False
+        self._recorded_epochs = 0
+        self._epochs = 0
         self._handing_back = False
         self._runtime_exceeded = False
         self._last_epoch = 0
@@ -87,15 +106,16 @@ class RunTrainer:
         )
 
     # -- claiming -------------------------------------------------------------------
-    def claim(self) -> str:
-        """Take the run if it is queued, or running under an expired lease.
+    def claim(self) -> tuple[str, _Job | None]:
+        """Take the run if it is queued, or running under an expired lease, and load it.
 
-        Returns ``"claimed"``, ``"gave up"`` (its workers died ``max_attempts`` times, so it
-        is marked failed instead of being tried again) or ``"not claimable"``.
+        Returns ``("claimed", job)``, ``("gave up", None)`` (its workers died
+        ``max_attempts`` times: it is marked failed instead of tried again) or
+        ``("not claimable", None)``. One transaction; a first attempt costs two statements.
         """
         max_attempts = self.settings.max_attempts
 
-        def tx(s: Session) -> str:
+        def tx(s: Session) -> tuple[str, _Job | None]:
             now = utcnow()
             claimable = and_(
                 Run.id == self.run_id,
@@ -107,24 +127,9 @@ class RunTrainer:
                     ),
                 ),
             )
-            gave_up = s.execute(
+            row = s.execute(
                 update(Run)
-                .where(claimable, Run.attempts >= max_attempts)
-                .values(
-                    status=RunStatus.failed.value,
-                    error=f"gave up after {max_attempts} attempts: the worker training this "
-                    "run stopped unexpectedly each time (out of memory, or killed?)",
-                    finished_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if gave_up:
-                return "gave up"
-            claimed = s.execute(
-                update(Run)
-                .where(claimable)
+                .where(claimable, Run.attempts < max_attempts)
                 .values(
                     status=RunStatus.running.value,
                     lease_owner=self.me,
@@ -132,54 +137,85 @@ class RunTrainer:
                     attempts=Run.attempts + 1,
                     started_at=func.coalesce(Run.started_at, now),
                 )
+                .returning(
+                    Run.epoch,
+                    Run.network,
+                    Run.training,
+                    Run.dataset_id,
+                    Run.sweep_id,
+                    Run.callback_url,
+                )  # fmt: skip
                 .execution_options(synchronize_session=False)
-            ).rowcount
-            return "claimed" if claimed else "not claimable"
+            ).first()
+            if row is None:
+                gave_up = s.execute(
+                    update(Run)
+                    .where(claimable, Run.attempts >= max_attempts)
+                    .values(
+                        status=RunStatus.failed.value,
+                        error=f"gave up after {max_attempts} attempts: the worker training "
+                        "this run stopped unexpectedly each time (out of memory, or killed?)",
+                        finished_at=now,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                    .returning(Run.callback_url, Run.sweep_id)
+                    .execution_options(synchronize_session=False)
+                ).first()
+                if gave_up is None:
+                    return "not claimable", None
+                self._has_webhook, self._sweep_id = bool(gave_up[0]), gave_up[1]
+                return "gave up", None
+            dataset = s.execute(
+                select(Dataset.data, Dataset.classes).where(Dataset.id == row.dataset_id)
+            ).first()
+            job = _Job(row.network, row.training, dataset[0] if dataset else None,
+                       dataset[1] if dataset else None)  # fmt: skip
+            if row.epoch > 0:  # an earlier attempt trained: it left metrics, maybe a checkpoint
+                checkpoint = s.execute(
+                    select(Checkpoint.epoch, Checkpoint.data).where(
+                        Checkpoint.run_id == self.run_id
+                    )
+                ).first()
+                if checkpoint is not None:
+                    job.checkpoint_epoch, job.checkpoint = checkpoint[0], checkpoint[1]
+                job.recorded_epochs = (
+                    s.scalar(
+                        select(func.max(MetricRow.epoch)).where(MetricRow.run_id == self.run_id)
+                    )
+                    or 0
+                )
+            self._has_webhook, self._sweep_id = bool(row.callback_url), row.sweep_id
+            return "claimed", job
 
         return self._tx("claiming", tx)
 
     # -- the whole job --------------------------------------------------------------
     def run(self) -> str | None:
         """Train the run to its end; returns the terminal status, or None if not ours."""
-        outcome = self.claim()
+        outcome, job = self.claim()
         if outcome == "gave up":
             logger.warning("run %s failed: its workers died %d times", self.run_id,
                            self.settings.max_attempts)  # fmt: skip
-            self._announce_end(RunStatus.failed, None)
+            self._announce_end(RunStatus.failed, None, duration_s=None)
             return RunStatus.failed.value
-        if outcome != "claimed":
+        if job is None:
             logger.info(
                 "run %s is not claimable (finished, cancelled or alive elsewhere)", self.run_id
             )
             return None
-
-        def load(s: Session) -> tuple[Any, ...]:
-            run = s.get(Run, self.run_id)
-            assert run is not None
-            dataset = s.execute(
-                select(Dataset.data, Dataset.classes).where(Dataset.id == run.dataset_id)
-            ).first()
-            checkpoint = s.get(Checkpoint, self.run_id)
-            return (
-                run.network,
-                run.training,
-                dataset.data if dataset else None,
-                dataset.classes if dataset else None,
-                (checkpoint.epoch, checkpoint.data) if checkpoint else None,
-            )
-
-        network, training, dataset_blob, classes, checkpoint = self._tx("loading", load)
-        resume = None
-        if checkpoint is not None:
-            self._last_checkpoint = (checkpoint[0], time.monotonic())
-            resume = checkpoint[1]
+        self._recorded_epochs = job.recorded_epochs
+        if job.checkpoint is not None:
+            self._last_checkpoint = (job.checkpoint_epoch, time.monotonic())
+            self._has_checkpoint = True
+        self._prune_check = PruneCheck(self.run_id, self.me, sweep_id=self._sweep_id)
 
         self.events.publish(self.run_id, EVENT_STATUS, {"status": RunStatus.running.value})
 
         heartbeat = _Heartbeat(self)
         heartbeat.start()
         try:
-            return self._train(network, training, dataset_blob, classes, resume)
+            return self._train(job.network, job.training, job.dataset, job.classes, job.checkpoint)
         except LeaseLost:
             logger.warning("run %s: lease lost to another worker; stopping here", self.run_id)
             return None
@@ -197,6 +233,7 @@ class RunTrainer:
         try:
             spec = NetworkSpec.model_validate(network)
             config = TrainingConfig.model_validate(training)
+            self._epochs = config.epochs
             if dataset_blob is None:
                 raise EngineError("the run's dataset no longer exists")
             data = from_npz_bytes(dataset_blob)
@@ -249,7 +286,7 @@ class RunTrainer:
         latest = {k: v for k, v in item.items() if k not in ("epoch", "elapsed_s")}
 
         def tx(s: Session) -> bool:
-            renewed = s.execute(
+            cancel = s.execute(
                 update(Run)
                 .where(Run.id == self.run_id, Run.lease_owner == self.me)
                 .values(
@@ -257,17 +294,18 @@ class RunTrainer:
                     metrics=latest,
                     lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_s),
                 )
+                .returning(Run.cancel_requested)
                 .execution_options(synchronize_session=False)
-            ).rowcount
-            if renewed != 1:
+            ).first()
+            if cancel is None:
                 raise LeaseLost(self.run_id)
             # A resumed run recomputes epochs after its checkpoint; the first record stays.
-            exists = s.scalar(
+            redone = epoch <= self._recorded_epochs and s.scalar(
                 select(MetricRow.id).where(
                     MetricRow.run_id == self.run_id, MetricRow.epoch == epoch
                 )
             )
-            if exists is None:
+            if not redone:
                 s.add(
                     MetricRow(
                         run_id=self.run_id,
@@ -279,7 +317,7 @@ class RunTrainer:
                         elapsed_s=item["elapsed_s"],
                     )
                 )
-            return bool(s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)))
+            return bool(cancel[0])
 
         self._cancel = self._tx(f"recording epoch {epoch}", tx) or self._cancel
         self.events.publish(self.run_id, EVENT_METRIC, item)
@@ -293,6 +331,8 @@ class RunTrainer:
         self._handing_back = handback_requested()
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._runtime_exceeded = True
+        if epoch >= self._epochs and not self._handing_back:
+            return  # the run ends here: its model is stored next, no checkpoint needed
         last_epoch, last_time = self._last_checkpoint
         due = (
             self._handing_back
@@ -312,6 +352,7 @@ class RunTrainer:
 
         self._tx(f"checkpointing epoch {epoch}", tx)
         self._last_checkpoint = (epoch, time.monotonic())
+        self._has_checkpoint = True
 
     def _should_stop(self) -> bool:
         if not self._cancel and (note := self._prune_check(self._last_epoch)):
@@ -325,9 +366,8 @@ class RunTrainer:
     def _finish(
         self, status: RunStatus, error: str | None, *, artifact: bytes | None = None
     ) -> str:
-
-        def tx(s: Session) -> bool:
-            updated = s.execute(
+        def tx(s: Session) -> float | None:
+            times = s.execute(
                 update(Run)
                 .where(Run.id == self.run_id, Run.lease_owner == self.me)
                 .values(
@@ -337,47 +377,35 @@ class RunTrainer:
                     lease_owner=None,
                     lease_expires_at=None,
                 )
+                .returning(Run.started_at, Run.finished_at)
                 .execution_options(synchronize_session=False)
-            ).rowcount
-            if updated != 1:
+            ).first()
+            if times is None:
                 raise LeaseLost(self.run_id)
             if artifact is not None:
                 s.add(ModelArtifact(run_id=self.run_id, data=artifact))
-            s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
-            return bool(s.scalar(select(Run.callback_url).where(Run.id == self.run_id)))
+            if self._has_checkpoint:
+                s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
+            started, finished = times
+            return (finished - started).total_seconds() if started and finished else None
 
-        has_webhook = self._tx(f"recording status {status.value}", tx)
-        self._announce_end(status, error, has_webhook=has_webhook)
+        duration = self._tx(f"recording status {status.value}", tx)
+        self._announce_end(status, error, duration_s=duration)
         logger.info("run %s %s", self.run_id, status.value)
         return status.value
 
     def _announce_end(
-        self, status: RunStatus, error: str | None, *, has_webhook: bool | None = None
+        self, status: RunStatus, error: str | None, *, duration_s: float | None
     ) -> None:
-        """Tell watchers (stream) and the client's webhook that the run ended."""
-        if has_webhook is None:
-            has_webhook = bool(
-                self._tx(
-                    "reading callback",
-                    lambda s: s.scalar(select(Run.callback_url).where(Run.id == self.run_id)),
-                )
-            )
+        """Tell watchers (stream), the sweep and the client's webhook that the run ended."""
         data: dict[str, Any] = {"status": status.value}
         if error:
             data["error"] = error
         self.events.publish(self.run_id, EVENT_STATUS, data, final=True)
-        after_run_end(self.run_id)  # a sweep's trial: start the next ones
-        times = self._tx(
-            "reading times",
-            lambda s: s.execute(
-                select(Run.started_at, Run.finished_at).where(Run.id == self.run_id)
-            ).first(),
-        )
-        if times is not None and times[0] is not None and times[1] is not None:
-            self.telemetry.run_ended(status.value, (times[1] - times[0]).total_seconds())
-        else:
-            self.telemetry.run_ended(status.value, None)
-        if has_webhook:
+        if self._sweep_id is not None:
+            after_run_end(self.run_id, self._sweep_id)  # start the sweep's next trials
+        self.telemetry.run_ended(status.value, duration_s)
+        if self._has_webhook:
             from workers.celery_app import enqueue_webhook
 
             enqueue_webhook(self.run_id)

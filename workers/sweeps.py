@@ -151,17 +151,13 @@ def refresh(sweep_id: str) -> str | None:
         return new.value
 
 
-def after_run_end(run_id: str) -> None:
-    """A run ended: if it is a sweep's trial, start the next trials and update the sweep.
+def after_run_end(run_id: str, sweep_id: str) -> None:
+    """Trial ``run_id`` of ``sweep_id`` ended: start the next trials and update the sweep.
 
     Never raises: the trial's own outcome is already recorded, and :func:`reconcile`
     catches up on anything missed here.
     """
     try:
-        with session_scope() as s:
-            sweep_id = s.scalar(select(Run.sweep_id).where(Run.id == run_id))
-        if sweep_id is None:
-            return
         dispatch(sweep_id)
         refresh(sweep_id)
     except Exception as exc:
@@ -192,10 +188,11 @@ class PruneCheck:
     not costs that one query and nothing more.
     """
 
-    def __init__(self, run_id: str, lease_owner: str) -> None:
+    def __init__(self, run_id: str, lease_owner: str, *, sweep_id: str | None) -> None:
         self.run_id = run_id
         self.me = lease_owner
-        self._loaded = False
+        # Not a sweep's trial (known from the claim): nothing to load, nothing to check.
+        self._loaded = sweep_id is None
         self._rungs: frozenset[int] = frozenset()
         self._sweep_id: str | None = None
         self._fold: int | None = None
