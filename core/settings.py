@@ -17,6 +17,11 @@ class Settings(BaseSettings):
         default="sqlite:///backprop.db",
         description="SQLAlchemy URL; plain postgresql:// URLs use psycopg 3.",
     )
+    db_pool_size: int = Field(
+        default=20,
+        description="Database connections kept open per process (as many more may open "
+        "under load); below the API's concurrency, connections churn.",
+    )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         description="Redis for the Celery broker and the metric streams.",

@@ -13,6 +13,8 @@ from typing import Any
 
 import redis
 
+from core.telemetry import queue_increments
+
 logger = logging.getLogger(__name__)
 
 EVENT_METRIC = "metric"
@@ -50,14 +52,23 @@ class EventPublisher:
         self._ttl_s = ttl_s
 
     def publish(
-        self, run_id: str, event: str, data: dict[str, Any], *, final: bool = False
+        self,
+        run_id: str,
+        event: str,
+        data: dict[str, Any],
+        *,
+        final: bool = False,
+        telemetry: dict[str, float] | None = None,
     ) -> bool:
+        """Append the event (and add ``telemetry`` increments) in one round trip."""
         key = stream_key(run_id)
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.xadd(key, encode_event(event, data), maxlen=self._maxlen, approximate=True)
             if final:
                 pipe.expire(key, self._ttl_s)
+            if telemetry:
+                queue_increments(pipe, telemetry)
             pipe.execute()
             return True
         except redis.RedisError as exc:

@@ -12,23 +12,25 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import redis
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.data import from_npz_bytes
+from core.data import ParsedDataset, from_npz_bytes
 from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
-from core.db.session import retry_transient, session_scope
+from core.db.session import get_read_engine, retry_transient, session_scope
 from core.engine import EngineError, Network
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
 from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
-from core.telemetry import WorkerTelemetry
+from core.telemetry import epoch_increments, run_ended_increments
 from workers.lifecycle import handback_requested
 from workers.sweeps import PruneCheck, after_run_end
 
@@ -39,6 +41,29 @@ T = TypeVar("T")
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dataset_column(column: Any) -> Any:
+    """``column`` of the run's dataset, as a subquery correlated to the updated run."""
+    return select(column).where(Dataset.id == Run.dataset_id).scalar_subquery().label(column.key)
+
+
+# Datasets never change once stored, so a worker keeps the last few it parsed: runs on
+# the same data (sweeps, retries, many small jobs) skip decoding it again.
+_DATASET_CACHE: OrderedDict[str, ParsedDataset] = OrderedDict()
+_DATASET_CACHE_SIZE = 4
+
+
+def _parsed_dataset(dataset_id: str, blob: bytes) -> ParsedDataset:
+    cached = _DATASET_CACHE.get(dataset_id)
+    if cached is not None:
+        _DATASET_CACHE.move_to_end(dataset_id)
+        return cached
+    parsed = from_npz_bytes(blob)
+    _DATASET_CACHE[dataset_id] = parsed
+    while len(_DATASET_CACHE) > _DATASET_CACHE_SIZE:
+        _DATASET_CACHE.popitem(last=False)
+    return parsed
 
 
 class LeaseLost(Exception):
@@ -53,6 +78,7 @@ class _Job:
     training: dict[str, Any]
     dataset: bytes | None
     classes: list[Any] | None
+    dataset_id: str
     checkpoint: bytes | None = None
     checkpoint_epoch: int = 0
     recorded_epochs: int = 0  # metric rows already stored by earlier attempts
@@ -76,7 +102,6 @@ class RunTrainer:
         self.events = EventPublisher(
             client, maxlen=self.settings.stream_maxlen, ttl_s=self.settings.stream_ttl_s
         )
-        self.telemetry = WorkerTelemetry(client)
         self._train_samples = 0
         self._last_elapsed = 0.0
         self._cancel = False
@@ -87,6 +112,7 @@ class RunTrainer:
         self._has_checkpoint = False
         self._recorded_epochs = 0
         self._epochs = 0
+        self._dataset_id = ""
         self._handing_back = False
         self._runtime_exceeded = False
         self._last_epoch = 0
@@ -105,17 +131,32 @@ class RunTrainer:
             attempt, give_up_after_s=self.settings.db_retry_s, what=f"{what} run {self.run_id}"
         )
 
+    def _single(self, what: str, body: Callable[[Connection], T]) -> T:
+        """Run ``body``'s statements each on its own (autocommit), retried while the
+        database is away: one round trip per statement, no BEGIN/COMMIT. Only for steps
+        whose statements are safe one by one (see ``claim`` and ``_on_epoch``)."""
+
+        def attempt() -> T:
+            with get_read_engine().connect() as conn:
+                return body(conn)
+
+        return retry_transient(
+            attempt, give_up_after_s=self.settings.db_retry_s, what=f"{what} run {self.run_id}"
+        )
+
     # -- claiming -------------------------------------------------------------------
     def claim(self) -> tuple[str, _Job | None]:
         """Take the run if it is queued, or running under an expired lease, and load it.
 
         Returns ``("claimed", job)``, ``("gave up", None)`` (its workers died
         ``max_attempts`` times: it is marked failed instead of tried again) or
-        ``("not claimable", None)``. One transaction; a first attempt costs two statements.
+        ``("not claimable", None)``. A first attempt costs one statement (one round trip).
         """
         max_attempts = self.settings.max_attempts
 
-        def tx(s: Session) -> tuple[str, _Job | None]:
+        def claim_statements(s: Connection) -> tuple[str, _Job | None]:
+            # The claim is one UPDATE … RETURNING (the dataset comes along by subquery):
+            # atomic on its own, so it needs no transaction around it.
             now = utcnow()
             claimable = and_(
                 Run.id == self.run_id,
@@ -141,9 +182,11 @@ class RunTrainer:
                     Run.epoch,
                     Run.network,
                     Run.training,
-                    Run.dataset_id,
                     Run.sweep_id,
+                    Run.dataset_id,
                     Run.callback_url,
+                    _dataset_column(Dataset.data),
+                    _dataset_column(Dataset.classes),
                 )  # fmt: skip
                 .execution_options(synchronize_session=False)
             ).first()
@@ -166,11 +209,7 @@ class RunTrainer:
                     return "not claimable", None
                 self._has_webhook, self._sweep_id = bool(gave_up[0]), gave_up[1]
                 return "gave up", None
-            dataset = s.execute(
-                select(Dataset.data, Dataset.classes).where(Dataset.id == row.dataset_id)
-            ).first()
-            job = _Job(row.network, row.training, dataset[0] if dataset else None,
-                       dataset[1] if dataset else None)  # fmt: skip
+            job = _Job(row.network, row.training, row.data, row.classes, row.dataset_id)
             if row.epoch > 0:  # an earlier attempt trained: it left metrics, maybe a checkpoint
                 checkpoint = s.execute(
                     select(Checkpoint.epoch, Checkpoint.data).where(
@@ -188,7 +227,7 @@ class RunTrainer:
             self._has_webhook, self._sweep_id = bool(row.callback_url), row.sweep_id
             return "claimed", job
 
-        return self._tx("claiming", tx)
+        return self._single("claiming", claim_statements)
 
     # -- the whole job --------------------------------------------------------------
     def run(self) -> str | None:
@@ -215,6 +254,7 @@ class RunTrainer:
         heartbeat = _Heartbeat(self)
         heartbeat.start()
         try:
+            self._dataset_id = job.dataset_id
             return self._train(job.network, job.training, job.dataset, job.classes, job.checkpoint)
         except LeaseLost:
             logger.warning("run %s: lease lost to another worker; stopping here", self.run_id)
@@ -236,7 +276,7 @@ class RunTrainer:
             self._epochs = config.epochs
             if dataset_blob is None:
                 raise EngineError("the run's dataset no longer exists")
-            data = from_npz_bytes(dataset_blob)
+            data = _parsed_dataset(self._dataset_id, dataset_blob)
             split = config.validation_split
             n_val = max(1, int(split * data.n_samples)) if split > 0 else 0
             self._train_samples = data.n_samples - n_val
@@ -285,7 +325,10 @@ class RunTrainer:
         epoch = self._last_epoch = item["epoch"]
         latest = {k: v for k, v in item.items() if k not in ("epoch", "elapsed_s")}
 
-        def tx(s: Session) -> bool:
+        def record(s: Connection) -> bool:
+            # Two statements, each atomic on its own. Progress first: it also proves we
+            # still hold the lease. Should we die between the two, the next attempt finds
+            # this epoch's metric missing and records it when it trains the epoch again.
             cancel = s.execute(
                 update(Run)
                 .where(Run.id == self.run_id, Run.lease_owner == self.me)
@@ -295,35 +338,39 @@ class RunTrainer:
                     lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_s),
                 )
                 .returning(Run.cancel_requested)
-                .execution_options(synchronize_session=False)
             ).first()
             if cancel is None:
                 raise LeaseLost(self.run_id)
             # A resumed run recomputes epochs after its checkpoint; the first record stays.
-            redone = epoch <= self._recorded_epochs and s.scalar(
+            if epoch > self._recorded_epochs:
+                try:
+                    s.execute(insert(MetricRow).values(run_id=self.run_id, **metric_row))
+                except IntegrityError:
+                    pass  # recorded already (a takeover raced us): same values, keep it
+            elif not s.scalar(
                 select(MetricRow.id).where(
                     MetricRow.run_id == self.run_id, MetricRow.epoch == epoch
                 )
-            )
-            if not redone:
-                s.add(
-                    MetricRow(
-                        run_id=self.run_id,
-                        epoch=epoch,
-                        loss=item["loss"],
-                        val_loss=item.get("val_loss"),
-                        accuracy=item.get("accuracy"),
-                        val_accuracy=item.get("val_accuracy"),
-                        elapsed_s=item["elapsed_s"],
-                    )
-                )
+            ):
+                s.execute(insert(MetricRow).values(run_id=self.run_id, **metric_row))
             return bool(cancel[0])
 
-        self._cancel = self._tx(f"recording epoch {epoch}", tx) or self._cancel
-        self.events.publish(self.run_id, EVENT_METRIC, item)
+        metric_row = {
+            "epoch": epoch,
+            "loss": item["loss"],
+            "val_loss": item.get("val_loss"),
+            "accuracy": item.get("accuracy"),
+            "val_accuracy": item.get("val_accuracy"),
+            "elapsed_s": item["elapsed_s"],
+        }
+        self._cancel = self._single(f"recording epoch {epoch}", record) or self._cancel
         # elapsed_s counts from the start of the fit (carried across a resume).
-        self.telemetry.epoch(max(item["elapsed_s"] - self._last_elapsed, 0.0), self._train_samples)
+        seconds = max(item["elapsed_s"] - self._last_elapsed, 0.0)
         self._last_elapsed = item["elapsed_s"]
+        self.events.publish(
+            self.run_id, EVENT_METRIC, item,
+            telemetry=epoch_increments(seconds, self._train_samples),
+        )  # fmt: skip
 
     def _on_checkpoint(self, epoch: int, data: bytes) -> None:
         # Read the shutdown flag and the clock once per epoch, here: when we stop for
@@ -366,7 +413,15 @@ class RunTrainer:
     def _finish(
         self, status: RunStatus, error: str | None, *, artifact: bytes | None = None
     ) -> str:
-        def tx(s: Session) -> float | None:
+        def record(s: Connection) -> float | None:
+            # Statement by statement, in an order that is safe to stop anywhere: the model
+            # first (a retrained run stores the same bytes; a second copy is refused), then
+            # the status, guarded by the lease, then the checkpoint's removal.
+            if artifact is not None:
+                try:
+                    s.execute(insert(ModelArtifact).values(run_id=self.run_id, data=artifact))
+                except IntegrityError:
+                    pass
             times = s.execute(
                 update(Run)
                 .where(Run.id == self.run_id, Run.lease_owner == self.me)
@@ -378,18 +433,15 @@ class RunTrainer:
                     lease_expires_at=None,
                 )
                 .returning(Run.started_at, Run.finished_at)
-                .execution_options(synchronize_session=False)
             ).first()
             if times is None:
                 raise LeaseLost(self.run_id)
-            if artifact is not None:
-                s.add(ModelArtifact(run_id=self.run_id, data=artifact))
             if self._has_checkpoint:
                 s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
             started, finished = times
             return (finished - started).total_seconds() if started and finished else None
 
-        duration = self._tx(f"recording status {status.value}", tx)
+        duration = self._single(f"recording status {status.value}", record)
         self._announce_end(status, error, duration_s=duration)
         logger.info("run %s %s", self.run_id, status.value)
         return status.value
@@ -401,10 +453,12 @@ class RunTrainer:
         data: dict[str, Any] = {"status": status.value}
         if error:
             data["error"] = error
-        self.events.publish(self.run_id, EVENT_STATUS, data, final=True)
+        self.events.publish(
+            self.run_id, EVENT_STATUS, data, final=True,
+            telemetry=run_ended_increments(status.value, duration_s),
+        )  # fmt: skip
         if self._sweep_id is not None:
             after_run_end(self.run_id, self._sweep_id)  # start the sweep's next trials
-        self.telemetry.run_ended(status.value, duration_s)
         if self._has_webhook:
             from workers.celery_app import enqueue_webhook
 

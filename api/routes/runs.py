@@ -12,7 +12,7 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
@@ -41,7 +41,7 @@ from core.db.models import (
     RunStatus,
     utcnow,
 )
-from core.db.session import get_sessionmaker
+from core.db.session import get_read_engine, get_read_sessionmaker, get_sessionmaker
 from core.engine import Network
 from core.queues import count_parameters, job_size, queue_kind
 from core.spec import check_compatible
@@ -58,7 +58,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def run_record(run: Run) -> dict[str, Any]:
+def run_record(run: Run | Any) -> dict[str, Any]:
+    """The public record of a run (an ORM ``Run`` or any row with the same attributes)."""
     return {
         "id": run.id,
         "name": run.name,
@@ -242,16 +243,38 @@ def list_runs(
     return {"items": [run_record(r) for r in rows], "next_cursor": next_cursor}
 
 
+# The polling endpoints do their database work in one worker-thread call, with a
+# connection of their own: a session dependency would cost two more thread hops per
+# request. The status read is a prebuilt Core statement on an autocommit connection: one
+# round trip, and no per-request statement building.
+_RUN_BY_ID = select(Run.__table__).where(Run.__table__.c.id == bindparam("run_id"))
+
+
 @router.get("/{run_id}", response_model=RunRecord, responses=ERRORS)
-def get_run(run_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
-    return run_record(get_owned_run(db, owner, run_id))
+async def get_run(run_id: str, owner: OwnerDep) -> dict[str, Any]:
+    def read() -> dict[str, Any]:
+        row = None
+        if "\x00" not in run_id:
+            with get_read_engine().connect() as conn:
+                row = conn.execute(_RUN_BY_ID, {"run_id": run_id}).first()
+        if row is None or row.owner != owner:
+            raise HTTPException(404, detail=f"run {run_id} not found")
+        return run_record(row)
+
+    return await run_in_threadpool(read)
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsOut, responses=ERRORS)
-def get_metrics(run_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
-    get_owned_run(db, owner, run_id)
-    rows = db.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.epoch))
-    return {"run_id": run_id, "items": [row.as_item() for row in rows]}
+async def get_metrics(run_id: str, owner: OwnerDep) -> dict[str, Any]:
+    def read() -> dict[str, Any]:
+        with get_read_sessionmaker()() as db:
+            get_owned_run(db, owner, run_id)
+            rows = db.scalars(
+                select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.epoch)
+            )
+            return {"run_id": run_id, "items": [row.as_item() for row in rows]}
+
+    return await run_in_threadpool(read)
 
 
 @router.get(

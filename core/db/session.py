@@ -28,7 +28,8 @@ def normalize_url(url: str) -> str:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    url = normalize_url(url or get_settings().database_url)
+    settings = get_settings()
+    url = normalize_url(url or settings.database_url)
     if url.startswith("sqlite"):
         # Several processes (api, workers) share the file: WAL lets readers go on while
         # one writes, and the busy timeout makes writers wait instead of failing.
@@ -51,14 +52,32 @@ def get_engine(url: str | None = None) -> Engine:
     # (retry_transient) and the API answers that one request with 503.
     return create_engine(
         url,
-        pool_size=5,
-        max_overflow=10,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
         connect_args={"prepare_threshold": None},
     )
 
 
+@lru_cache(maxsize=8)
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+@lru_cache(maxsize=8)
+def get_read_engine(url: str | None = None) -> Engine:
+    """The engine (same pool) in autocommit: single-statement reads skip BEGIN/ROLLBACK.
+
+    Only for code that reads one consistent thing per statement (a status poll, a
+    metric list); anything that writes or needs a snapshot across statements uses
+    :func:`get_sessionmaker`.
+    """
+    return get_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+
+
+@lru_cache(maxsize=8)
+def get_read_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    """Sessions on :func:`get_read_engine`."""
+    return sessionmaker(bind=get_read_engine(url), expire_on_commit=False)
 
 
 @contextmanager
