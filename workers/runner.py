@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import redis
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -64,6 +64,20 @@ def _parsed_dataset(dataset_id: str, blob: bytes) -> ParsedDataset:
     while len(_DATASET_CACHE) > _DATASET_CACHE_SIZE:
         _DATASET_CACHE.popitem(last=False)
     return parsed
+
+
+# The per-epoch statements, built once: their values are parameters, so SQLAlchemy
+# compiles them a single time instead of once per epoch.
+_runs = Run.__table__
+_RECORD_PROGRESS = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("run_id"), _runs.c.lease_owner == bindparam("me"))
+    .values(
+        epoch=bindparam("epoch"), metrics=bindparam("metrics"), lease_expires_at=bindparam("lease")
+    )  # fmt: skip
+    .returning(_runs.c.cancel_requested)
+)
+_INSERT_METRIC = insert(MetricRow.__table__)
 
 
 class LeaseLost(Exception):
@@ -330,21 +344,21 @@ class RunTrainer:
             # still hold the lease. Should we die between the two, the next attempt finds
             # this epoch's metric missing and records it when it trains the epoch again.
             cancel = s.execute(
-                update(Run)
-                .where(Run.id == self.run_id, Run.lease_owner == self.me)
-                .values(
-                    epoch=epoch,
-                    metrics=latest,
-                    lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_s),
-                )
-                .returning(Run.cancel_requested)
+                _RECORD_PROGRESS,
+                {
+                    "run_id": self.run_id,
+                    "me": self.me,
+                    "epoch": epoch,
+                    "metrics": latest,
+                    "lease": utcnow() + timedelta(seconds=self.settings.lease_s),
+                },
             ).first()
             if cancel is None:
                 raise LeaseLost(self.run_id)
             # A resumed run recomputes epochs after its checkpoint; the first record stays.
             if epoch > self._recorded_epochs:
                 try:
-                    s.execute(insert(MetricRow).values(run_id=self.run_id, **metric_row))
+                    s.execute(_INSERT_METRIC, metric_row)
                 except IntegrityError:
                     pass  # recorded already (a takeover raced us): same values, keep it
             elif not s.scalar(
@@ -352,10 +366,11 @@ class RunTrainer:
                     MetricRow.run_id == self.run_id, MetricRow.epoch == epoch
                 )
             ):
-                s.execute(insert(MetricRow).values(run_id=self.run_id, **metric_row))
+                s.execute(_INSERT_METRIC, metric_row)
             return bool(cancel[0])
 
         metric_row = {
+            "run_id": self.run_id,
             "epoch": epoch,
             "loss": item["loss"],
             "val_loss": item.get("val_loss"),

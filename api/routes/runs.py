@@ -12,7 +12,7 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
@@ -43,7 +43,9 @@ from core.db.models import (
 )
 from core.db.session import get_read_engine, get_read_sessionmaker, get_sessionmaker
 from core.engine import Network
+from core.keys import Principal
 from core.queues import count_parameters, job_size, queue_kind
+from core.settings import Settings
 from core.spec import check_compatible
 from core.streams import EVENT_STATUS
 from core.webhooks import WebhookTargetError, check_target
@@ -87,7 +89,7 @@ def run_record(run: Run | Any) -> dict[str, Any]:
     }
 
 
-def queue_of(body: RunCreate, dataset: Dataset, settings: Any) -> str:
+def queue_of(body: RunCreate, dataset: Dataset | Any, settings: Any) -> str:
     """``small`` or ``large``: the run's parameters x samples x epochs vs the threshold."""
     size = job_size(count_parameters(body.network), dataset.n_samples, body.training.epochs)
     return queue_kind(size, settings.small_job_threshold)
@@ -101,7 +103,7 @@ def get_owned_run(db: Session, owner: str, run_id: str) -> Run:
     return run
 
 
-def _validate_against(body: RunCreate, dataset: Dataset, settings: Any) -> None:
+def _validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> None:
     net, cfg = body.network, body.training
     problems: list[str] = []
     if net.input_dim != dataset.n_features:
@@ -148,24 +150,37 @@ def _validate_against(body: RunCreate, dataset: Dataset, settings: Any) -> None:
         raise HTTPException(422, detail="; ".join(problems))
 
 
-@router.post("", status_code=202, response_model=RunRecord, responses=ERRORS)
-def create_run(
-    body: RunCreate,
-    response: Response,
-    db: SessionDep,
-    principal: PrincipalDep,
-    settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> Any:
-    owner = principal.owner
-    idempotency.check_key(idempotency_key)
-    req_hash = idempotency.request_hash(body.model_dump_json().encode())
-    if idempotency_key is not None:
-        replay = idempotency.find(db, owner, "runs", idempotency_key, req_hash)
-        if replay is not None:
-            return replay
+# The dataset a run names, and how many active runs its owner has, in one statement.
+_DATASET_AND_ACTIVE = select(
+    Dataset.id,
+    Dataset.owner,
+    Dataset.n_samples,
+    Dataset.n_features,
+    Dataset.n_targets,
+    select(func.count())
+    .select_from(Run)
+    .where(
+        Run.owner == bindparam("owner"),
+        Run.status.in_([s.value for s in ACTIVE_STATUSES]),
+    )
+    .scalar_subquery()
+    .label("active"),
+).where(Dataset.id == bindparam("dataset_id"))
 
-    dataset = None if "\x00" in body.dataset_id else db.get(Dataset, body.dataset_id)
+
+_INSERT_RUN = insert(Run.__table__).returning(*Run.__table__.c)
+
+
+def _insert_run(
+    db: Session | Connection, body: RunCreate, principal: Principal, settings: Settings
+) -> Any:
+    """Check ``body`` against its dataset and the limits, insert the run; the new row."""
+    owner = principal.owner
+    dataset = None
+    if "\x00" not in body.dataset_id:
+        dataset = db.execute(
+            _DATASET_AND_ACTIVE, {"dataset_id": body.dataset_id, "owner": owner}
+        ).first()
     if dataset is None or dataset.owner != owner:
         raise HTTPException(422, detail=f"dataset_id: no dataset with id {body.dataset_id}")
     _validate_against(body, dataset, settings)
@@ -174,56 +189,83 @@ def create_run(
             check_target(body.callback_url, allow_private=settings.webhook_allow_private)
         except WebhookTargetError as exc:
             raise HTTPException(422, detail=str(exc)) from exc
-    active = db.scalar(
-        select(func.count())
-        .select_from(Run)
-        .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
-    )
-    if active is not None and active >= settings.max_active_runs:
+    if dataset.active >= settings.max_active_runs:
         raise HTTPException(
             429,
-            detail=f"you have {active} queued or running runs; the limit is "
+            detail=f"you have {dataset.active} queued or running runs; the limit is "
             f"{settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
         )
-
     training = body.training.model_dump(mode="json")
     if training.get("max_runtime_s") is None:
         training["max_runtime_s"] = settings.max_runtime_s
-    run = Run(
-        owner=owner,
-        name=body.name,
-        dataset_id=dataset.id,
-        network=body.network.model_dump(mode="json", exclude_none=True),
-        training=training,
-        status=RunStatus.queued.value,
-        epochs=body.training.epochs,
-        metrics={"loss": None},
-        callback_url=body.callback_url,
-        webhook_status="pending" if body.callback_url else None,
-        api_key_id=principal.key_id,
-        enqueued_at=utcnow(),
-        queue=queue_of(body, dataset, settings),
-        priority=body.priority,
-    )
-    db.add(run)
-    db.flush()
-    record = run_record(run)
-    location = f"/api/v1/runs/{run.id}"
-    if idempotency_key is not None:
-        idempotency.remember(
-            db, owner=owner, endpoint="runs", key=idempotency_key, req_hash=req_hash,
-            status_code=202, body=RunRecord.model_validate(record), location=location,
-        )  # fmt: skip
-    try:
-        db.commit()
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key committed first.
-        db.rollback()
-        replay = idempotency.find(db, owner, "runs", idempotency_key or "", req_hash)
-        if replay is None:
-            raise
-        return replay
-    enqueue_run(run.id, run.queue, run.priority)  # only after the commit: the worker must find it
+    values = {
+        "owner": owner,
+        "name": body.name,
+        "dataset_id": dataset.id,
+        "network": body.network.model_dump(mode="json", exclude_none=True),
+        "training": training,
+        "status": RunStatus.queued.value,
+        "epochs": body.training.epochs,
+        "metrics": {"loss": None},
+        "callback_url": body.callback_url,
+        "webhook_status": "pending" if body.callback_url else None,
+        "api_key_id": principal.key_id,
+        "enqueued_at": utcnow(),
+        "queue": queue_of(body, dataset, settings),
+        "priority": body.priority,
+    }
+    # Values as parameters of one prebuilt statement (compiled once, not per request);
+    # the columns' Python defaults (id, created_at, …) fill in the rest.
+    return db.execute(_INSERT_RUN, values).first()
+
+
+def _create_run(
+    body: RunCreate, principal: Principal, settings: Settings, idempotency_key: str | None
+) -> tuple[dict[str, Any], str] | Response:
+    """Store the run (and its idempotency record), then send its task: in a worker thread."""
+    if idempotency_key is None:
+        # One statement to check, one to insert, each atomic: no transaction needed.
+        with get_read_engine().connect() as conn:
+            row = _insert_run(conn, body, principal, settings)
+    else:
+        owner = principal.owner
+        req_hash = idempotency.request_hash(body.model_dump_json().encode())
+        with get_sessionmaker()() as db:
+            replay = idempotency.find(db, owner, "runs", idempotency_key, req_hash)
+            if replay is not None:
+                return replay
+            row = _insert_run(db, body, principal, settings)
+            idempotency.remember(
+                db, owner=owner, endpoint="runs", key=idempotency_key, req_hash=req_hash,
+                status_code=202, body=RunRecord.model_validate(run_record(row)),
+                location=f"/api/v1/runs/{row.id}",
+            )  # fmt: skip
+            try:
+                db.commit()
+            except IntegrityError:
+                # A concurrent request with the same Idempotency-Key committed first.
+                db.rollback()
+                replay = idempotency.find(db, owner, "runs", idempotency_key, req_hash)
+                if replay is None:
+                    raise
+                return replay
+    enqueue_run(row.id, row.queue, row.priority)  # only after the commit: the worker must find it
+    return run_record(row), f"/api/v1/runs/{row.id}"
+
+
+@router.post("", status_code=202, response_model=RunRecord, responses=ERRORS)
+async def create_run(
+    body: RunCreate,
+    response: Response,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Any:
+    idempotency.check_key(idempotency_key)
+    result = await run_in_threadpool(_create_run, body, principal, settings, idempotency_key)
+    if isinstance(result, Response):
+        return result
+    record, location = result
     response.headers["Location"] = location
     return record
 
