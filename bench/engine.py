@@ -54,17 +54,10 @@ B3_BATCH = 32
 B3_LR = 0.01
 B3_MOMENTUM = 0.9
 
-SEED_NETWORK: dict[str, Any] = {
-    "input_dim": 2,
-    "layers": [
-        {"units": 2, "activation": "sigmoid"},
-        {"units": 2, "activation": "sigmoid"},
-    ],
-    "initial_weights": [
-        {"W": [[0.15, 0.25], [0.20, 0.30]], "b": [0.35, 0.35]},
-        {"W": [[0.40, 0.50], [0.45, 0.55]], "b": [0.60, 0.60]},
-    ],
-}
+# The seed article's network (API.md §2), as the example users run has it.
+SEED_NETWORK: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "examples" / "seed" / "network.json").read_text()
+)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -12,26 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.stack import Stack, start_stack
+from tests.seed import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y  # noqa: F401 (re-exported)
 
-SEED_NETWORK = {
-    "input_dim": 2,
-    "layers": [{"units": 2, "activation": "sigmoid"}, {"units": 2, "activation": "sigmoid"}],
-    "initial_weights": [
-        {"W": [[0.15, 0.25], [0.20, 0.30]], "b": [0.35, 0.35]},
-        {"W": [[0.40, 0.50], [0.45, 0.55]], "b": [0.60, 0.60]},
-    ],
-}
-SEED_TRAINING = {
-    "loss": "mse",
-    "optimizer": {"name": "sgd", "learning_rate": 0.5},
-    "epochs": 1,
-    "batch_size": 1,
-    "shuffle": False,
-    "seed": 0,
-    "dtype": "float64",
-}
-SEED_X = [[0.05, 0.10]]
-SEED_Y = [[0.01, 0.99]]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

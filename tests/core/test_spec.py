@@ -16,19 +16,9 @@ from core.spec import (
     TrainingConfig,
     check_compatible,
 )
+from tests.seed import SEED_NETWORK
 
-SEED_SPEC = {
-    "input_dim": 2,
-    "layers": [
-        {"units": 2, "activation": "sigmoid"},
-        {"units": 2, "activation": "sigmoid"},
-    ],
-    "init": "glorot_uniform",
-    "initial_weights": [
-        {"W": [[0.15, 0.25], [0.20, 0.30]], "b": [0.35, 0.35]},
-        {"W": [[0.40, 0.50], [0.45, 0.55]], "b": [0.60, 0.60]},
-    ],
-}
+SEED_SPEC = {**SEED_NETWORK, "init": "glorot_uniform"}  # API.md §2's example, as written
 
 SEED_TRAINING = {
     "loss": "mse",

@@ -40,6 +40,8 @@ from sqlalchemy.engine import make_url
 from cli.processes import free_port
 from core.settings import Settings
 from tests.e2e.stack import wait_for
+from tests.seed import SEED_NETWORK
+from tests.seed import SEED_TRAINING as SEED_TRAINING_ONE_STEP
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -51,24 +53,7 @@ PYPROJECT = REPO / "pyproject.toml"
 TEST_PASSWORD = "deploy-test-secret"
 LOCAL_REDIS = os.environ.get("BACKPROP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-SEED_NETWORK = {
-    "input_dim": 2,
-    "layers": [
-        {"units": 2, "activation": "sigmoid"},
-        {"units": 2, "activation": "sigmoid"},
-    ],
-    "init": "glorot_uniform",
-    "initial_weights": [
-        {"W": [[0.15, 0.25], [0.20, 0.30]], "b": [0.35, 0.35]},
-        {"W": [[0.40, 0.50], [0.45, 0.55]], "b": [0.60, 0.60]},
-    ],
-}
-SEED_TRAINING = {
-    "loss": "mse",
-    "optimizer": {"name": "sgd", "learning_rate": 0.5},
-    "epochs": 3,
-    "batch_size": 1,
-}
+SEED_TRAINING = {**SEED_TRAINING_ONE_STEP, "epochs": 3}
 
 
 # -- compose interpolation ---------------------------------------------------------------

@@ -10,28 +10,9 @@ import numpy as np
 from core.engine import Network
 from tests.e2e.sse import read_events
 from tests.e2e.stack import Stack, wait_for
+from tests.seed import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
 
-SEED_NETWORK = {
-    "input_dim": 2,
-    "layers": [
-        {"units": 2, "activation": "sigmoid"},
-        {"units": 2, "activation": "sigmoid"},
-    ],
-    "initial_weights": [
-        {"W": [[0.15, 0.25], [0.20, 0.30]], "b": [0.35, 0.35]},
-        {"W": [[0.40, 0.50], [0.45, 0.55]], "b": [0.60, 0.60]},
-    ],
-}
-SEED_TRAINING = {
-    "loss": "mse",
-    "optimizer": {"name": "sgd", "learning_rate": 0.5, "momentum": 0.0},
-    "epochs": 1,
-    "batch_size": 1,
-    "shuffle": False,
-    "seed": 0,
-}
-SEED_X = [[0.05, 0.10]]
-SEED_Y = [[0.01, 0.99]]
+__all__ = ["SEED_NETWORK", "SEED_TRAINING", "SEED_X", "SEED_Y", "long_training"]
 
 
 def long_training(epochs: int = 200_000) -> dict:
