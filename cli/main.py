@@ -81,6 +81,7 @@ def api(
         port=port,
         log_level=settings.log_level.lower(),
         log_config=None,  # keep our handlers (JSON lines) for uvicorn's loggers too
+        access_log=settings.access_log,
         timeout_graceful_shutdown=10,
     )
 

@@ -13,6 +13,7 @@ from tests.e2e.stack import Stack, start_stack
 
 E2E_ENV = {
     "BACKPROP_MAX_UPLOAD_BYTES": "1000000",
+    "BACKPROP_MAX_DATASET_CELLS": "100000",
     "BACKPROP_MAX_EPOCHS": "1000000",
     "BACKPROP_LEASE_S": "10",
 }

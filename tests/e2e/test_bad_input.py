@@ -41,6 +41,11 @@ def test_bad_csv_is_rejected_with_what_and_where(
 
 
 def test_upload_limits_and_formats(stack: Stack) -> None:
+    cells = int(stack.env["BACKPROP_MAX_DATASET_CELLS"])
+    many_rows = "a,y\n" + "1,2\n" * (cells // 2 + 1)
+    resp = _csv(stack, many_rows, "y")
+    assert resp.status_code == 413 and str(cells) in resp.json()["detail"], resp.text
+
     limit = int(stack.env["BACKPROP_MAX_UPLOAD_BYTES"])
     big = "a,y\n" + "1.000000,2.000000\n" * (limit // 18 + 10)
     resp = _csv(stack, big, "y")
@@ -125,6 +130,22 @@ def test_bad_run_requests(stack: Stack) -> None:
         (_run_body(ds["id"], training={"validation_split": 1.5}), 422, "validation_split"),
         (_run_body(ds["id"], training={"epochs": 10**9}), 422, "BACKPROP_MAX_EPOCHS"),
         (_run_body(ds["id"], training={"dtype": "float16"}), 422, "dtype"),
+        (_run_body(ds["id"], training={"batch_size": 10**6}), 422, "BACKPROP_MAX_BATCH_SIZE"),
+        (
+            _run_body(
+                ds["id"],
+                network={
+                    "initial_weights": None,
+                    "layers": [
+                        {"units": 3000, "activation": "relu"},
+                        {"units": 3000, "activation": "relu"},
+                        {"units": 2, "activation": "sigmoid"},
+                    ],
+                },
+            ),
+            422,
+            "BACKPROP_MAX_PARAMETERS",
+        ),  # fmt: skip
         (_run_body(ds["id"], colour="blue"), 422, "colour"),
         (_run_body(ds["id"], callback_url="http://127.0.0.1:9/hook"), 422, "loopback"),
         (_run_body(ds["id"], callback_url="http://169.254.169.254/"), 422, "link-local"),

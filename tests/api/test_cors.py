@@ -1,0 +1,49 @@
+"""CORS is off unless origins are configured (in-process app; no request reaches a store)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core.settings import get_settings
+
+PREFLIGHT = {
+    "Origin": "https://dashboard.example",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "Authorization, Content-Type",
+}
+
+
+@pytest.fixture
+def client_with(monkeypatch: pytest.MonkeyPatch) -> Iterator:  # type: ignore[type-arg]
+    def make(origins: str | None) -> TestClient:
+        if origins is None:
+            monkeypatch.delenv("BACKPROP_CORS_ORIGINS", raising=False)
+        else:
+            monkeypatch.setenv("BACKPROP_CORS_ORIGINS", origins)
+        get_settings.cache_clear()
+        return TestClient(create_app())
+
+    yield make
+    get_settings.cache_clear()
+
+
+def test_no_cors_headers_by_default(client_with) -> None:  # type: ignore[no-untyped-def]
+    client = client_with(None)
+    resp = client.options("/api/v1/runs", headers=PREFLIGHT)
+    assert "access-control-allow-origin" not in resp.headers
+    resp = client.get("/healthz", headers={"Origin": "https://dashboard.example"})
+    assert "access-control-allow-origin" not in resp.headers
+
+
+def test_configured_origins_are_allowed_and_others_are_not(client_with) -> None:  # type: ignore[no-untyped-def]
+    client = client_with('["https://dashboard.example"]')
+    resp = client.options("/api/v1/runs", headers=PREFLIGHT)
+    assert resp.status_code == 200
+    assert resp.headers["access-control-allow-origin"] == "https://dashboard.example"
+    assert "authorization" in resp.headers["access-control-allow-headers"].lower()
+    other = client.options("/api/v1/runs", headers={**PREFLIGHT, "Origin": "https://evil.example"})
+    assert other.headers.get("access-control-allow-origin") != "https://evil.example"
