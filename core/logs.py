@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -16,11 +17,19 @@ current_run_id: ContextVar[str | None] = ContextVar("current_run_id", default=No
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(run_suffix)s: %(message)s"
 
 
+# Celery's task ids for runs are "<run id>.<suffix>" (workers.celery_app.task_id_for).
+_TASK_ID_OF_RUN = re.compile(r"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.")
+
+
 class RunIdFilter(logging.Filter):
-    """Adds ``run_id`` (and a text suffix for it) to every record."""
+    """Adds ``run_id`` (and a text suffix for it) to every record: from the context of the
+    code handling a run, or from a Celery line naming a run's task."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         run_id = getattr(record, "run_id", None) or current_run_id.get()
+        if run_id is None and record.name.startswith("celery"):
+            found = _TASK_ID_OF_RUN.search(record.getMessage())
+            run_id = found.group(1) if found else None
         record.run_id = run_id
         record.run_suffix = f" [run {run_id}]" if run_id else ""
         return True

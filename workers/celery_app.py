@@ -6,6 +6,7 @@ Results are not stored in a result backend: the database is the record of every 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from celery import Celery
 from kombu import Queue
@@ -81,6 +82,12 @@ def _routing_of(run_id: str) -> tuple[str | None, int]:
     return (row[0], row[1] or 0) if row else (None, 0)
 
 
+def task_id_for(run_id: str) -> str:
+    """A task id that starts with the run id, so Celery's own log lines (``Task …[id]
+    received``) name the run too; the suffix keeps re-sends of one run apart."""
+    return f"{run_id}.{uuid.uuid4().hex[:8]}"
+
+
 def enqueue_run(run_id: str, queue: str | None = None, priority: int | None = None) -> bool:
     """Send the training task of ``run_id``; False (logged) when the broker is away.
 
@@ -93,7 +100,11 @@ def enqueue_run(run_id: str, queue: str | None = None, priority: int | None = No
     name = queue_name(queue, get_settings().task_queue)
     try:
         celery_app.send_task(
-            TRAIN_TASK, args=[run_id], queue=name, priority=celery_priority(priority or 0)
+            TRAIN_TASK,
+            args=[run_id],
+            task_id=task_id_for(run_id),
+            queue=name,
+            priority=celery_priority(priority or 0),
         )
         return True
     except Exception as exc:  # broker down: the run stays queued until re-enqueued
@@ -104,7 +115,7 @@ def enqueue_run(run_id: str, queue: str | None = None, priority: int | None = No
 def enqueue_webhook(run_id: str) -> bool:
     """Send the webhook delivery task of a run that just ended."""
     try:
-        celery_app.send_task(WEBHOOK_TASK, args=[run_id])
+        celery_app.send_task(WEBHOOK_TASK, args=[run_id], task_id=task_id_for(run_id))
         return True
     except Exception as exc:
         logger.error("could not enqueue the webhook of run %s: %s", run_id, exc)
