@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core import telemetry
 from core.db.models import Run, RunStatus
 from core.db.session import get_sessionmaker
+from core.queues import all_queues
 from core.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,15 @@ class ServiceCollector:
     def __init__(self, redis_client: redis.Redis) -> None:
         self._redis = redis_client
 
+    def _queue_length(self, name: str) -> int:
+        """Messages waiting in a Celery queue: kombu keeps one Redis list per priority
+        step, named ``<queue>`` and ``<queue>\x06\x16<step>``."""
+        keys = [name] + [f"{name}\x06\x16{step}" for step in range(1, 10)]
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.llen(key)
+        return int(sum(pipe.execute()))
+
     def collect(self) -> Iterable[Metric]:
         settings = get_settings()
         runs = GaugeMetricFamily("backprop_runs", "Runs by status.", labels=["status"])
@@ -113,7 +123,8 @@ class ServiceCollector:
             depth = GaugeMetricFamily(
                 "backprop_queue_depth", "Task messages waiting in the queue.", labels=["queue"]
             )
-            depth.add_metric([settings.task_queue], self._redis.llen(settings.task_queue))
+            for name in all_queues(settings.task_queue):
+                depth.add_metric([name], self._queue_length(name))
             yield depth
             values = telemetry.read(self._redis)
         except redis.RedisError as exc:
@@ -168,6 +179,15 @@ class _Forward:
 
     def __init__(self, source: CollectorRegistry) -> None:
         self._source = source
+
+    def _queue_length(self, name: str) -> int:
+        """Messages waiting in a Celery queue: kombu keeps one Redis list per priority
+        step, named ``<queue>`` and ``<queue>\x06\x16<step>``."""
+        keys = [name] + [f"{name}\x06\x16{step}" for step in range(1, 10)]
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.llen(key)
+        return int(sum(pipe.execute()))
 
     def collect(self) -> Iterable[Metric]:
         return self._source.collect()

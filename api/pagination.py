@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import HTTPException
@@ -25,8 +25,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         stamp, row_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
         if "\x00" in row_id:  # never issued; PostgreSQL refuses NUL in a query (was a 500)
             raise ValueError("NUL in cursor")
-        return datetime.fromisoformat(stamp), row_id
-    except (ValueError, UnicodeDecodeError) as exc:
+        created = datetime.fromisoformat(stamp)
+        # Normalised here, so that a time the database cannot hold is a 400, not a 500.
+        created = created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
+        return created, row_id
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise HTTPException(400, detail=f"cursor: not a cursor from this API ({cursor!r})") from exc
 
 

@@ -56,14 +56,15 @@ class ProcessGroup:
         return None
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the children one at a time, newest first (api, then worker, then Redis):
+        a worker handing its run back still needs the broker it was started with."""
+        deadline = time.monotonic() + timeout_s
         for name, proc in reversed(self.children):
             if proc.poll() is None:
                 logger.info("stopping %s (pid %d)", name, proc.pid)
                 # The child's main process only, as `docker stop` does: a worker then
                 # hands its runs back after the current epoch instead of dying mid-way.
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for name, proc in reversed(self.children):
             try:
                 proc.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:

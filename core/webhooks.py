@@ -50,24 +50,28 @@ def check_target(url: str, *, allow_private: bool) -> None:
     Every address the host name resolves to is checked, so a name that resolves to
     127.0.0.1 is refused as the literal would be. Delivery checks again, as DNS may change.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port  # both parse, and may refuse, the URL
+    except ValueError as exc:
+        raise WebhookTargetError(f"callback_url: not a valid URL ({exc})") from exc
     if parts.scheme not in ("http", "https"):
         raise WebhookTargetError(
             f"callback_url: scheme must be http or https, not {parts.scheme!r}"
         )
-    if not parts.hostname:
+    if not host:
         raise WebhookTargetError("callback_url: has no host")
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise WebhookTargetError(f"callback_url: cannot resolve host {parts.hostname!r}") from exc
+        infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        raise WebhookTargetError(f"callback_url: cannot resolve host {host!r}") from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if _forbidden(address):
             raise WebhookTargetError(
-                f"callback_url: {parts.hostname} resolves to {address}, a loopback, link-local "
+                f"callback_url: {host} resolves to {address}, a loopback, link-local "
                 "or private address (allowed only with BACKPROP_WEBHOOK_ALLOW_PRIVATE=true)"
             )
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from core.data import ParsedDataset, from_npz_bytes
 from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
-from core.db.session import get_read_engine, retry_transient, session_scope
+from core.db.session import TRANSIENT_ERRORS, get_read_engine, retry_transient, session_scope
 from core.engine import EngineError, Network
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
@@ -162,9 +162,10 @@ class RunTrainer:
     def claim(self) -> tuple[str, _Job | None]:
         """Take the run if it is queued, or running under an expired lease, and load it.
 
-        Returns ``("claimed", job)``, ``("gave up", None)`` (its workers died
-        ``max_attempts`` times: it is marked failed instead of tried again) or
-        ``("not claimable", None)``. A first attempt costs one statement (one round trip).
+        Returns ``("claimed", job)``, ``("cancelled", None)`` (cancel was asked while no
+        worker held it), ``("gave up", None)`` (its workers died ``max_attempts`` times: it
+        is marked failed instead of tried again) or ``("not claimable", None)``. A first
+        attempt costs one statement (one round trip).
         """
         max_attempts = self.settings.max_attempts
 
@@ -184,7 +185,7 @@ class RunTrainer:
             )
             row = s.execute(
                 update(Run)
-                .where(claimable, Run.attempts < max_attempts)
+                .where(claimable, Run.attempts < max_attempts, Run.cancel_requested.is_(False))
                 .values(
                     status=RunStatus.running.value,
                     lease_owner=self.me,
@@ -205,6 +206,23 @@ class RunTrainer:
                 .execution_options(synchronize_session=False)
             ).first()
             if row is None:
+                # Cancelled while its worker was away (it died or handed the run back):
+                # it ends here, untrained, rather than training one more epoch first.
+                cancelled = s.execute(
+                    update(Run)
+                    .where(claimable, Run.cancel_requested.is_(True))
+                    .values(
+                        status=RunStatus.cancelled.value,
+                        finished_at=now,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                    .returning(Run.callback_url, Run.sweep_id)
+                ).first()
+                if cancelled is not None:
+                    s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
+                    self._has_webhook, self._sweep_id = bool(cancelled[0]), cancelled[1]
+                    return "cancelled", None
                 gave_up = s.execute(
                     update(Run)
                     .where(claimable, Run.attempts >= max_attempts)
@@ -221,6 +239,7 @@ class RunTrainer:
                 ).first()
                 if gave_up is None:
                     return "not claimable", None
+                s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
                 self._has_webhook, self._sweep_id = bool(gave_up[0]), gave_up[1]
                 return "gave up", None
             job = _Job(row.network, row.training, row.data, row.classes, row.dataset_id)
@@ -247,6 +266,10 @@ class RunTrainer:
     def run(self) -> str | None:
         """Train the run to its end; returns the terminal status, or None if not ours."""
         outcome, job = self.claim()
+        if outcome == "cancelled":
+            logger.info("run %s cancelled before it could resume", self.run_id)
+            self._announce_end(RunStatus.cancelled, None, duration_s=None)
+            return RunStatus.cancelled.value
         if outcome == "gave up":
             logger.warning("run %s failed: its workers died %d times", self.run_id,
                            self.settings.max_attempts)  # fmt: skip
@@ -308,7 +331,10 @@ class RunTrainer:
                 on_checkpoint=self._on_checkpoint,
                 resume_from=resume,
             )
-        except LeaseLost:
+        except (LeaseLost, *TRANSIENT_ERRORS):
+            # Lease lost: the run is someone else's now. Database away for longer than
+            # BACKPROP_DB_RETRY_S: leave the run as it is; once the lease expires, the
+            # reclaimer gives it to a worker that can reach the database.
             raise
         except (EngineError, ValueError) as exc:
             logger.info("run %s failed: %s", self.run_id, exc)

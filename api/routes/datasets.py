@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import exists, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 
@@ -258,16 +258,17 @@ def get_dataset(dataset_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, A
 
 @router.delete("/{dataset_id}", status_code=204, responses=ERRORS)
 def delete_dataset(dataset_id: str, db: SessionDep, owner: OwnerDep) -> Response:
-    ds = get_owned_dataset(db, owner, dataset_id)
-    in_use = db.scalar(
-        select(
-            exists().where(
+    get_owned_dataset(db, owner, dataset_id)
+    # One statement: "no active run uses it" and the delete cannot be split by a new run.
+    deleted = db.execute(
+        delete(Dataset).where(
+            Dataset.id == dataset_id,
+            ~exists().where(
                 Run.dataset_id == dataset_id, Run.status.in_([s.value for s in ACTIVE_STATUSES])
-            )
+            ),
         )
-    )
-    if in_use:
-        raise HTTPException(409, detail=f"dataset {dataset_id} is used by a queued or running run")
-    db.delete(ds)
+    ).rowcount
     db.commit()
+    if not deleted:
+        raise HTTPException(409, detail=f"dataset {dataset_id} is used by a queued or running run")
     return Response(status_code=204)

@@ -12,7 +12,7 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
@@ -34,11 +34,14 @@ from api.schemas import (
 )
 from core.db.models import (
     ACTIVE_STATUSES,
+    SWEEP_ACTIVE,
+    Checkpoint,
     Dataset,
     MetricRow,
     ModelArtifact,
     Run,
     RunStatus,
+    Sweep,
     utcnow,
 )
 from core.db.session import get_read_engine, get_read_sessionmaker, get_sessionmaker
@@ -306,7 +309,12 @@ async def get_run(run_id: str, owner: OwnerDep) -> dict[str, Any]:
     return await run_in_threadpool(read)
 
 
-@router.get("/{run_id}/metrics", response_model=MetricsOut, responses=ERRORS)
+@router.get(
+    "/{run_id}/metrics",
+    response_model=MetricsOut,
+    response_model_exclude_none=True,  # optional keys are absent, as in the SSE items
+    responses=ERRORS,
+)
 async def get_metrics(run_id: str, owner: OwnerDep) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         with get_read_sessionmaker()() as db:
@@ -365,13 +373,20 @@ def cancel_run(run_id: str, request: Request, db: SessionDep, owner: OwnerDep) -
         .values(status=RunStatus.cancelled.value, cancel_requested=True, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     ).rowcount
-    if not cancelled_now:
-        db.execute(
+    if cancelled_now:
+        # A run handed back or reclaimed may have left a checkpoint: it is not needed now.
+        db.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
+    else:
+        flagged = db.execute(
             update(Run)
-            .where(Run.id == run_id)
+            .where(Run.id == run_id, Run.status == RunStatus.running.value)
             .values(cancel_requested=True)
             .execution_options(synchronize_session=False)
-        )
+        ).rowcount
+        if not flagged:  # it ended between our read and now
+            db.rollback()
+            db.refresh(run)
+            raise HTTPException(409, detail=f"run {run_id} already ended ({run.status})")
     db.commit()
     db.refresh(run)
     if cancelled_now:
@@ -388,6 +403,13 @@ def delete_run(run_id: str, db: SessionDep, owner: OwnerDep) -> Response:
     run = get_owned_run(db, owner, run_id)
     if RunStatus(run.status) in ACTIVE_STATUSES:
         raise HTTPException(409, detail=f"run {run_id} is {run.status}; cancel it first")
+    if run.sweep_id is not None:
+        sweep_status = db.scalar(select(Sweep.status).where(Sweep.id == run.sweep_id))
+        if sweep_status in SWEEP_ACTIVE:
+            raise HTTPException(
+                409, detail=f"run {run_id} is a trial of sweep {run.sweep_id}, which is "
+                f"{sweep_status}; delete it once the sweep has ended"
+            )  # fmt: skip
     db.delete(run)
     db.commit()
     _model_cache.drop(run_id)
@@ -469,7 +491,10 @@ def get_weights(
     }
 
 
-@router.post("/{run_id}/predict", response_model=PredictOut, responses=ERRORS)
+@router.post(
+    "/{run_id}/predict", response_model=PredictOut, response_model_exclude_none=True,
+    responses=ERRORS,
+)  # fmt: skip
 def predict(run_id: str, body: PredictIn, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     net = _model_cache.get(db, get_owned_run(db, owner, run_id))
     n_in = net.spec.input_dim

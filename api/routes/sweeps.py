@@ -130,7 +130,8 @@ def sweep_record(db: Session, sweep: Sweep) -> dict[str, Any]:
 
 
 def get_owned_sweep(db: Session, owner: str, sweep_id: str) -> Sweep:
-    sweep = db.get(Sweep, sweep_id)
+    # No id holds a NUL, and PostgreSQL refuses one in a query.
+    sweep = None if "\x00" in sweep_id else db.get(Sweep, sweep_id)
     if sweep is None or sweep.owner != owner:
         raise HTTPException(404, detail=f"sweep {sweep_id} not found")
     return sweep

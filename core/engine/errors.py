@@ -10,13 +10,14 @@ class EngineError(Exception):
 class DivergenceError(EngineError):
     """Training produced a NaN or infinite loss; ``epoch`` is 1-based."""
 
-    def __init__(self, epoch: int, loss: float) -> None:
+    def __init__(self, epoch: int, loss: float, which: str = "loss") -> None:
         self.epoch = epoch
         self.loss = loss
+        self.which = which
         super().__init__(
-            f"training diverged at epoch {epoch}: loss is {loss} (try a smaller learning rate)"
+            f"training diverged at epoch {epoch}: {which} is {loss} (try a smaller learning rate)"
         )
 
-    def __reduce__(self) -> tuple[type, tuple[int, float]]:
+    def __reduce__(self) -> tuple[type, tuple[int, float, str]]:
         # Keeps the exception picklable across process boundaries (e.g. Celery results).
-        return (type(self), (self.epoch, self.loss))
+        return (type(self), (self.epoch, self.loss, self.which))

@@ -304,6 +304,8 @@ class _Trainer:
             item: dict[str, Any] = {"epoch": epoch, "loss": loss}
             if self.n_val:
                 item["val_loss"], val_accuracy = self._evaluate(self.val_idx)
+                if not math.isfinite(item["val_loss"]):
+                    raise DivergenceError(epoch, item["val_loss"], "val_loss")
             if accuracy is not None:
                 item["accuracy"] = accuracy
                 if self.n_val:

@@ -45,3 +45,11 @@ def test_bad_schemes_and_hostless_urls_are_refused_always(url: str) -> None:
 
 def test_a_public_address_is_allowed() -> None:
     check_target("https://93.184.216.34/hook", allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com:99999/", "http://[::1/", "http://" + "a" * 64 + ".com/"]
+)
+def test_malformed_urls_are_refused_not_crashed_on(url: str) -> None:
+    with pytest.raises(WebhookTargetError, match="callback_url"):
+        check_target(url, allow_private=False)

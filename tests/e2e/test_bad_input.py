@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -178,6 +179,8 @@ def test_unknown_ids_and_state_conflicts(stack: Stack) -> None:
     resp = stack.client.post(f"/api/v1/runs/{missing}/predict", json={"inputs": [[1, 2]]})
     assert resp.status_code == 404
     assert stack.client.get("/api/v1/runs", params={"cursor": "garbage!"}).status_code == 400
+    far_past = base64.urlsafe_b64encode(b"0001-01-01T00:00:00+14:00|x").decode()
+    assert stack.client.get("/api/v1/runs", params={"cursor": far_past}).status_code == 400
     assert stack.client.get("/api/v1/runs", params={"limit": 0}).status_code == 422
 
 

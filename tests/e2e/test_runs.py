@@ -65,6 +65,8 @@ def test_seed_network_through_the_api_matches_the_engine(stack: Stack) -> None:
     metrics = stack.client.get(f"/api/v1/runs/{run['id']}/metrics").json()
     assert metrics["run_id"] == run["id"]
     assert [m["epoch"] for m in metrics["items"]] == [1, 2, 3, 4, 5, 6]
+    # Optional keys are absent when they do not apply (regression: no accuracy).
+    assert all("accuracy" not in m and "val_accuracy" not in m for m in metrics["items"])
     for got, want in zip(metrics["items"], history, strict=True):
         assert got["loss"] == want["loss"]
         assert got["val_loss"] == want["val_loss"]

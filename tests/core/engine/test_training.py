@@ -320,3 +320,21 @@ def test_batch_larger_than_dataset_and_ragged_last_batch():
         net = Network.from_spec(_clf_spec(), seed=0)
         history = net.fit(X, y, {**CLF_TRAINING, "validation_split": 0.0, "batch_size": batch_size})
         assert np.isfinite(history[-1]["loss"])
+
+
+def test_an_infinite_validation_loss_is_a_divergence_naming_val_loss() -> None:
+    # The validation rows are the first of the seeded permutation (the documented split).
+    seed = 4
+    val_row = int(np.random.default_rng(seed).permutation(2)[0])
+    X = np.array([[0.5], [0.5]], dtype=np.float64)
+    X[val_row] = 1e20  # finite, but its squared error overflows float32
+    Y = np.zeros((2, 1))
+    net = Network.from_spec({"input_dim": 1, "layers": [{"units": 1, "activation": "identity"}],
+                             "initial_weights": [{"W": [[1.0]], "b": [0.0]}]})  # fmt: skip
+    config = {
+        "loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 0.01}, "epochs": 3,
+        "batch_size": 1, "validation_split": 0.5, "seed": seed, "dtype": "float32",
+    }  # fmt: skip
+    with pytest.raises(DivergenceError, match="epoch 1: val_loss is inf") as info:
+        net.fit(X, Y, config)
+    assert info.value.epoch == 1 and info.value.which == "val_loss"
