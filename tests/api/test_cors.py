@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.settings import get_settings
@@ -17,15 +18,36 @@ PREFLIGHT = {
 }
 
 
+class _Client:
+    """Sync calls into the app in-process (httpx's ASGI transport, no server)."""
+
+    def __init__(self) -> None:
+        self.app = create_app()
+
+    def request(self, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+        async def call() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                return await client.request(method, path, headers=headers)
+
+        return asyncio.run(call())
+
+    def options(self, path: str, headers: dict[str, str]) -> httpx.Response:
+        return self.request("OPTIONS", path, headers)
+
+    def get(self, path: str, headers: dict[str, str]) -> httpx.Response:
+        return self.request("GET", path, headers)
+
+
 @pytest.fixture
 def client_with(monkeypatch: pytest.MonkeyPatch) -> Iterator:  # type: ignore[type-arg]
-    def make(origins: str | None) -> TestClient:
+    def make(origins: str | None) -> _Client:
         if origins is None:
             monkeypatch.delenv("BACKPROP_CORS_ORIGINS", raising=False)
         else:
             monkeypatch.setenv("BACKPROP_CORS_ORIGINS", origins)
         get_settings.cache_clear()
-        return TestClient(create_app())
+        return _Client()
 
     yield make
     get_settings.cache_clear()
