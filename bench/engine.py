@@ -26,7 +26,6 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import resource
 import subprocess
@@ -41,6 +40,9 @@ import numpy as np
 import threadpoolctl
 
 from core.engine import Network
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.machine import machine_basics  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,22 +85,11 @@ def blas_threads() -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
     import sklearn
     import torch
 
     return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "ram_gb": round(mem_kb / 1024**2, 1),
-        "python": platform.python_version(),
+        **machine_basics(),
         "numpy": np.__version__,
         "torch": torch.__version__,
         "sklearn": sklearn.__version__,

@@ -50,6 +50,8 @@ if str(ROOT) not in sys.path:  # tests.e2e.stack lives in the source tree, not t
 import httpx  # noqa: E402
 from celery import Celery  # noqa: E402
 
+from bench.machine import machine_basics  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 API = "/api/v1"
 
@@ -147,19 +149,8 @@ def machine_info() -> dict[str, Any]:
     import sqlalchemy
     import uvicorn
 
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
     return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "ram_gb": round(mem_kb / 1024**2, 1),
-        "python": sys.version.split()[0],
+        **machine_basics(),
         "fastapi": fastapi.__version__,
         "uvicorn": uvicorn.__version__,
         "celery": celery.__version__,
