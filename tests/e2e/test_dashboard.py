@@ -243,6 +243,9 @@ def test_dashboard_follows_a_training_run_live(stack: Stack, browser: webdriver.
         lambda d: _text(d, "#run-status") == "cancelled" and _chart(d)["stream"] == "ended",
     )
     stored = stack.client.get(f"/api/v1/runs/{run_id}/metrics").json()["items"]
+    # The drawing follows the data on the next animation frame: wait for it to catch up.
+    _wait(browser, "the chart to draw every epoch",
+          lambda d: _chart(d)["points"] == len(stored))  # fmt: skip
     final = _chart(browser)
     assert final["epochs"] == [item["epoch"] for item in stored]
     assert final["points"] == len(stored) > after["points"] - 1
