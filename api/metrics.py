@@ -180,14 +180,5 @@ class _Forward:
     def __init__(self, source: CollectorRegistry) -> None:
         self._source = source
 
-    def _queue_length(self, name: str) -> int:
-        """Messages waiting in a Celery queue: kombu keeps one Redis list per priority
-        step, named ``<queue>`` and ``<queue>\x06\x16<step>``."""
-        keys = [name] + [f"{name}\x06\x16{step}" for step in range(1, 10)]
-        pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.llen(key)
-        return int(sum(pipe.execute()))
-
     def collect(self) -> Iterable[Metric]:
         return self._source.collect()

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import HTTPException
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
 
 from core.db.models import as_utc
 
@@ -52,3 +53,19 @@ def page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], encode_cursor(last.created_at, last.id)
+
+
+def list_owned(
+    db: Session,
+    model: Any,
+    owner: str,
+    cursor: str | None,
+    limit: int,
+    status: str | None = None,
+) -> tuple[list[Any], str | None]:
+    """One page of ``owner``'s rows of ``model`` (optionally of one ``status``), newest first,
+    and the cursor of the next page."""
+    stmt = select(model).where(model.owner == owner)
+    if status is not None:
+        stmt = stmt.where(model.status == status)
+    return page(list(db.scalars(paginate(stmt, model, cursor, limit))), limit)

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists
 from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 
 from api import idempotency
 from api.deps import OwnerDep, SessionDep, SettingsDep
-from api.pagination import page, paginate
+from api.pagination import list_owned
 from api.schemas import DatasetCreateJSON, DatasetList, DatasetRecord, ErrorOut
 from core.data import (
     DatasetError,
@@ -238,8 +238,7 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    stmt = paginate(select(Dataset).where(Dataset.owner == owner), Dataset, cursor, limit)
-    rows, next_cursor = page(list(db.scalars(stmt)), limit)
+    rows, next_cursor = list_owned(db, Dataset, owner, cursor, limit)
     return {"items": [dataset_record(d) for d in rows], "next_cursor": next_cursor}
 
 

@@ -21,7 +21,7 @@ from api import idempotency
 from api.auth import PrincipalDep
 from api.deps import OwnerDep, SessionDep, SettingsDep
 from api.events import run_event_stream
-from api.pagination import page, paginate
+from api.pagination import list_owned
 from api.schemas import (
     ErrorOut,
     MetricsOut,
@@ -281,10 +281,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    stmt = select(Run).where(Run.owner == owner)
-    if status is not None:
-        stmt = stmt.where(Run.status == status.value)
-    rows, next_cursor = page(list(db.scalars(paginate(stmt, Run, cursor, limit))), limit)
+    rows, next_cursor = list_owned(db, Run, owner, cursor, limit, status and status.value)
     return {"items": [run_record(r) for r in rows], "next_cursor": next_cursor}
 
 

@@ -24,7 +24,7 @@ from sse_starlette.sse import EventSourceResponse
 from api import idempotency
 from api.auth import PrincipalDep
 from api.deps import OwnerDep, SessionDep, SettingsDep
-from api.pagination import page, paginate
+from api.pagination import list_owned
 from api.routes.runs import ERRORS, _validate_against, queue_of
 from api.schemas import RunCreate, SweepCreate, SweepList, SweepRecord
 from core.db.models import (
@@ -336,10 +336,7 @@ def list_sweeps(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    stmt = select(Sweep).where(Sweep.owner == owner)
-    if status is not None:
-        stmt = stmt.where(Sweep.status == status.value)
-    rows, next_cursor = page(list(db.scalars(paginate(stmt, Sweep, cursor, limit))), limit)
+    rows, next_cursor = list_owned(db, Sweep, owner, cursor, limit, status and status.value)
     return {"items": [sweep_record(db, s) for s in rows], "next_cursor": next_cursor}
 
 
