@@ -21,6 +21,7 @@ from billiard.process import active_children
 from celery.signals import (
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_ready,
     worker_shutting_down,
@@ -29,7 +30,7 @@ from sqlalchemy import or_, update
 from threadpoolctl import threadpool_limits
 
 from core.db.models import Run, RunStatus, utcnow
-from core.db.session import get_engine, session_scope
+from core.db.session import session_scope, set_pooling
 from core.logs import current_run_id
 from core.settings import get_settings
 from workers.sweeps import reconcile as reconcile_sweeps
@@ -48,8 +49,18 @@ def handback_requested() -> bool:
 @worker_process_init.connect
 def _init_pool_process(**_kwargs: object) -> None:
     threadpool_limits(limits=get_settings().blas_threads)
-    get_engine().dispose(close=False)  # connections of the parent are not ours to use
+    # A pool process trains: it keeps a connection pool of its own (the parent has none
+    # to pass on, see _no_pooling_in_the_main_process).
+    set_pooling(True)
     signal.signal(HANDBACK_SIGNAL, lambda _sig, _frame: _handback.set())
+
+
+@worker_init.connect
+def _no_pooling_in_the_main_process(**_kwargs: object) -> None:
+    """The main process forks pool processes at any time (a killed one is replaced), while
+    its reclaimer thread uses the database: with pooled connections, a child could inherit
+    one and share its socket with the parent. So the main process pools nothing."""
+    set_pooling(False)
 
 
 @worker_shutting_down.connect

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, NullPool, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +26,20 @@ def normalize_url(url: str) -> str:
     return url
 
 
+# A process that forks workers (Celery's main process) must hold no pooled connection at
+# fork time: a child would share its socket with the parent. There, every connection is
+# opened and closed per use (NullPool); see workers.lifecycle.
+_pooling = True
+
+
+def set_pooling(enabled: bool) -> None:
+    """Pool connections in this process (or not), dropping the engines made so far."""
+    global _pooling
+    _pooling = enabled
+    for cached in (get_engine, get_read_engine, get_sessionmaker, get_read_sessionmaker):
+        cached.cache_clear()
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     settings = get_settings()
@@ -33,7 +47,11 @@ def get_engine(url: str | None = None) -> Engine:
     if url.startswith("sqlite"):
         # Several processes (api, workers) share the file: WAL lets readers go on while
         # one writes, and the busy timeout makes writers wait instead of failing.
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            **({} if _pooling else {"poolclass": NullPool}),
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -50,10 +68,14 @@ def get_engine(url: str | None = None) -> Engine:
     # No pre-ping either (a round trip per checkout): a connection broken by a database
     # restart fails its statement, the pool then drops all of them, workers retry
     # (retry_transient) and the API answers that one request with 503.
+    pooling: dict[str, Any] = (
+        {"pool_size": settings.db_pool_size, "max_overflow": settings.db_pool_size}
+        if _pooling
+        else {"poolclass": NullPool}
+    )
     return create_engine(
         url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        **pooling,
         connect_args={"prepare_threshold": None},
     )
 

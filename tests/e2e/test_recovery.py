@@ -35,6 +35,9 @@ def stack(
         concurrency=1,
         BACKPROP_LEASE_S=str(LEASE_S),
         BACKPROP_CHECKPOINT_EVERY="25",
+        # Celery's prefork pool now and then keeps a message it received just as its pool
+        # process was SIGKILLed; the service's stale-queue re-send covers that, made quick here.
+        BACKPROP_REQUEUE_AFTER_S="5",
         BACKPROP_MAX_EPOCHS="1000000",
     )
     yield stack
