@@ -32,6 +32,11 @@ from core.streams import EVENT_METRIC, EVENT_STATUS, decode_event, stream_key
 logger = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 2000
+
+# OpenAPI description of a 200 that is an event stream (runs' and sweeps' /events).
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}
+}
 STATUS_LETTERS = {s.value[0]: s.value for s in RunStatus}
 MAX_EVENT_EPOCH = 2**31 - 1
 

@@ -20,7 +20,7 @@ from sse_starlette.sse import EventSourceResponse
 from api import idempotency
 from api.auth import PrincipalDep
 from api.deps import OwnerDep, SessionDep, SettingsDep
-from api.events import run_event_stream
+from api.events import SSE_RESPONSE, run_event_stream
 from api.pagination import list_owned
 from api.schemas import (
     ErrorOut,
@@ -326,10 +326,7 @@ async def get_metrics(run_id: str, owner: OwnerDep) -> dict[str, Any]:
 
 @router.get(
     "/{run_id}/events",
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
-        **ERRORS,
-    },
+    responses={**SSE_RESPONSE, **ERRORS},
     response_class=EventSourceResponse,
 )
 async def run_events(

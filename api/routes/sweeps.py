@@ -24,6 +24,7 @@ from sse_starlette.sse import EventSourceResponse
 from api import idempotency
 from api.auth import PrincipalDep
 from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.events import SSE_RESPONSE
 from api.pagination import list_owned
 from api.routes.runs import ERRORS, _validate_against, queue_of
 from api.schemas import RunCreate, SweepCreate, SweepList, SweepRecord
@@ -464,10 +465,7 @@ async def sweep_event_stream(
 
 @router.get(
     "/{sweep_id}/events",
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
-        **ERRORS,
-    },
+    responses={**SSE_RESPONSE, **ERRORS},
     response_class=EventSourceResponse,
 )
 async def sweep_events(
