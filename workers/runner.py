@@ -327,7 +327,7 @@ class RunTrainer:
                 config,
                 callback=self._on_epoch,
                 should_stop=self._should_stop,
-                checkpoint_every=1,
+                checkpoint_due=self._checkpoint_due,
                 on_checkpoint=self._on_checkpoint,
                 resume_from=resume,
             )
@@ -413,24 +413,24 @@ class RunTrainer:
             telemetry=epoch_increments(seconds, self._train_samples),
         )  # fmt: skip
 
-    def _on_checkpoint(self, epoch: int, data: bytes) -> None:
+    def _checkpoint_due(self, epoch: int) -> bool:
+        """Asked by the engine after every epoch; only a due checkpoint is serialised."""
         # Read the shutdown flag and the clock once per epoch, here: when we stop for
         # either, the checkpoint of this very epoch is stored.
         self._handing_back = handback_requested()
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._runtime_exceeded = True
         if epoch >= self._epochs and not self._handing_back:
-            return  # the run ends here: its model is stored next, no checkpoint needed
+            return False  # the run ends here: its model is stored next, no checkpoint needed
         last_epoch, last_time = self._last_checkpoint
-        due = (
+        return (
             self._handing_back
             or self._runtime_exceeded
             or epoch - last_epoch >= self.settings.checkpoint_every
             or time.monotonic() - last_time >= self.settings.checkpoint_seconds
         )
-        if not due:
-            return
 
+    def _on_checkpoint(self, epoch: int, data: bytes) -> None:
         def tx(s: Session) -> None:
             row = s.get(Checkpoint, self.run_id)
             if row is None:

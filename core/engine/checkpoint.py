@@ -3,8 +3,9 @@
 A checkpoint is an ``.npz`` archive (read with ``allow_pickle=False``) holding the flat
 parameter vector, the optimiser state arrays, the early-stopping snapshot, the feature
 standardisation, and one JSON document (``meta``) with everything scalar: epoch, optimiser
-step count, RNG state, early-stopping counters, history and elapsed time. ``fit`` resumed from
-the checkpoint of epoch k finishes with bit-identical weights to an uninterrupted fit.
+step count, RNG state, early-stopping counters and elapsed time. It holds no history, so its
+size is the same at every epoch. ``fit`` resumed from the checkpoint of epoch k finishes with
+bit-identical weights to an uninterrupted fit.
 """
 
 from __future__ import annotations

@@ -302,6 +302,7 @@ class Network:
         *,
         should_stop: Callable[[], bool] | None = None,
         checkpoint_every: int = 0,
+        checkpoint_due: Callable[[int], bool] | None = None,
         on_checkpoint: Callable[[int, bytes], None] | None = None,
         resume_from: bytes | None = None,
     ) -> list[dict]:
@@ -316,6 +317,7 @@ class Network:
             callback,
             should_stop=should_stop,
             checkpoint_every=checkpoint_every,
+            checkpoint_due=checkpoint_due,
             on_checkpoint=on_checkpoint,
             resume_from=resume_from,
         )

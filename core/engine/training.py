@@ -242,7 +242,8 @@ class _Trainer:
             "optimizer_t": opt_state["t"],
             "rng": self.rng.bit_generator.state,
             "early_stopping": {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch},
-            "history": self.history,
+            # No history: its size would grow with the epochs, and so would the cost of every
+            # checkpoint (the service keeps the history in its metrics table instead).
             "elapsed_s": elapsed,
         }
         return dump_checkpoint(meta, arrays)
@@ -274,7 +275,6 @@ class _Trainer:
         self.rng.bit_generator.state = meta["rng"]
         es = meta["early_stopping"]
         self.best, self.wait, self.best_epoch = float(es["best"]), es["wait"], es["best_epoch"]
-        self.history = list(meta["history"])
         self.epoch = int(meta["epoch"])
         self.elapsed_before = float(meta["elapsed_s"])
 
@@ -284,7 +284,7 @@ class _Trainer:
         self,
         callback: Callable[[dict], None] | None,
         should_stop: Callable[[], bool] | None,
-        checkpoint_every: int,
+        checkpoint_due: Callable[[int], bool] | None,
         on_checkpoint: Callable[[int, bytes], None] | None,
     ) -> list[dict]:
         cfg = self.cfg
@@ -316,7 +316,8 @@ class _Trainer:
             if callback is not None:
                 callback(dict(item))
             self._update_early_stopping(item)
-            if checkpoint_every and on_checkpoint is not None and epoch % checkpoint_every == 0:
+            # Serialised only when due: a checkpoint costs as much as a few small epochs.
+            if on_checkpoint is not None and checkpoint_due is not None and checkpoint_due(epoch):
                 on_checkpoint(epoch, self.checkpoint(elapsed))
             if self._early_stop_due():
                 break
@@ -324,6 +325,11 @@ class _Trainer:
                 return self.history
         self._finish()
         return self.history
+
+
+def _every(k: int) -> Callable[[int], bool]:
+    """``checkpoint_due`` for a checkpoint every ``k`` epochs."""
+    return lambda epoch: epoch % k == 0
 
 
 def fit(
@@ -335,12 +341,19 @@ def fit(
     *,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_every: int = 0,
+    checkpoint_due: Callable[[int], bool] | None = None,
     on_checkpoint: Callable[[int, bytes], None] | None = None,
     resume_from: bytes | None = None,
 ) -> list[dict]:
     """Train ``net`` on ``X`` ``(n, n_in)``, ``Y`` ``(n, units_last)`` (or class indices).
 
-    Returns the history: one item per epoch, including epochs before ``resume_from``.
+    ``on_checkpoint(epoch, data)`` receives a checkpoint every ``checkpoint_every`` epochs,
+    or after each epoch for which ``checkpoint_due(epoch)`` is true (the two are exclusive);
+    ``resume_from`` continues from such a checkpoint. A checkpoint's size does not depend
+    on the epoch.
+
+    Returns the history of this call: one item per epoch trained here (a resumed fit starts
+    after its checkpoint's epoch).
     Raises ``DivergenceError`` when an epoch's loss is NaN or infinite, ``EngineError`` for
     unusable arrays or a checkpoint of another fit, and pydantic's ``ValidationError`` for an
     invalid ``training`` dict.
@@ -356,8 +369,13 @@ def fit(
         raise EngineError(str(exc)) from None
     if checkpoint_every < 0:
         raise EngineError("checkpoint_every must be >= 0")
+    if checkpoint_every and checkpoint_due is not None:
+        raise EngineError("give checkpoint_every or checkpoint_due, not both")
+    due = checkpoint_due
+    if checkpoint_every:
+        due = _every(checkpoint_every)
     trainer = _Trainer(net, X, Y, cfg)
     if resume_from is not None:
         trainer.restore(resume_from)
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        return trainer.run(callback, should_stop, checkpoint_every, on_checkpoint)
+        return trainer.run(callback, should_stop, due, on_checkpoint)

@@ -112,9 +112,44 @@ def test_resume_from_checkpoint_equals_uninterrupted_fit(optimizer, dtype, early
         seen = []
         history = resumed.fit(X, y, cfg, callback=seen.append, resume_from=data)
         assert [item["epoch"] for item in seen] == list(range(epoch + 1, 9))
-        assert _strip_time(history) == _strip_time(full_history)
+        # The resumed fit's history covers the epochs it trained, equal to the full fit's.
+        assert _strip_time(history) == _strip_time(full_history[epoch:])
         assert _weights_equal(resumed.weights, full.weights)
         np.testing.assert_array_equal(resumed.x_mean, full.x_mean)
+
+
+def test_checkpoint_size_does_not_grow_with_epochs():
+    # A checkpoint holds state, not history: the last one is as large as the first.
+    X, y = _classification_data()
+    sizes: dict[int, int] = {}
+    cfg = {**CLF_TRAINING, "epochs": 60, "early_stopping": {"patience": 100, "restore_best": True}}
+    Network.from_spec(_clf_spec(), seed=3).fit(
+        X, y, cfg, checkpoint_every=1, on_checkpoint=lambda e, d: sizes.__setitem__(e, len(d))
+    )
+    assert sorted(sizes) == list(range(1, 61))
+    # Only the digits of the numbers in its JSON part vary (a history would add ~100 B/epoch).
+    assert max(sizes.values()) - min(sizes.values()) <= 80, sizes
+
+
+def test_checkpoint_due_decides_when_to_serialise():
+    X, y = _classification_data()
+    asked: list[int] = []
+    saved: list[int] = []
+
+    def due(epoch: int) -> bool:
+        asked.append(epoch)
+        return epoch in (2, 5)
+
+    Network.from_spec(_clf_spec(), seed=3).fit(
+        X, y, CLF_TRAINING, checkpoint_due=due, on_checkpoint=lambda e, _: saved.append(e)
+    )
+    assert asked == list(range(1, CLF_TRAINING["epochs"] + 1))
+    assert saved == [2, 5]
+    with pytest.raises(EngineError, match="not both"):
+        Network.from_spec(_clf_spec(), seed=3).fit(
+            X, y, CLF_TRAINING, checkpoint_every=2, checkpoint_due=due,
+            on_checkpoint=lambda e, _: None,
+        )  # fmt: skip
 
 
 def test_checkpoint_of_another_fit_is_rejected():
