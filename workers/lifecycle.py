@@ -5,6 +5,10 @@
 - SIGTERM to the worker's main process (``docker stop``) starts Celery's warm shutdown;
   we then ask every pool process (SIGUSR2) to hand its run back: it finishes the current
   epoch, checkpoints, re-queues the run and returns, so another worker resumes it.
+- SIGTERM or SIGINT to the whole process group (Ctrl-C, systemd's ``KillMode=control-group``)
+  reaches the pool processes too. A pool process that is training takes SIGTERM as the same
+  request to hand back and lets the main process lead the warm shutdown; an idle one ends
+  at once. Pool processes ignore SIGINT (billiard sets that up).
 - The main process reclaims runs whose lease expired (their worker died) and re-enqueues
   them; the atomic claim makes any duplicate delivery a no-op.
 """
@@ -15,6 +19,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from billiard.process import active_children
@@ -46,13 +52,34 @@ def handback_requested() -> bool:
     return _handback.is_set()
 
 
+def _request_handback(_signum: int, _frame: object) -> None:
+    _handback.set()
+
+
+@contextmanager
+def training_a_run() -> Iterator[None]:
+    """While a pool process trains a run, SIGTERM asks it to hand the run back.
+
+    Outside a run, billiard's own SIGTERM handler stays in place (the process ends at once:
+    it holds nothing worth saving, and Celery's terminate waits for it). The end of a run
+    also forgets a hand-back request, so a pool process sent SIGTERM on its own (its worker
+    goes on) does not hand back every run it takes next.
+    """
+    previous = signal.signal(signal.SIGTERM, _request_handback)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _handback.clear()
+
+
 @worker_process_init.connect
 def _init_pool_process(**_kwargs: object) -> None:
     threadpool_limits(limits=get_settings().blas_threads)
     # A pool process trains: it keeps a connection pool of its own (the parent has none
     # to pass on, see _no_pooling_in_the_main_process).
     set_pooling(True)
-    signal.signal(HANDBACK_SIGNAL, lambda _sig, _frame: _handback.set())
+    signal.signal(HANDBACK_SIGNAL, _request_handback)
 
 
 @worker_init.connect

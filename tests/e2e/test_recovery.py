@@ -66,7 +66,7 @@ TRAINING = {**SEED_TRAINING, "epochs": 1500, "batch_size": 4, "shuffle": True, "
             "dtype": "float64"}  # fmt: skip
 
 
-def _interrupt_and_check(stack: Stack, interrupt) -> None:  # type: ignore[no-untyped-def]
+def _interrupt_and_check(stack: Stack, interrupt) -> dict:  # type: ignore[no-untyped-def]
     X, Y = _data()
     ds = stack.upload_json(X.tolist(), Y.tolist())
     run = stack.submit(ds["id"], SEED_NETWORK, TRAINING)
@@ -100,6 +100,7 @@ def _interrupt_and_check(stack: Stack, interrupt) -> None:  # type: ignore[no-un
     # Bring the fleet back to two workers for the next test.
     stack.workers.remove(victim)
     stack.start_worker(concurrency=1)
+    return done
 
 
 def test_sigterm_hands_the_run_back_and_another_worker_resumes_it(stack: Stack) -> None:
@@ -109,6 +110,20 @@ def test_sigterm_hands_the_run_back_and_another_worker_resumes_it(stack: Stack) 
         assert "handed back" in worker.log.read_text()
 
     _interrupt_and_check(stack, graceful)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_worker_group_hands_the_run_back(stack: Stack, sig: int) -> None:
+    # Ctrl-C and systemd's KillMode=control-group signal every process of the group: the
+    # pool process training the run must hand it back too, not die with it.
+    def group_signal(worker: Worker) -> None:
+        os.killpg(worker.proc.pid, sig)
+        worker.proc.wait(30)
+        assert "handed back" in worker.log.read_text(), worker.log.read_text()[-3000:]
+
+    done = _interrupt_and_check(stack, group_signal)
+    # A hand-back is not a failed attempt: only the attempt that finished the run counts.
+    assert done["attempts"] == 1, done
 
 
 def test_kill_9_of_the_worker_group_is_recovered_from_the_checkpoint(stack: Stack) -> None:
