@@ -1,11 +1,14 @@
 """End to end through outages: Redis restarted mid-run, PostgreSQL cut mid-run.
 
 Redis is a server this test starts on a spare port (so stopping it harms nobody);
-PostgreSQL is reached through a proxy the test can cut.
+PostgreSQL is reached through a proxy the test can cut (tests/e2e/test_proxy.py shows a
+cut refuses every connection). Each test first checks that the service saw the outage
+(/readyz answers 503, the worker logs that it retries) and then that everything recovers.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -24,6 +27,9 @@ from tests.e2e.stack import Stack, start_stack, wait_for
 from tests.e2e.test_runs import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
 
 EPOCHS = 1200
+# How long the service gets to notice an outage, and to be ready again after it.
+NOTICE_S = 20
+RECOVER_S = 60
 
 
 class RedisServer:
@@ -82,7 +88,7 @@ def outage_stack(
     )
     yield stack, redis_server, proxy
     stack.stop()
-    proxy.cut()
+    proxy.close()
     if redis_server.proc and redis_server.proc.poll() is None:
         redis_server.kill()
 
@@ -131,6 +137,74 @@ def _check_complete(stack: Stack, run_id: str, watcher: Watcher) -> None:
     assert watcher.events[-1].data["status"] == "succeeded"
 
 
+def _readyz_until(stack: Stack, status_code: int, timeout: float) -> dict:
+    """Poll /readyz until it answers ``status_code``; fail if it never does in time."""
+    seen: list[int] = []
+
+    def answered() -> dict | None:
+        try:
+            resp = stack.client.get("/readyz", timeout=5)
+        except httpx.TransportError:
+            return None
+        seen.append(resp.status_code)
+        return resp.json() if resp.status_code == status_code else None
+
+    try:
+        return wait_for(answered, timeout, f"/readyz to answer {status_code}", interval=0.1)
+    except TimeoutError:
+        pytest.fail(
+            f"/readyz never answered {status_code} within {timeout} s "
+            f"(answers: {sorted(set(seen))})\n{stack.logs()}"
+        )
+
+
+def _worker_log(stack: Stack) -> list[dict]:
+    """Every JSON log line the stack's workers have written so far."""
+    entries = []
+    for worker in stack.workers:
+        if not worker.log.exists():
+            continue
+        for line in worker.log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # not one of our log lines (Celery's banner, a traceback)
+            if isinstance(entry, dict):
+                entries.append(entry)
+    return entries
+
+
+def _db_retry_warnings(stack: Stack, run_id: str) -> list[str]:
+    """The workers' "database unavailable ... retrying" warnings about ``run_id``
+    (core.db.session.retry_transient)."""
+    return [
+        message
+        for entry in _worker_log(stack)
+        if entry.get("level") == "WARNING"
+        and (message := str(entry.get("message", ""))).startswith("database unavailable")
+        and "retrying" in message
+        and run_id in message
+    ]
+
+
+def _broker_lost_warnings(stack: Stack) -> list[str]:
+    """The Celery consumer's "Connection to broker lost" warnings."""
+    return [
+        str(entry["message"])
+        for entry in _worker_log(stack)
+        if entry.get("level") == "WARNING"
+        and str(entry.get("logger", "")).startswith("celery.worker.consumer")
+        and "Connection to broker lost" in str(entry.get("message", ""))
+    ]
+
+
+def _wait_for_log(predicate, what: str, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    try:
+        wait_for(predicate, NOTICE_S, what, interval=0.1)
+    except TimeoutError:
+        pytest.fail(f"timed out after {NOTICE_S} s waiting for {what}\n{stack.logs()}")
+
+
 def test_redis_restart_mid_run(outage_stack) -> None:  # type: ignore[no-untyped-def]
     stack, redis_server, _ = outage_stack
     run_id = _submit(stack)
@@ -140,18 +214,23 @@ def test_redis_restart_mid_run(outage_stack) -> None:  # type: ignore[no-untyped
         lambda: stack.client.get(f"/api/v1/runs/{run_id}").json()["progress"]["epoch"] >= 50,
         60, "the run to pass epoch 50",
     )  # fmt: skip
+    assert _broker_lost_warnings(stack) == []
     redis_server.kill()
-    time.sleep(1.0)
-    # While Redis is down the service still answers, and a new run is accepted.
+    # The worker sees Redis is gone ...
+    _wait_for_log(lambda: _broker_lost_warnings(stack), "the worker to lose Redis", stack)
+    # ... and so does the API (only Redis is away) ...
+    body = _readyz_until(stack, 503, NOTICE_S)
+    assert body["checks"]["database"] == "ok", body
+    assert body["checks"]["redis"].startswith("unavailable"), body
+    # ... while it still answers, and a new run is accepted.
     assert stack.client.get(f"/api/v1/runs/{run_id}").status_code == 200
-    assert stack.client.get("/readyz").status_code == 503
     late = _submit(stack)
     time.sleep(2.0)
     redis_server.start()
     _check_complete(stack, run_id, watcher)
     # The run submitted during the outage lost its message; the reclaimer sends it again.
     assert stack.wait_done(late, timeout=90)["status"] == "succeeded", stack.logs()
-    assert stack.client.get("/readyz").status_code == 200
+    assert _readyz_until(stack, 200, RECOVER_S)["checks"] == {"database": "ok", "redis": "ok"}
 
 
 def test_postgres_cut_mid_run(outage_stack) -> None:  # type: ignore[no-untyped-def]
@@ -163,11 +242,22 @@ def test_postgres_cut_mid_run(outage_stack) -> None:  # type: ignore[no-untyped-
         lambda: stack.client.get(f"/api/v1/runs/{run_id}").json()["progress"]["epoch"] >= 50,
         60, "the run to pass epoch 50",
     )  # fmt: skip
+    assert _db_retry_warnings(stack, run_id) == []  # nothing to retry before the cut
     proxy.cut()
-    time.sleep(1.0)
+    # The API sees the database is gone: /readyz says so, and so does a request that
+    # needs the database.
+    body = _readyz_until(stack, 503, NOTICE_S)
+    assert body["checks"]["database"].startswith("unavailable"), body
+    assert body["checks"]["redis"] == "ok", body
     resp = stack.client.get(f"/api/v1/runs/{run_id}")
     assert resp.status_code == 503, resp.text
-    assert stack.client.get("/readyz").status_code == 503
-    time.sleep(3.0)
+    # The worker sees it too: it keeps retrying its writes for the run (and logs each try).
+    _wait_for_log(
+        lambda: len(_db_retry_warnings(stack, run_id)) >= 3,
+        "the worker to log three retries while the database is away", stack,
+    )  # fmt: skip
+    assert stack.client.get("/readyz").status_code == 503  # still away, still not ready
     proxy.restore()
+    # Everything recovers: ready again, and the run finishes with its whole history.
+    assert _readyz_until(stack, 200, RECOVER_S)["checks"] == {"database": "ok", "redis": "ok"}
     _check_complete(stack, run_id, watcher)
