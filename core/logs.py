@@ -2,6 +2,8 @@
 
 Code that works on a run sets :data:`current_run_id`; every log line written meanwhile,
 in any module, carries it, so one run's story can be filtered out of many workers' logs.
+URLs in log lines lose their credentials and query string (:class:`RedactUrlsFilter`), as
+callback URLs may carry secrets there and libraries such as httpx log the URLs they call.
 """
 
 from __future__ import annotations
@@ -35,6 +37,35 @@ class RunIdFilter(logging.Filter):
         return True
 
 
+# scheme://[userinfo@]host-and-port[path][?query][#fragment], up to whitespace or a quote.
+_URL = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s/?#\"'<>]*@)?"
+    r"(?P<rest>[^\s?#\"'<>]*)(?P<query>\?[^\s#\"'<>]*)?(?P<fragment>#[^\s\"'<>]*)?"
+)
+REDACTED_QUERY = "?[redacted]"
+
+
+def _redacted(match: re.Match[str]) -> str:
+    query = REDACTED_QUERY if match.group("query") else ""
+    return f"{match.group('scheme')}{match.group('rest')}{query}"
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL's userinfo and fragment dropped and its query replaced by
+    ``?[redacted]``: ``http://u:pw@h/p?t=1`` → ``http://h/p?[redacted]``."""
+    return _URL.sub(_redacted, text) if "://" in text else text
+
+
+class RedactUrlsFilter(logging.Filter):
+    """Redacts the URLs in a record's message (see :func:`redact_urls`); keeps every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = redact_urls(message), None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, run_id, exception."""
 
@@ -58,6 +89,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Replace the root handlers with one stderr handler in the chosen format."""
     handler = logging.StreamHandler()
     handler.addFilter(RunIdFilter())
+    handler.addFilter(RedactUrlsFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):

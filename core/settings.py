@@ -85,7 +85,14 @@ class Settings(BaseSettings):
         default=False,
         description="Allow callback_url targets on loopback, link-local and private networks.",
     )
-    webhook_max_attempts: int = Field(default=6, description="Webhook deliveries tried per run.")
+    webhook_max_attempts: int = Field(
+        default=6, ge=1, description="Webhook deliveries tried per run (then it is failed)."
+    )
+    webhook_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Wait before the second webhook attempt; doubles per attempt, at most 60 s.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (JSON list); none by default."
     )

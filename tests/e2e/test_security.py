@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from cli.processes import free_port
-from core.webhooks import SIGNATURE_HEADER, verify
+from core.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.e2e.sse import read_events
 from tests.e2e.stack import PYTHON, Stack, start_stack
 from tests.e2e.test_runs import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y, long_training
@@ -174,12 +174,12 @@ def test_idempotency_key_returns_the_first_response(alice) -> None:  # type: ign
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    deliveries: list[tuple[bytes, str | None]] = []
+    deliveries: list[tuple[bytes, dict[str, str]]] = []
     fail_first = 0
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).deliveries.append((body, self.headers.get(SIGNATURE_HEADER)))
+        type(self).deliveries.append((body, dict(self.headers.items())))
         failing = len(type(self).deliveries) <= type(self).fail_first
         self.send_response(500 if failing else 204)
         self.end_headers()
@@ -208,9 +208,13 @@ def test_webhook_is_signed_retried_and_delivered_once(alice) -> None:  # type: i
             30, "the webhook to be delivered",
         )  # fmt: skip
         assert len(_Receiver.deliveries) == 3  # two refused, then taken; never again after
-        body, signature = _Receiver.deliveries[-1]
-        assert signature and verify(made["webhook_secret"], body, signature)
-        assert not verify("whsec_wrong", body, signature)
+        body, headers = _Receiver.deliveries[-1]
+        signed = (headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER),
+                  headers.get(DELIVERY_HEADER))  # fmt: skip
+        assert verify(made["webhook_secret"], body, *signed)
+        assert not verify("whsec_wrong", body, *signed)
+        # One delivery id for every attempt, so the receiver can tell repeats apart.
+        assert {h.get(DELIVERY_HEADER) for _, h in _Receiver.deliveries} == {signed[2]}
         sent = json.loads(body)
         assert sent["event"] == "run.finished"
         assert sent["run"]["id"] == run_id and sent["run"]["status"] == "succeeded"
