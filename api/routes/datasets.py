@@ -24,6 +24,7 @@ from core.data import (
     sha256_hex,
     to_npz_bytes,
 )
+from core.db.locks import lock_dataset_for_delete
 from core.db.models import ACTIVE_STATUSES, Dataset, Run
 from core.db.session import get_sessionmaker
 from core.settings import Settings
@@ -258,7 +259,9 @@ def get_dataset(dataset_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, A
 @router.delete("/{dataset_id}", status_code=204, responses=ERRORS)
 def delete_dataset(dataset_id: str, db: SessionDep, owner: OwnerDep) -> Response:
     get_owned_dataset(db, owner, dataset_id)
-    # One statement: "no active run uses it" and the delete cannot be split by a new run.
+    # The row lock before the check: a submit that read this dataset commits before we look
+    # for its run, and later submits wait for us, then find no dataset.
+    lock_dataset_for_delete(db.connection(), dataset_id)
     deleted = db.execute(
         delete(Dataset).where(
             Dataset.id == dataset_id,

@@ -32,6 +32,7 @@ from api.schemas import (
     RunRecord,
     WeightsOut,
 )
+from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
     SWEEP_ACTIVE,
@@ -44,7 +45,7 @@ from core.db.models import (
     Sweep,
     utcnow,
 )
-from core.db.session import get_read_engine, get_read_sessionmaker, get_sessionmaker
+from core.db.session import get_engine, get_read_engine, get_read_sessionmaker, get_sessionmaker
 from core.engine import Network
 from core.keys import Principal
 from core.queues import count_parameters, job_size, queue_kind
@@ -52,7 +53,8 @@ from core.settings import Settings
 from core.spec import check_compatible
 from core.streams import EVENT_STATUS
 from core.webhooks import WebhookTargetError, check_target
-from workers.celery_app import enqueue_run, enqueue_webhook
+from workers.celery_app import enqueue_webhook
+from workers.dispatch import dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -153,22 +155,27 @@ def _validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) ->
         raise HTTPException(422, detail="; ".join(problems))
 
 
-# The dataset a run names, and how many active runs its owner has, in one statement.
-_DATASET_AND_ACTIVE = select(
-    Dataset.id,
-    Dataset.owner,
-    Dataset.n_samples,
-    Dataset.n_features,
-    Dataset.n_targets,
-    select(func.count())
-    .select_from(Run)
-    .where(
-        Run.owner == bindparam("owner"),
-        Run.status.in_([s.value for s in ACTIVE_STATUSES]),
+# The dataset a run names, and how many active runs its owner has, in one statement. The
+# dataset row is read FOR SHARE (PostgreSQL): a delete of it waits for this submit to end.
+_DATASET_AND_ACTIVE = (
+    select(
+        Dataset.id,
+        Dataset.owner,
+        Dataset.n_samples,
+        Dataset.n_features,
+        Dataset.n_targets,
+        select(func.count())
+        .select_from(Run)
+        .where(
+            Run.owner == bindparam("owner"),
+            Run.status.in_([s.value for s in ACTIVE_STATUSES]),
+        )
+        .scalar_subquery()
+        .label("active"),
     )
-    .scalar_subquery()
-    .label("active"),
-).where(Dataset.id == bindparam("dataset_id"))
+    .where(Dataset.id == bindparam("dataset_id"))
+    .with_for_update(read=True, of=Dataset.__table__)
+)
 
 
 _INSERT_RUN = insert(Run.__table__).returning(*Run.__table__.c)
@@ -177,7 +184,11 @@ _INSERT_RUN = insert(Run.__table__).returning(*Run.__table__.c)
 def _insert_run(
     db: Session | Connection, body: RunCreate, principal: Principal, settings: Settings
 ) -> Any:
-    """Check ``body`` against its dataset and the limits, insert the run; the new row."""
+    """Check ``body`` against its dataset and the limits, insert the run; the new row.
+
+    Call inside a transaction that began with ``serialise_owner``: the active-run count is
+    then exact, and the dataset cannot be deleted before the commit.
+    """
     owner = principal.owner
     dataset = None
     if "\x00" not in body.dataset_id:
@@ -213,7 +224,7 @@ def _insert_run(
         "callback_url": body.callback_url,
         "webhook_status": "pending" if body.callback_url else None,
         "api_key_id": principal.key_id,
-        "enqueued_at": utcnow(),
+        "enqueued_at": None,  # sent by the dispatcher when a worker has room
         "queue": queue_of(body, dataset, settings),
         "priority": body.priority,
     }
@@ -225,15 +236,17 @@ def _insert_run(
 def _create_run(
     body: RunCreate, principal: Principal, settings: Settings, idempotency_key: str | None
 ) -> tuple[dict[str, Any], str] | Response:
-    """Store the run (and its idempotency record), then send its task: in a worker thread."""
+    """Store the run (and its idempotency record), then dispatch: in a worker thread."""
+    owner = principal.owner
     if idempotency_key is None:
-        # One statement to check, one to insert, each atomic: no transaction needed.
-        with get_read_engine().connect() as conn:
+        with get_engine().connect() as conn:
+            serialise_owner(conn, owner)
             row = _insert_run(conn, body, principal, settings)
+            conn.commit()
     else:
-        owner = principal.owner
         req_hash = idempotency.request_hash(body.model_dump_json().encode())
         with get_sessionmaker()() as db:
+            serialise_owner(db.connection(), owner)
             replay = idempotency.find(db, owner, "runs", idempotency_key, req_hash)
             if replay is not None:
                 return replay
@@ -252,7 +265,7 @@ def _create_run(
                 if replay is None:
                     raise
                 return replay
-    enqueue_run(row.id, row.queue, row.priority)  # only after the commit: the worker must find it
+    dispatch()  # only after the commit: the worker must find the run
     return run_record(row), f"/api/v1/runs/{row.id}"
 
 

@@ -28,6 +28,7 @@ from api.events import SSE_RESPONSE
 from api.pagination import list_owned
 from api.routes.runs import ERRORS, _validate_against, queue_of
 from api.schemas import RunCreate, SweepCreate, SweepList, SweepRecord
+from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
     SWEEP_ACTIVE,
@@ -232,12 +233,20 @@ def create_sweep(
     owner = principal.owner
     idempotency.check_key(idempotency_key)
     req_hash = idempotency.request_hash(body.model_dump_json().encode())
+    # The owner's active-run count stays exact until the commit (see core/db/locks.py).
+    serialise_owner(db.connection(), owner)
     if idempotency_key is not None:
         replay = idempotency.find(db, owner, "sweeps", idempotency_key, req_hash)
         if replay is not None:
             return replay
 
-    dataset = db.get(Dataset, body.base.dataset_id)
+    dataset = (
+        None
+        if "\x00" in body.base.dataset_id
+        else db.scalars(
+            select(Dataset).where(Dataset.id == body.base.dataset_id).with_for_update(read=True)
+        ).first()
+    )
     if dataset is None or dataset.owner != owner:
         raise HTTPException(
             422, detail=f"base.dataset_id: no dataset with id {body.base.dataset_id}"
@@ -295,7 +304,7 @@ def create_sweep(
                 callback_url=run_body.callback_url,
                 webhook_status="pending" if run_body.callback_url else None,
                 api_key_id=principal.key_id,
-                enqueued_at=None,  # sent by workers/sweeps.dispatch, max_concurrent at a time
+                held=True,  # released by workers/sweeps.dispatch, max_concurrent at a time
                 queue=queue_of(run_body, dataset, settings),
                 priority=run_body.priority,
                 sweep_id=sweep.id,

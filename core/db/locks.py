@@ -1,0 +1,62 @@
+"""Locks that make admission checks exact under concurrency, on PostgreSQL and SQLite.
+
+Two rules need them:
+
+- An owner's active-run limit: "count the owner's active runs, then insert one" must not
+  interleave with the same owner's other submits. On PostgreSQL a transaction-scoped
+  advisory lock per owner serialises them; on SQLite the whole write is serialised anyway,
+  once the transaction starts with ``BEGIN IMMEDIATE`` (a deferred one would read first and
+  could not upgrade to a write later).
+- "A run was accepted" and "its dataset was deleted" exclude each other: the submit reads
+  the dataset row ``FOR SHARE`` and the delete locks it ``FOR UPDATE`` before it checks for
+  active runs, so whichever comes second sees what the first one did.
+
+Each function must be the first statement of its transaction (SQLite's ``BEGIN``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select, text
+
+from core.db.models import Dataset
+
+# Classes of advisory locks (the first key of the two-key form), one per purpose.
+OWNER_LOCK = 1
+DISPATCH_LOCK = 2
+
+
+def _begin_immediate(conn: Connection) -> None:
+    # pysqlite starts no transaction for reads: this makes the transaction a writer at once.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def serialise_owner(conn: Connection, owner: str) -> None:
+    """Until this transaction ends, no other transaction that called this for ``owner``
+    runs (nor, on SQLite, any other writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:cls, hashtext(:owner))"),
+            {"cls": OWNER_LOCK, "owner": owner},
+        )
+    elif conn.dialect.name == "sqlite":
+        _begin_immediate(conn)
+
+
+def serialise_dispatch(conn: Connection, task_queue: str) -> None:
+    """One dispatcher of ``task_queue`` at a time, until this transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:cls, hashtext(:queue))"),
+            {"cls": DISPATCH_LOCK, "queue": task_queue},
+        )
+    elif conn.dialect.name == "sqlite":
+        _begin_immediate(conn)
+
+
+def lock_dataset_for_delete(conn: Connection, dataset_id: str) -> None:
+    """Wait for submits that read the dataset (``FOR SHARE``) to commit, and keep new ones
+    waiting until this transaction ends."""
+    if conn.dialect.name == "sqlite":
+        _begin_immediate(conn)
+    else:
+        conn.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update())
