@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=10 * 1024 * 1024, description="Largest JSON request body (dataset uploads aside)."
     )
+    max_json_depth: int = Field(
+        default=64,
+        ge=1,
+        description="Deepest nesting of arrays/objects in a JSON request body (400 above).",
+    )
     max_active_runs: int = Field(
         default=100, description="Most queued + running runs of one client."
     )
@@ -107,8 +112,15 @@ class Settings(BaseSettings):
     )
     requeue_after_s: float = Field(
         default=300.0,
-        description="A run queued this long after its message was sent is sent again "
-        "(its message may have been lost with Redis).",
+        description="A run still queued this long after its message was sent is sent again "
+        "(its message may have been lost).",
+    )
+    dispatch_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often each worker re-announces itself, looks for messages lost "
+        "with Redis and sends queued runs to free workers (they are also sent at once on "
+        "submit and whenever a run ends).",
     )
     lease_s: float = Field(
         default=30.0,

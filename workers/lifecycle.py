@@ -9,8 +9,11 @@
   reaches the pool processes too. A pool process that is training takes SIGTERM as the same
   request to hand back and lets the main process lead the warm shutdown; an idle one ends
   at once. Pool processes ignore SIGINT (billiard sets that up).
-- The main process reclaims runs whose lease expired (their worker died) and re-enqueues
-  them; the atomic claim makes any duplicate delivery a no-op.
+- The main process reclaims runs whose lease expired (their worker died) and puts them back
+  in the queue; the atomic claim makes any duplicate delivery a no-op.
+- The main process also announces the worker's slots to the dispatcher and, every
+  ``BACKPROP_DISPATCH_INTERVAL_S``, re-sends lost messages and sends queued runs to free
+  slots (workers/dispatch.py). It withdraws the announcement when it shuts down.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from typing import Any
 
 from billiard.process import active_children
 from celery.signals import (
@@ -39,6 +44,7 @@ from core.db.models import Run, RunStatus, utcnow
 from core.db.session import session_scope, set_pooling
 from core.logs import current_run_id
 from core.settings import get_settings
+from workers.dispatch import dispatch, kinds_of_queues, maintain, withdraw_worker
 from workers.sweeps import reconcile as reconcile_sweeps
 
 logger = logging.getLogger(__name__)
@@ -92,6 +98,10 @@ def _no_pooling_in_the_main_process(**_kwargs: object) -> None:
 
 @worker_shutting_down.connect
 def _ask_pool_to_hand_back(**_kwargs: object) -> None:
+    # No more runs for us: the runs handed back go to the other workers.
+    _stop_loops.set()
+    if _me is not None:
+        withdraw_worker(_me.worker_id)
     for child in active_children():
         if child.pid is None:
             continue
@@ -99,19 +109,15 @@ def _ask_pool_to_hand_back(**_kwargs: object) -> None:
             os.kill(child.pid, HANDBACK_SIGNAL)
         except ProcessLookupError:
             pass
-    _reclaimer_stop.set()
 
 
 def reclaim() -> list[str]:
-    """Send again the runs that lost their worker or their message; returns their ids.
+    """Put back in the queue the runs whose worker died; returns their ids.
 
-    - running with an expired lease: the worker died; the run goes back to the queue and
-      resumes from its checkpoint wherever it lands next.
-    - queued, with its message sent more than ``requeue_after_s`` ago: the message may
-      have been lost (Redis restarted without it, or was away at submit time).
-    The UPDATE … RETURNING picks each run once even with many workers reclaiming.
+    A running run with an expired lease lost its worker: it goes back to ``queued``, unsent,
+    and the dispatcher sends it to a free worker, where it resumes from its checkpoint. The
+    UPDATE … RETURNING picks each run once even with many workers reclaiming.
     """
-    settings = get_settings()
     now = utcnow()
     with session_scope() as s:
         expired = list(
@@ -125,46 +131,25 @@ def reclaim() -> list[str]:
                     status=RunStatus.queued.value,
                     lease_owner=None,
                     lease_expires_at=None,
-                    enqueued_at=now,
+                    enqueued_at=None,
                 )
                 .returning(Run.id)
                 .execution_options(synchronize_session=False)
             )
         )
-        stale = list(
-            s.scalars(
-                update(Run)
-                .where(
-                    Run.status == RunStatus.queued.value,
-                    # A sweep's trial waits unsent (enqueued_at NULL) until its sweep sends it.
-                    or_(Run.sweep_id.is_(None), Run.enqueued_at.is_not(None)),
-                    or_(
-                        Run.enqueued_at.is_(None),
-                        Run.enqueued_at < now - timedelta(seconds=settings.requeue_after_s),
-                    ),
-                )
-                .values(enqueued_at=now)
-                .returning(Run.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
-    from workers.celery_app import enqueue_run
-
     for run_id in expired:
         logger.warning("run %s: its worker stopped renewing the lease; re-queued", run_id)
-        enqueue_run(run_id)
-    for run_id in stale:
-        logger.info("run %s: queued for long; its task message is sent again", run_id)
-        enqueue_run(run_id)
-    return expired + stale
+    if expired:
+        dispatch()
+    return expired
 
 
-_reclaimer_stop = threading.Event()
+_stop_loops = threading.Event()
 
 
 def _reclaim_loop() -> None:
     interval = max(get_settings().lease_s / 3, 1.0)
-    while not _reclaimer_stop.wait(interval):
+    while not _stop_loops.wait(interval):
         try:
             reclaim()
             reconcile_sweeps()
@@ -172,9 +157,53 @@ def _reclaim_loop() -> None:
             logger.warning("reclaiming expired runs failed: %s", exc)
 
 
+@dataclass
+class _Announcement:
+    """What this worker tells the dispatcher about itself."""
+
+    worker_id: str
+    slots: int
+    kinds: list[str]
+
+
+def _dispatch_loop(me: _Announcement) -> None:
+    interval = get_settings().dispatch_interval_s
+    failing = False
+    while True:
+        try:
+            maintain(me.worker_id, me.slots, me.kinds)
+            if failing:
+                logger.info("dispatching works again")
+            failing = False
+        except Exception as exc:  # Redis or the database away: runs wait; try again soon
+            if not failing:
+                logger.warning("dispatching failed (%s); retrying every %.0f s", exc, interval)
+            failing = True
+        if _stop_loops.wait(interval):
+            return
+
+
+def _announcement(consumer: Any) -> _Announcement:
+    settings = get_settings()
+    queues = list(consumer.app.amqp.queues.consume_from or consumer.app.amqp.queues)
+    return _Announcement(
+        worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        slots=int(consumer.controller.concurrency),
+        kinds=kinds_of_queues(queues, settings.task_queue),
+    )
+
+
+_me: _Announcement | None = None
+
+
 @worker_ready.connect
-def _start_reclaimer(**_kwargs: object) -> None:
+def _start_loops(sender: Any = None, **_kwargs: object) -> None:
+    global _me
+    _me = _announcement(sender)
+    logger.info("worker %s: %d slot(s) for %s runs", _me.worker_id, _me.slots,
+                "/".join(_me.kinds) or "no")  # fmt: skip
     threading.Thread(target=_reclaim_loop, name="lease-reclaimer", daemon=True).start()
+    threading.Thread(target=_dispatch_loop, args=(_me,), name="dispatcher", daemon=True).start()
 
 
 @task_prerun.connect

@@ -31,6 +31,7 @@ from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
 from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
 from core.telemetry import epoch_increments, run_ended_increments
+from workers.dispatch import dispatch_quietly
 from workers.lifecycle import handback_requested
 from workers.sweeps import PruneCheck, after_run_end
 
@@ -499,7 +500,8 @@ class RunTrainer:
             telemetry=run_ended_increments(status.value, duration_s),
         )  # fmt: skip
         if self._sweep_id is not None:
-            after_run_end(self.run_id, self._sweep_id)  # start the sweep's next trials
+            after_run_end(self.run_id, self._sweep_id)  # admit the sweep's next trials
+        dispatch_quietly()  # our slot is free: send the next run
         if self._has_webhook:
             from workers.celery_app import enqueue_webhook
 
@@ -516,7 +518,7 @@ class RunTrainer:
                     status=RunStatus.queued.value,
                     lease_owner=None,
                     lease_expires_at=None,
-                    enqueued_at=utcnow(),
+                    enqueued_at=None,  # the dispatcher sends it to another worker
                     # A graceful hand-back is not a failed attempt.
                     attempts=Run.attempts - 1,
                 )
@@ -525,9 +527,7 @@ class RunTrainer:
 
         if self._tx("handing back", tx) != 1:
             raise LeaseLost(self.run_id)
-        from workers.celery_app import enqueue_run
-
-        enqueue_run(self.run_id)
+        dispatch_quietly()
         logger.info("run %s handed back at shutdown; it resumes from its checkpoint", self.run_id)
         return None
 

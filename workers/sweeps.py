@@ -1,8 +1,9 @@
 """Sweeps in the service: dispatching trials, pruning them (ASHA), finishing the sweep.
 
-A sweep's trials are ordinary runs, all created ``queued`` when the sweep is; only
-``max_concurrent`` of them at a time have their task message sent (``enqueued_at`` set).
-:func:`dispatch` sends more as trials end; :func:`refresh` moves the sweep to ``running``
+A sweep's trials are ordinary runs, all created ``queued`` and ``held`` when the sweep is;
+only ``max_concurrent`` of them at a time are released to the run dispatcher
+(workers/dispatch.py), which sends them to free workers like any other run.
+:func:`dispatch` releases more as trials end; :func:`refresh` moves the sweep to ``running``
 and, once every trial ended, to its final status. Both are idempotent and safe to call from
 any process at any time: a dispatch starts with an UPDATE of the sweep's row, which
 serialises dispatchers of one sweep, and each trial is taken with a conditional UPDATE.
@@ -36,6 +37,7 @@ from core.db.models import (
 )
 from core.db.session import session_scope
 from core.sweeps import STOP_PRUNED, asha_keep, mode_of, rungs
+from workers.dispatch import dispatch_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ _ACTIVE_RUN = (RunStatus.queued.value, RunStatus.running.value)
 _ACTIVE_SWEEP = [s.value for s in SWEEP_ACTIVE]
 
 
-def _take_trials(s: Session, sweep_id: str) -> list[tuple[str, str | None, int]]:
-    """Mark up to the free slots of trials as sent; returns (id, queue, priority) to send."""
+def _take_trials(s: Session, sweep_id: str) -> list[str]:
+    """Release up to the sweep's free slots of held trials; returns their ids."""
     locked = s.execute(
         update(Sweep)
         .where(Sweep.id == sweep_id, Sweep.status.in_(_ACTIVE_SWEEP))
@@ -60,51 +62,44 @@ def _take_trials(s: Session, sweep_id: str) -> list[tuple[str, str | None, int]]
         .where(
             Run.sweep_id == sweep_id,
             Run.status.in_(_ACTIVE_RUN),
-            Run.enqueued_at.is_not(None),
+            Run.held.is_(False),
         )
     )
     slots = max_concurrent - (in_flight or 0)
     if slots <= 0:
         return []
-    waiting = s.execute(
-        select(Run.id, Run.queue, Run.priority)
+    waiting = s.scalars(
+        select(Run.id)
         .where(
             Run.sweep_id == sweep_id,
             Run.status == RunStatus.queued.value,
-            Run.enqueued_at.is_(None),
+            Run.held.is_(True),
         )
         .order_by(Run.trial, Run.fold)
         .limit(slots)
     ).all()
     taken = []
-    now = utcnow()
-    for run_id, queue, priority in waiting:
+    for run_id in waiting:
         if s.execute(
             update(Run)
-            .where(
-                Run.id == run_id,
-                Run.status == RunStatus.queued.value,
-                Run.enqueued_at.is_(None),
-            )
-            .values(enqueued_at=now)
+            .where(Run.id == run_id, Run.status == RunStatus.queued.value, Run.held.is_(True))
+            .values(held=False)
             .execution_options(synchronize_session=False)
         ).rowcount:
-            taken.append((run_id, queue, priority or 0))
+            taken.append(run_id)
     return taken
 
 
 def dispatch(sweep_id: str) -> list[str]:
-    """Send the task messages of waiting trials while fewer than ``max_concurrent`` are in
-    flight; returns the ids sent. Call only outside any open transaction on the sweep."""
-    from workers.celery_app import enqueue_run
-
+    """Release held trials while fewer than ``max_concurrent`` are released and active,
+    then let the run dispatcher send them; returns the ids released. Call only outside any
+    open transaction on the sweep."""
     with session_scope() as s:
         taken = _take_trials(s, sweep_id)
-    for run_id, queue, priority in taken:
-        enqueue_run(run_id, queue, priority)
     if taken:
-        logger.info("sweep %s: dispatched %d trial(s)", sweep_id, len(taken))
-    return [run_id for run_id, _, _ in taken]
+        logger.info("sweep %s: released %d trial(s)", sweep_id, len(taken))
+        dispatch_quietly()
+    return taken
 
 
 def refresh(sweep_id: str) -> str | None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -23,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import false
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -111,6 +113,8 @@ class Run(Base):
     """One training job: its request, its lifecycle and its latest progress."""
 
     __tablename__ = "runs"
+    # The dispatcher's question: which queued runs have not been sent yet.
+    __table_args__ = (Index("ix_runs_status_enqueued_at", "status", "enqueued_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(200), index=True, default="default")
@@ -126,9 +130,12 @@ class Run(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # When the task message was last sent; a run queued long after it (its message lost
-    # with a Redis restart) is sent again by the reclaimer.
+    # When the task message was sent (NULL: not sent, or sent again soon). Queued runs wait
+    # in the database and are sent as workers have room (workers/dispatch.py); a message
+    # lost with Redis is noticed and sent again.
     enqueued_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
+    # A sweep's trial waiting for a free slot of its sweep (max_concurrent): not sent yet.
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     api_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # signs webhooks
     webhook_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
