@@ -18,9 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import NullPool, create_engine, select
 from sqlalchemy.engine import make_url
 
 from cli.processes import free_port
+from core.db.models import Run
+from core.db.session import normalize_url
 from tests.e2e.proxy import CuttableProxy
 from tests.e2e.sse import Event, read_events
 from tests.e2e.stack import Stack, start_stack, wait_for
@@ -83,7 +86,6 @@ def outage_stack(
         workdir,
         BACKPROP_REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
         BACKPROP_LEASE_S="20",
-        BACKPROP_REQUEUE_AFTER_S="3",
         BACKPROP_CHECKPOINT_EVERY="50",
     )
     yield stack, redis_server, proxy
@@ -135,6 +137,16 @@ def _check_complete(stack: Stack, run_id: str, watcher: Watcher) -> None:
     epochs = [e.data["epoch"] for e in watcher.events if e.event == "metric"]
     assert epochs == list(range(1, EPOCHS + 1))
     assert watcher.events[-1].data["status"] == "succeeded"
+
+
+def _enqueued_at(stack: Stack, run_id: str) -> object:
+    """When the run's task message was sent, read from the database (None: not sent)."""
+    engine = create_engine(normalize_url(stack.env["BACKPROP_DATABASE_URL"]), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.scalar(select(Run.enqueued_at).where(Run.id == run_id))
+    finally:
+        engine.dispose()
 
 
 def _readyz_until(stack: Stack, status_code: int, timeout: float) -> dict:
@@ -226,9 +238,14 @@ def test_redis_restart_mid_run(outage_stack) -> None:  # type: ignore[no-untyped
     assert stack.client.get(f"/api/v1/runs/{run_id}").status_code == 200
     late = _submit(stack)
     time.sleep(2.0)
+    # Its message could not be sent, and the database says so.
+    assert _enqueued_at(stack, late) is None
     redis_server.start()
+    back = time.monotonic()
+    # As soon as the broker answers, the run is sent (not BACKPROP_REQUEUE_AFTER_S later).
+    wait_for(lambda: _enqueued_at(stack, late) is not None, 10, "the late run to be sent")
+    assert time.monotonic() - back < 10
     _check_complete(stack, run_id, watcher)
-    # The run submitted during the outage lost its message; the reclaimer sends it again.
     assert stack.wait_done(late, timeout=90)["status"] == "succeeded", stack.logs()
     assert _readyz_until(stack, 200, RECOVER_S)["checks"] == {"database": "ok", "redis": "ok"}
 
