@@ -17,22 +17,27 @@ class BodySizeLimit:
     def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_upload_bytes: int) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
-        # Multipart framing adds a little around the file itself.
-        self.max_upload_bytes = max_upload_bytes + 65_536
+        self.max_upload_bytes = max_upload_bytes
 
-    def _limit(self, path: str) -> tuple[int, str]:
+    def _limit(self, path: str) -> tuple[int, int, str]:
+        """(bytes allowed, the setting's value, the setting's name) for a request path."""
         if path.rstrip("/") == UPLOAD_PATH:
-            return self.max_upload_bytes, "BACKPROP_MAX_UPLOAD_BYTES"
-        return self.max_request_bytes, "BACKPROP_MAX_REQUEST_BYTES"
+            # Multipart framing adds a little around the file itself.
+            return (
+                self.max_upload_bytes + 65_536,
+                self.max_upload_bytes,
+                "BACKPROP_MAX_UPLOAD_BYTES",
+            )
+        return self.max_request_bytes, self.max_request_bytes, "BACKPROP_MAX_REQUEST_BYTES"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, setting = self._limit(scope["path"])
+        limit, shown, setting = self._limit(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _refuse(send, limit, setting)
+                await _refuse(send, shown, setting)
                 return
 
         received = 0
@@ -49,7 +54,7 @@ class BodySizeLimit:
                 if received > limit and not started:
                     # Answer now and tell the app the client went away, so it stops.
                     refused = True
-                    await _refuse(send, limit, setting)
+                    await _refuse(send, shown, setting)
                     return {"type": "http.disconnect"}
             return message
 
@@ -61,7 +66,12 @@ class BodySizeLimit:
                 started = True
             await send(message)
 
-        await self.app(scope, counting_receive, tracking_send)
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except Exception:
+            if not refused:
+                raise
+            # The app failed only because its body was cut off; the client has its 413.
 
 
 async def _refuse(send: Send, limit: int, setting: str) -> None:

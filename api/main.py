@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
+from api.json_depth import JSONDepthLimit
 from api.limits import BodySizeLimit
 from api.metrics import HTTPMetricsMiddleware, build_registry
 from api.metrics import router as metrics_router
@@ -92,6 +93,8 @@ def create_app() -> FastAPI:
     for error in TRANSIENT_ERRORS:
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(DataError, _unstorable_value)
+    # Added first, so it runs inside the size limit: an oversized body is a 413 unread.
+    app.add_middleware(JSONDepthLimit, max_depth=settings.max_json_depth)
     app.add_middleware(
         BodySizeLimit,
         max_request_bytes=settings.max_request_bytes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from core.spec import NetworkSpec, TrainingConfig
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
@@ -93,7 +93,7 @@ class RunCreate(BaseModel):
         max_length=2000,
         description="POSTed once when the run ends, signed with X-Backprop-Signature.",
     )
-    priority: int = Field(
+    priority: StrictInt = Field(
         default=0, ge=0, le=9, description="0-9: among queued runs, higher ones start first."
     )
 
@@ -172,7 +172,7 @@ class PredictIn(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"inputs": [[0.05, 0.10]]}]}
     )
 
-    inputs: list[list[float]] = Field(min_length=1)
+    inputs: list[list[StrictFloat]] = Field(min_length=1)
 
 
 class PredictOut(BaseModel):
@@ -231,7 +231,7 @@ class SweepCreate(BaseModel):
     base: RunCreate
     search: SearchSpace
     metric: MetricName = "val_loss"
-    max_concurrent: int = Field(default=2, ge=1, le=1000)
+    max_concurrent: StrictInt = Field(default=2, ge=1, le=1000)
     pruning: Pruning | None = None
     cross_validation: CrossValidation | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated
 
 import typer
@@ -11,10 +12,35 @@ from rich.table import Table
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
+OWNER_MAX_LENGTH = 200  # the length of the owner columns
+
+
+def check_owner(value: str) -> str:
+    """An owner name: not blank, at most 200 characters, no control characters, no space
+    around it. Refused with a usage error (exit code 2) that says why."""
+    if not value.strip():
+        raise typer.BadParameter("must not be empty")
+    if len(value) > OWNER_MAX_LENGTH:
+        raise typer.BadParameter(
+            f"is {len(value)} characters long; the limit is {OWNER_MAX_LENGTH}"
+        )
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise typer.BadParameter(f"must not contain control characters (it holds {control!r})")
+    if value != value.strip():
+        raise typer.BadParameter("must not begin or end with whitespace")
+    return value
+
 
 @keys_app.command("create")
 def create(
-    owner: Annotated[str, typer.Option(help="Who the key acts for; owns what it creates.")],
+    owner: Annotated[
+        str,
+        typer.Option(
+            help="Who the key acts for; owns what it creates (1-200 characters).",
+            callback=check_owner,
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
 import zipfile
@@ -592,6 +593,11 @@ def parse_npz(
 # --------------------------------------------------------------------------- JSON
 
 
+def _shown(value: Any) -> str:
+    """A value as the client wrote it: JSON spelling for true/false, else ``repr``."""
+    return json.dumps(value) if isinstance(value, bool) else repr(value)
+
+
 def _json_matrix_error(X: Any) -> DatasetError:
     """Describe the first structural or type problem of a JSON ``X``."""
     problem = _json_matrix_problem(X)
@@ -616,7 +622,11 @@ def _json_matrix_problem(X: list[Any]) -> DatasetError | None:
             if v is None:
                 return DatasetError(f"X[{i}][{j}] (counting from 0): missing value", 422)
             if isinstance(v, bool) or not isinstance(v, int | float):
-                return DatasetError(f"X[{i}][{j}] (counting from 0): {v!r} is not a number", 422)
+                return DatasetError(
+                    f"X[{i}][{j}] (row {i}, column {j}, counting from 0): {_shown(v)} is not "
+                    "a number",
+                    422,
+                )
     return None
 
 
@@ -634,10 +644,12 @@ def _json_y_array(y: Any) -> np.ndarray:
                 if w is None:
                     raise DatasetError(f"y[{i}][{j}] (counting from 0): missing value", 422)
                 if isinstance(w, bool) or not isinstance(w, int | float):
-                    raise DatasetError(f"y[{i}][{j}] (counting from 0): {w!r} is not a number", 422)
+                    raise DatasetError(
+                        f"y[{i}][{j}] (counting from 0): {_shown(w)} is not a number", 422
+                    )
         elif isinstance(v, bool) or not isinstance(v, int | float):
             raise DatasetError(
-                f"y[{i}] (counting from 0): {v!r} is not a number; y must be all numbers "
+                f"y[{i}] (counting from 0): {_shown(v)} is not a number; y must be all numbers "
                 "or all text labels",
                 422,
             )
@@ -689,6 +701,9 @@ def parse_json(X: Any, y: Any, *, task: str | None = None, max_cells: int) -> Pa
         raise DatasetError(
             f"X must be 2-D (a list of rows of numbers); it has shape {tuple(X_arr.shape)}", 422
         )
+    # NumPy reads true/false as 1/0 (alone, or beside numbers): refuse them as y does.
+    if X_arr.dtype.kind == "b" or bool in set(map(type, itertools.chain.from_iterable(X))):
+        raise _json_matrix_error(X)
     return _from_arrays(X_arr, _json_y_array(y), task, max_cells)
 
 

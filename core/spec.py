@@ -3,6 +3,9 @@
 These models are the single validation point for what a client may ask the engine to build and
 train. Every model forbids unknown fields, so a misspelt field is an error that names it, and
 every cross-field rule raises a message that starts with the path of the offending field.
+Numbers and flags are strict, nothing is coerced: an integer field takes only integers (not
+``"10"``, ``true`` or ``10.5``), a number field takes integers or floats (not ``"0.1"`` or
+``true``), and a flag only ``true``/``false``.
 The models hold plain Python data only; turning them into arrays is the engine's job.
 """
 
@@ -10,7 +13,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 ActivationName = Literal[
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "softmax"
@@ -31,21 +43,21 @@ class _Strict(BaseModel):
 class LayerSpec(_Strict):
     """One dense layer: ``a_out = activation(a_in @ W + b)``."""
 
-    units: int = Field(ge=1)
+    units: StrictInt = Field(ge=1)
     activation: ActivationName
 
 
 class LayerWeights(_Strict):
     """Given weights of one layer; ``W`` is ``(inputs, units)``, ``b`` is ``(units,)``."""
 
-    W: list[list[float]]
-    b: list[float] | None = None
+    W: list[list[StrictFloat]]
+    b: list[StrictFloat] | None = None
 
 
 class NetworkSpec(_Strict):
     """A feed-forward network of dense layers (API.md §2)."""
 
-    input_dim: int = Field(ge=1)
+    input_dim: StrictInt = Field(ge=1)
     layers: list[LayerSpec] = Field(min_length=1)
     init: InitName = "glorot_uniform"
     initial_weights: list[LayerWeights] | None = None
@@ -104,10 +116,10 @@ class SGDConfig(_Strict):
     """Stochastic gradient descent, PyTorch conventions (``v = momentum*v + g``)."""
 
     name: Literal["sgd"] = "sgd"
-    learning_rate: float = Field(0.01, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    learning_rate: StrictFloat = Field(0.01, gt=0)
+    momentum: StrictFloat = Field(0.0, ge=0, lt=1)
+    nesterov: StrictBool = False
+    weight_decay: StrictFloat = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> SGDConfig:
@@ -120,40 +132,41 @@ class AdamConfig(_Strict):
     """Adam with bias correction; ``weight_decay`` is L2 added to the gradient (as in PyTorch)."""
 
     name: Literal["adam"]
-    learning_rate: float = Field(0.001, gt=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    learning_rate: StrictFloat = Field(0.001, gt=0)
+    beta1: StrictFloat = Field(0.9, ge=0, lt=1)
+    beta2: StrictFloat = Field(0.999, ge=0, lt=1)
+    eps: StrictFloat = Field(1e-8, gt=0)
+    weight_decay: StrictFloat = Field(0.0, ge=0)
 
 
 class RMSPropConfig(_Strict):
     """RMSProp, PyTorch conventions (``eps`` added outside the square root)."""
 
     name: Literal["rmsprop"]
-    learning_rate: float = Field(0.001, gt=0)
-    rho: float = Field(0.9, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    learning_rate: StrictFloat = Field(0.001, gt=0)
+    rho: StrictFloat = Field(0.9, ge=0, lt=1)
+    eps: StrictFloat = Field(1e-8, gt=0)
+    momentum: StrictFloat = Field(0.0, ge=0, lt=1)
+    weight_decay: StrictFloat = Field(0.0, ge=0)
 
 
+DEFAULT_OPTIMIZER = "sgd"
 OptimizerConfig = Annotated[SGDConfig | AdamConfig | RMSPropConfig, Field(discriminator="name")]
 
 
 class EarlyStopping(_Strict):
     """Stop when the monitored loss has not improved by ``min_delta`` for ``patience`` epochs."""
 
-    patience: int = Field(10, ge=1)
-    min_delta: float = Field(0.0, ge=0)
-    restore_best: bool = True
+    patience: StrictInt = Field(10, ge=1)
+    min_delta: StrictFloat = Field(0.0, ge=0)
+    restore_best: StrictBool = True
 
 
 class ValidationFold(_Strict):
     """Hold out fold ``index`` of ``k`` (of a seeded permutation) for k-fold cross-validation."""
 
-    k: int = Field(ge=2)
-    index: int = Field(ge=0)
+    k: StrictInt = Field(ge=2)
+    index: StrictInt = Field(ge=0)
 
     @model_validator(mode="after")
     def _index_in_range(self) -> ValidationFold:
@@ -167,15 +180,15 @@ class TrainingConfig(_Strict):
 
     loss: LossName = "mse"
     optimizer: OptimizerConfig = Field(default_factory=SGDConfig)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    shuffle: bool = True
-    seed: int = Field(0, ge=0)
-    validation_split: float = Field(0.0, ge=0, lt=1)
-    standardize: bool = False
+    epochs: StrictInt = Field(10, ge=1)
+    batch_size: StrictInt = Field(32, ge=1)
+    shuffle: StrictBool = True
+    seed: StrictInt = Field(0, ge=0)
+    validation_split: StrictFloat = Field(0.0, ge=0, lt=1)
+    standardize: StrictBool = False
     dtype: DTypeName = "float32"
     early_stopping: EarlyStopping | None = None
-    max_runtime_s: float | None = Field(None, gt=0)
+    max_runtime_s: StrictFloat | None = Field(None, gt=0)
     validation_fold: ValidationFold | None = None
 
     @model_validator(mode="after")
@@ -189,9 +202,16 @@ class TrainingConfig(_Strict):
 
     @field_validator("optimizer", mode="before")
     @classmethod
-    def _optimizer_name_case(cls, value: Any) -> Any:
-        if isinstance(value, dict) and isinstance(value.get("name"), str):
-            value = {**value, "name": value["name"].lower()}
+    def _optimizer_name(cls, value: Any) -> Any:
+        """Names are case-insensitive, and an optimizer without one is the default (sgd).
+
+        So ``{"learning_rate": 0.1}`` tunes the default optimizer, as a sweep over
+        ``training.optimizer.learning_rate`` does when its base sets no optimizer.
+        """
+        if isinstance(value, dict):
+            name = value.get("name", DEFAULT_OPTIMIZER)
+            if isinstance(name, str):
+                value = {**value, "name": name.lower()}
         return value
 
 

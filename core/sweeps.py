@@ -31,7 +31,15 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 MetricName = Literal["val_loss", "val_accuracy", "loss"]
 MAXIMIZED = frozenset({"val_accuracy"})
@@ -53,8 +61,8 @@ class LogUniform(_Strict):
     """``exp(uniform(log low, log high))``: learning rates, weight decays."""
 
     distribution: Literal["log_uniform"]
-    low: float = Field(gt=0)
-    high: float = Field(gt=0)
+    low: StrictFloat = Field(gt=0)
+    high: StrictFloat = Field(gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> LogUniform:
@@ -70,8 +78,8 @@ class Uniform(_Strict):
     """A float uniform in ``[low, high)``."""
 
     distribution: Literal["uniform"]
-    low: float
-    high: float
+    low: StrictFloat
+    high: StrictFloat
 
     @model_validator(mode="after")
     def _ordered(self) -> Uniform:
@@ -87,8 +95,8 @@ class IntUniform(_Strict):
     """An integer uniform in ``[low, high]`` (both included): units, batch sizes."""
 
     distribution: Literal["int_uniform"]
-    low: int
-    high: int
+    low: StrictInt
+    high: StrictInt
 
     @model_validator(mode="after")
     def _ordered(self) -> IntUniform:
@@ -120,10 +128,10 @@ class SearchSpace(_Strict):
 
     type: Literal["grid", "random"]
     parameters: dict[str, list[Any] | Distribution] = Field(min_length=1)
-    n_trials: int | None = Field(
+    n_trials: StrictInt | None = Field(
         default=None, ge=1, description="Trials of a random search (default 10)."
     )
-    seed: int = Field(default=0, ge=0, description="Seeds a random search.")
+    seed: StrictInt = Field(default=0, ge=0, description="Seeds a random search.")
 
     @field_validator("parameters")
     @classmethod
@@ -156,14 +164,14 @@ class Pruning(_Strict):
     """Successive halving on epochs: rungs at ``min_epochs · eta^k``."""
 
     type: Literal["asha"] = "asha"
-    min_epochs: int = Field(default=1, ge=1, description="The first rung.")
-    eta: int = Field(default=3, ge=2, description="Keep the best 1/eta at each rung.")
+    min_epochs: StrictInt = Field(default=1, ge=1, description="The first rung.")
+    eta: StrictInt = Field(default=3, ge=2, description="Keep the best 1/eta at each rung.")
 
 
 class CrossValidation(_Strict):
     """k-fold cross-validation: each configuration trains ``k`` runs, one per held-out fold."""
 
-    k: int = Field(ge=2, le=20)
+    k: StrictInt = Field(ge=2, le=20)
 
 
 class SpaceError(ValueError):

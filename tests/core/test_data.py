@@ -355,6 +355,28 @@ def test_json_rejections(X: object, y: object, status: int, parts: list[str]) ->
     rejects(parse_json, X, y, max_cells=100, status=status, parts=parts)
 
 
+@pytest.mark.parametrize(
+    ("X", "where"),
+    [
+        ([[True, 1]], "X[0][0] (row 0, column 0"),  # NumPy alone would read 1, 1
+        ([[1.5, 2.5], [3.5, False]], "X[1][1] (row 1, column 1"),  # ... or 3.5, 0.0
+        ([[True, False], [False, True]], "X[0][0]"),  # ... or a bool array
+    ],
+)
+def test_json_booleans_in_X_are_refused_like_in_y(X: list[list[object]], where: str) -> None:
+    err = rejects(parse_json, X, [1.0] * len(X), max_cells=100, status=422, parts=[where])
+    assert "is not a number" in str(err) and ("true" in str(err) or "false" in str(err))
+    rejects(parse_json, [[1.0]], [True], max_cells=100, status=422, parts=["y[0]", "true"])
+
+
+def test_json_boolean_deep_in_a_large_X_is_found() -> None:
+    X = np.arange(20_000, dtype=np.float64).reshape(5_000, 4).tolist()
+    X[4_321][2] = True
+    rejects(parse_json, X, [0.0] * 5_000, max_cells=100_000, status=422, parts=["X[4321][2]"])
+    X[4_321][2] = 1  # an integer is a number
+    assert parse_json(X, [0.0] * 5_000, max_cells=100_000).X[4_321, 2] == 1.0
+
+
 def test_json_cell_limit_is_413() -> None:
     rejects(
         parse_json,

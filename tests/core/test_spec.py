@@ -222,3 +222,96 @@ def test_binary_crossentropy_needs_sigmoid():
 def test_network_from_spec_validates():
     with pytest.raises(ValidationError):
         Network.from_spec({"input_dim": 2, "layers": [{"units": 2, "activation": "gelu"}]})
+
+
+# -- strict numbers: nothing is coerced from text or booleans -------------------------------
+
+
+@pytest.mark.parametrize("value", ["10", True, 10.5, 10.0, None])
+@pytest.mark.parametrize("field", ["epochs", "batch_size", "seed"])
+def test_integer_training_fields_take_only_integers(field, value):
+    errors = _errors(TrainingConfig, {field: value})
+    assert [(e["loc"], e["msg"]) for e in errors] == [((field,), "Input should be a valid integer")]
+
+
+@pytest.mark.parametrize("value", ["0.1", True, False, None, [0.1]])
+@pytest.mark.parametrize(
+    ("optimizer", "field"),
+    [("sgd", "learning_rate"), ("sgd", "momentum"), ("adam", "beta1"), ("rmsprop", "rho")],
+)
+def test_number_fields_refuse_text_and_booleans(optimizer, field, value):
+    errors = _errors(TrainingConfig, {"optimizer": {"name": optimizer, field: value}})
+    assert _locs_and_messages(errors) == [
+        (f"optimizer.{optimizer}.{field}", "Input should be a valid number")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        ({"validation_split": "0.2"}, "validation_split"),
+        ({"validation_split": True}, "validation_split"),
+        ({"max_runtime_s": "60"}, "max_runtime_s"),
+        ({"shuffle": "false"}, "shuffle"),
+        ({"shuffle": 0}, "shuffle"),
+        ({"standardize": "yes"}, "standardize"),
+        ({"optimizer": {"name": "sgd", "nesterov": 1, "momentum": 0.9}}, "optimizer.sgd.nesterov"),
+        ({"early_stopping": {"patience": "5"}}, "early_stopping.patience"),
+        ({"early_stopping": {"min_delta": True}}, "early_stopping.min_delta"),
+        ({"early_stopping": {"restore_best": "true"}}, "early_stopping.restore_best"),
+        ({"validation_fold": {"k": "3", "index": 0}}, "validation_fold.k"),
+        ({"validation_fold": {"k": 3, "index": 1.0}}, "validation_fold.index"),
+    ],
+)
+def test_other_training_fields_are_strict(data, loc):
+    assert [loc_ for loc_, _ in _locs_and_messages(_errors(TrainingConfig, data))] == [loc]
+
+
+@pytest.mark.parametrize(
+    ("changes", "loc"),
+    [
+        ({"input_dim": "2"}, "input_dim"),
+        ({"input_dim": True}, "input_dim"),
+        ({"input_dim": 2.0}, "input_dim"),
+        ({"layers": [{"units": "2", "activation": "sigmoid"}] * 2}, "layers.0.units"),
+        ({"initial_weights": [{"W": [[0.15, "0.25"], [0.2, 0.3]]},
+                              {"W": [[0.4, 0.5], [0.45, 0.55]]}]}, "initial_weights.0.W.0.1"),
+        ({"initial_weights": [{"W": [[0.15, 0.25], [0.2, 0.3]]},
+                              {"W": [[0.4, 0.5], [0.45, 0.55]], "b": [True, 0.6]}]},
+         "initial_weights.1.b.0"),
+    ],
+)  # fmt: skip
+def test_network_numbers_are_strict(changes, loc):
+    assert loc in [loc_ for loc_, _ in _locs_and_messages(_errors(NetworkSpec, _spec(**changes)))]
+
+
+def test_integers_are_numbers_and_json_input_is_as_strict():
+    """1 is a fine learning rate; JSON text follows the same rules as parsed JSON."""
+    cfg = TrainingConfig.model_validate({"optimizer": {"name": "sgd", "learning_rate": 1}})
+    assert cfg.optimizer.learning_rate == 1.0 and isinstance(cfg.optimizer.learning_rate, float)
+    spec = NetworkSpec.model_validate(
+        _spec(initial_weights=[{"W": [[1, 0], [0, 1]], "b": [0, 1]}, {"W": [[1, 2], [3, 4]]}])
+    )
+    assert spec.initial_weights[0].W == [[1.0, 0.0], [0.0, 1.0]]
+    assert TrainingConfig.model_validate_json('{"epochs": 3, "validation_split": 0}').epochs == 3
+    for text, loc in [('{"epochs": "3"}', ("epochs",)), ('{"epochs": true}', ("epochs",)),
+                      ('{"validation_split": "0.1"}', ("validation_split",))]:  # fmt: skip
+        with pytest.raises(ValidationError) as info:
+            TrainingConfig.model_validate_json(text)
+        assert [e["loc"] for e in info.value.errors()] == [loc]
+
+
+def test_an_optimizer_without_a_name_is_the_default_sgd():
+    """So a sweep may set training.optimizer.learning_rate on a base with no optimizer."""
+    cfg = TrainingConfig.model_validate({"optimizer": {"learning_rate": 0.3, "momentum": 0.5}})
+    assert isinstance(cfg.optimizer, SGDConfig)
+    assert (cfg.optimizer.learning_rate, cfg.optimizer.momentum) == (0.3, 0.5)
+    assert isinstance(TrainingConfig.model_validate({"optimizer": {}}).optimizer, SGDConfig)
+    # Another optimizer's fields on the default are named, not a puzzle about tags.
+    locs = [loc for loc, _ in _locs_and_messages(
+        _errors(TrainingConfig, {"optimizer": {"learning_rate": 0.1, "beta1": 0.8}})
+    )]  # fmt: skip
+    assert locs == ["optimizer.sgd.beta1"]
+    assert isinstance(
+        TrainingConfig.model_validate({"optimizer": {"name": "ADAM"}}).optimizer, AdamConfig
+    )

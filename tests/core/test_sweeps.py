@@ -20,6 +20,8 @@ from core.queues import (
 )
 from core.spec import NetworkSpec, TrainingConfig
 from core.sweeps import (
+    CrossValidation,
+    Pruning,
     SearchSpace,
     SpaceError,
     apply,
@@ -198,3 +200,80 @@ def test_validation_fold_holds_out_one_fold_of_a_seeded_permutation() -> None:
                                        "validation_fold": {"k": 3, "index": 0}})  # fmt: skip
     with pytest.raises(ValidationError, match="below k=3"):
         TrainingConfig.model_validate({"validation_fold": {"k": 3, "index": 3}})
+
+
+def test_a_sweep_over_the_default_optimizer_needs_no_optimizer_in_the_base() -> None:
+    """The base trains with the default optimizer (sgd): its learning rate can be swept."""
+    base = {"dataset_id": "d", "network": BASE["network"], "training": {"epochs": 5}}
+    space = SearchSpace.model_validate(
+        {"type": "grid", "parameters": {"training.optimizer.learning_rate": [0.5, 0.05]}}
+    )
+    rates = []
+    for params in expand(space):
+        request = apply(base, params)
+        cfg = TrainingConfig.model_validate(request["training"])
+        assert cfg.optimizer.name == "sgd" and cfg.epochs == 5
+        rates.append(cfg.optimizer.learning_rate)
+    assert rates == [0.5, 0.05]
+    # No training at all in the base, and a swept optimizer name beside the rate: both work.
+    request = apply({"network": BASE["network"]}, {"training.optimizer.learning_rate": 0.2,
+                                                   "training.optimizer.name": "adam"})  # fmt: skip
+    cfg = TrainingConfig.model_validate(request["training"])
+    assert (cfg.optimizer.name, cfg.optimizer.learning_rate) == ("adam", 0.2)
+
+
+@pytest.mark.parametrize(
+    ("space", "loc"),
+    [
+        ({"type": "random", "n_trials": "3", "parameters": {"training.epochs": [1]}}, "n_trials"),
+        ({"type": "random", "seed": True, "parameters": {"training.epochs": [1]}}, "seed"),
+        (
+            {"type": "random", "parameters": {"network.layers.0.units": {
+                "distribution": "int_uniform", "low": "2", "high": 8}}},
+            "int_uniform.low",
+        ),
+        (
+            {"type": "random", "parameters": {"network.layers.0.units": {
+                "distribution": "int_uniform", "low": 2, "high": 8.5}}},
+            "int_uniform.high",
+        ),
+        (
+            {"type": "random", "parameters": {"training.optimizer.learning_rate": {
+                "distribution": "log_uniform", "low": "1e-4", "high": 0.1}}},
+            "log_uniform.low",
+        ),
+        (
+            {"type": "random", "parameters": {"training.validation_split": {
+                "distribution": "uniform", "low": 0.0, "high": True}}},
+            "uniform.high",
+        ),
+    ],
+)  # fmt: skip
+def test_search_space_numbers_are_strict(space: dict, loc: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        SearchSpace.model_validate(space)
+    locs = [".".join(str(p) for p in e["loc"]) for e in info.value.errors()]
+    assert any(where == loc or where.endswith(f"].{loc}") for where in locs), locs
+
+
+def test_pruning_and_cross_validation_numbers_are_strict() -> None:
+    for model, data, loc in [
+        (Pruning, {"min_epochs": "2"}, ("min_epochs",)),
+        (Pruning, {"eta": 3.0}, ("eta",)),
+        (CrossValidation, {"k": True}, ("k",)),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            model.model_validate(data)
+        assert [e["loc"] for e in info.value.errors()] == [loc]
+    assert Pruning.model_validate({"min_epochs": 2, "eta": 3}).eta == 3
+
+
+def test_a_grid_value_of_the_wrong_type_fails_the_trial_that_holds_it() -> None:
+    space = SearchSpace.model_validate(
+        {"type": "grid", "parameters": {"training.epochs": [3, "10"]}}
+    )
+    first, second = (apply(BASE, params) for params in expand(space))
+    assert TrainingConfig.model_validate(first["training"]).epochs == 3
+    with pytest.raises(ValidationError) as info:
+        TrainingConfig.model_validate(second["training"])
+    assert [e["loc"] for e in info.value.errors()] == [("epochs",)]

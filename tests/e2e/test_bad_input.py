@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -209,3 +211,170 @@ def test_bad_predictions_and_a_diverging_run_leave_the_service_working(stack: St
     again = stack.submit(ds["id"], SEED_NETWORK, SEED_TRAINING)
     assert stack.wait_done(again["id"])["status"] == "succeeded"
     assert stack.client.get("/readyz").status_code == 200
+
+
+# -- nesting depth and size: bounded before any parser runs --------------------------------
+
+DEEP = 100_000
+MISSING = "00000000-0000-4000-8000-000000000000"
+JSON_BODY_ROUTES = [
+    ("POST", "/api/v1/datasets"),
+    ("POST", "/api/v1/runs"),
+    ("POST", "/api/v1/sweeps"),
+    ("POST", f"/api/v1/runs/{MISSING}/predict"),
+]
+
+
+def _deep(levels: int, key: str = "X") -> bytes:
+    return b'{"' + key.encode() + b'": ' + b"[" * levels + b"]" * levels + b', "y": [1]}'
+
+
+def _deep_in_chunks(levels: int) -> Iterator[bytes]:
+    """The same body without a Content-Length: sent chunked, scanned as it streams in."""
+    yield b'{"X": '
+    for _ in range(levels // 10_000):
+        yield b"[" * 10_000
+    for _ in range(levels // 10_000):
+        yield b"]" * 10_000
+    yield b', "y": [1]}'
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_BODY_ROUTES)
+def test_a_hundred_thousand_levels_of_nesting_are_400_on_every_route(
+    stack: Stack, method: str, path: str
+) -> None:
+    for content, headers in [
+        (_deep(DEEP), {"content-type": "application/json"}),
+        (_deep(DEEP).decode().encode("utf-16"), {"content-type": "application/json"}),
+        (_deep_in_chunks(DEEP), {"content-type": "application/json"}),
+        (_deep(DEEP), {}),  # no content type: FastAPI would still parse it as JSON
+    ]:
+        resp = stack.client.request(method, path, content=content, headers=headers)
+        detail = resp.json()["detail"]
+        if not headers and path == "/api/v1/datasets":  # it reads JSON only when told so
+            assert resp.status_code == 415 and "unsupported content type" in detail, detail
+            continue
+        assert resp.status_code == 400, (path, headers, resp.text[:300])
+        assert "limit of 64 levels" in detail and "BACKPROP_MAX_JSON_DEPTH" in detail, detail
+    assert stack.client.get("/readyz").status_code == 200
+
+
+def test_routes_without_a_body_ignore_a_deep_one(stack: Stack) -> None:
+    for path in (f"/api/v1/runs/{MISSING}/cancel", f"/api/v1/sweeps/{MISSING}/cancel"):
+        resp = stack.client.post(path, content=_deep(DEEP),
+                                 headers={"content-type": "application/json"})  # fmt: skip
+        assert resp.status_code == 404 and MISSING in resp.json()["detail"], resp.text
+
+
+def test_nesting_up_to_the_limit_reaches_validation_and_size_is_413_first(stack: Stack) -> None:
+    ds = stack.upload_json(SEED_X, SEED_Y)
+    at_limit = {**_run_body(ds["id"]), "colour": json.loads("[" * 63 + "]" * 63)}  # 64 deep
+    resp = stack.client.post("/api/v1/runs", json=at_limit)
+    assert resp.status_code == 422 and "colour" in resp.text, resp.text
+    over = {**at_limit, "colour": [at_limit["colour"]]}
+    resp = stack.client.post("/api/v1/runs", json=over)
+    assert resp.status_code == 400 and "64" in resp.json()["detail"], resp.text
+    resp = stack.client.post("/api/v1/datasets", json={"X": json.loads("[" * 63 + "]" * 63)})
+    assert resp.status_code == 422, resp.text  # parsed, then refused as a dataset
+
+    upload_limit = int(stack.env["BACKPROP_MAX_UPLOAD_BYTES"])
+    levels = upload_limit // 2 + 100_000
+    resp = stack.client.post("/api/v1/datasets", content=_deep(levels),
+                             headers={"content-type": "application/json"})  # fmt: skip
+    assert resp.status_code == 413 and str(upload_limit) in resp.json()["detail"], resp.text
+    request_limit = 10 * 1024 * 1024  # BACKPROP_MAX_REQUEST_BYTES's default
+    resp = stack.client.post("/api/v1/runs", content=_deep(request_limit // 2 + 10),
+                             headers={"content-type": "application/json"})  # fmt: skip
+    assert resp.status_code == 413 and "BACKPROP_MAX_REQUEST_BYTES" in resp.text, resp.text
+
+
+# -- strict types: nothing is coerced ---------------------------------------------------------
+
+
+def test_numbers_in_run_specs_are_not_coerced(stack: Stack) -> None:
+    ds = stack.upload_json(SEED_X, SEED_Y)
+    sgd = {"name": "sgd", "learning_rate": 0.5}
+    cases = [
+        ({"training": {"epochs": "10"}}, ["training", "epochs"]),
+        ({"training": {"epochs": True}}, ["training", "epochs"]),
+        ({"training": {"epochs": 10.5}}, ["training", "epochs"]),
+        ({"training": {"batch_size": "1"}}, ["training", "batch_size"]),
+        ({"training": {"optimizer": {**sgd, "learning_rate": "0.1"}}},
+         ["training", "optimizer", "sgd", "learning_rate"]),
+        ({"training": {"optimizer": {**sgd, "learning_rate": True}}},
+         ["training", "optimizer", "sgd", "learning_rate"]),
+        ({"training": {"validation_split": "0.5"}}, ["training", "validation_split"]),
+        ({"training": {"shuffle": "false"}}, ["training", "shuffle"]),
+        ({"network": {"input_dim": "2"}}, ["network", "input_dim"]),
+        ({"network": {"layers": [{"units": "2", "activation": "sigmoid"}] * 2}},
+         ["network", "layers", 0, "units"]),
+        ({"network": {"initial_weights": [{"W": [[0.15, "0.25"], [0.2, 0.3]]},
+                                          {"W": [[0.4, 0.5], [0.45, 0.55]]}]}},
+         ["network", "initial_weights", 0, "W", 0, 1]),
+        ({"priority": "5"}, ["priority"]),
+    ]  # fmt: skip
+    for changes, loc in cases:
+        resp = stack.client.post("/api/v1/runs", json=_run_body(ds["id"], **changes))
+        assert resp.status_code == 422, (changes, resp.text)
+        assert loc in [err["loc"][1:] for err in resp.json()["detail"]], (loc, resp.text)
+    # An integer is a number: learning_rate 1 trains.
+    run = stack.submit(ds["id"], SEED_NETWORK, {**SEED_TRAINING, "optimizer": {**sgd,
+                                                "learning_rate": 1}})  # fmt: skip
+    assert run["training"]["optimizer"]["learning_rate"] == 1.0
+    assert stack.wait_done(run["id"])["status"] == "succeeded"
+
+
+def test_booleans_in_a_json_dataset_are_refused_in_X_as_in_y(stack: Stack) -> None:
+    for body, where in [
+        ({"X": [[True, 1]], "y": [1]}, "X[0][0]"),
+        ({"X": [[0.5, 1.5], [2.5, False]], "y": [1, 2]}, "X[1][1]"),
+        ({"X": [[1, 2]], "y": [True]}, "y[0]"),
+    ]:
+        resp = stack.client.post("/api/v1/datasets", json=body)
+        assert resp.status_code == 422, (body, resp.text)
+        assert where in resp.json()["detail"] and "not a number" in resp.json()["detail"]
+
+
+def test_a_sweep_over_the_default_optimizers_learning_rate(stack: Stack) -> None:
+    """The base names no optimizer: it trains with the default (sgd), whose rate is swept."""
+    ds = stack.upload_json(SEED_X, SEED_Y)
+    training = {k: v for k, v in SEED_TRAINING.items() if k != "optimizer"}
+    sweep = {
+        "base": {"dataset_id": ds["id"], "network": SEED_NETWORK, "training": training},
+        "search": {"type": "grid",
+                   "parameters": {"training.optimizer.learning_rate": [0.5, 0.05]}},
+        "metric": "loss",
+    }  # fmt: skip
+    resp = stack.client.post("/api/v1/sweeps", json=sweep)
+    assert resp.status_code == 202, resp.text
+    record = resp.json()
+    rates = {}
+    for entry in record["leaderboard"]:
+        run = stack.client.get(f"/api/v1/runs/{entry['run_id']}").json()
+        assert run["training"]["optimizer"]["name"] == "sgd"
+        rates[entry["params"]["training.optimizer.learning_rate"]] = run["training"]["optimizer"]
+    assert {rate: opt["learning_rate"] for rate, opt in rates.items()} == {0.5: 0.5, 0.05: 0.05}
+    for entry in record["leaderboard"]:
+        assert stack.wait_done(entry["run_id"])["status"] == "succeeded"
+
+    for changes, says in [
+        ({"max_concurrent": "2"}, "max_concurrent"),
+        ({"search": {**sweep["search"], "type": "random", "n_trials": "2"}}, "n_trials"),
+        ({"search": {"type": "grid", "parameters": {"training.epochs": [1, "2"]}}},
+         "trial 1 (training.epochs='2'): invalid run request: training.epochs"),
+    ]:  # fmt: skip
+        resp = stack.client.post("/api/v1/sweeps", json={**sweep, **changes})
+        assert resp.status_code == 422 and says in resp.text, (changes, resp.text)
+
+
+def test_prediction_inputs_are_numbers_only(stack: Stack) -> None:
+    ds = stack.upload_json(SEED_X, SEED_Y)
+    run = stack.submit(ds["id"], SEED_NETWORK, SEED_TRAINING)
+    assert stack.wait_done(run["id"])["status"] == "succeeded"
+    url = f"/api/v1/runs/{run['id']}/predict"
+    for inputs, column in (([[True, 1.0]], 0), ([["0.05", 0.1]], 0), ([[0.05, None]], 1)):
+        resp = stack.client.post(url, json={"inputs": inputs})
+        assert resp.status_code == 422, (inputs, resp.text)
+        locs = [e["loc"] for e in resp.json()["detail"]]
+        assert locs == [["body", "inputs", 0, column]], resp.text
+    assert stack.client.post(url, json={"inputs": [[1, 0]]}).status_code == 200
