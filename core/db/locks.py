@@ -30,27 +30,27 @@ def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def serialise_owner(conn: Connection, owner: str) -> None:
-    """Until this transaction ends, no other transaction that called this for ``owner``
-    runs (nor, on SQLite, any other writer)."""
+def _serialise(conn: Connection, lock_class: int, key: str) -> None:
+    """Hold the lock ``(lock_class, key)`` until this transaction ends (SQLite: the
+    database's one write lock)."""
     if conn.dialect.name == "postgresql":
         conn.execute(
-            text("SELECT pg_advisory_xact_lock(:cls, hashtext(:owner))"),
-            {"cls": OWNER_LOCK, "owner": owner},
+            text("SELECT pg_advisory_xact_lock(:cls, hashtext(:key))"),
+            {"cls": lock_class, "key": key},
         )
     elif conn.dialect.name == "sqlite":
         _begin_immediate(conn)
+
+
+def serialise_owner(conn: Connection, owner: str) -> None:
+    """Until this transaction ends, no other transaction that called this for ``owner``
+    runs (nor, on SQLite, any other writer)."""
+    _serialise(conn, OWNER_LOCK, owner)
 
 
 def serialise_dispatch(conn: Connection, task_queue: str) -> None:
     """One dispatcher of ``task_queue`` at a time, until this transaction ends."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock(:cls, hashtext(:queue))"),
-            {"cls": DISPATCH_LOCK, "queue": task_queue},
-        )
-    elif conn.dialect.name == "sqlite":
-        _begin_immediate(conn)
+    _serialise(conn, DISPATCH_LOCK, task_queue)
 
 
 def lock_dataset_for_delete(conn: Connection, dataset_id: str) -> None:

@@ -31,18 +31,31 @@ def e2e_pg_url(pg_server_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+def stack_on(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    *,
+    workers: int = 1,
+    **env: str,
 ) -> Iterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
+    """A stack on the database named by ``request.param`` (``sqlite`` or ``postgresql``),
+    with ``E2E_ENV`` and ``env``; stopped when the generator is closed."""
+    workdir: Path = tmp_path_factory.mktemp(f"stack-{name}-{request.param}")
     if request.param == "sqlite":
         db_url = f"sqlite:///{workdir / 'backprop.db'}"
     else:
         db_url = request.getfixturevalue("e2e_pg_url")
-    stack = start_stack(db_url, workdir, **E2E_ENV)
+    stack = start_stack(db_url, workdir, workers=workers, **{**E2E_ENV, **env})
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    yield from stack_on(request, tmp_path_factory, "main")
 
 
 @pytest.fixture(autouse=True)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import E2E_ENV
-from tests.e2e.stack import Stack, start_stack, wait_for
+from tests.e2e.conftest import stack_on
+from tests.e2e.stack import Stack, wait_for
 from tests.e2e.test_runs import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
 from tests.e2e.test_security import client_for, make_key
 
@@ -30,18 +29,11 @@ SUBMITS = 300
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp(f"stack-admission-{request.param}")
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{workdir / 'backprop.db'}"
-    else:
-        db_url = request.getfixturevalue("e2e_pg_url")
     # No worker at first: submitted runs stay queued, so the limit is reached and held.
-    stack = start_stack(db_url, workdir, workers=0, **{
-        **E2E_ENV, "BACKPROP_MAX_ACTIVE_RUNS": str(MAX_ACTIVE), "BACKPROP_AUTH": "on",
-        "BACKPROP_AUTH_CACHE_S": "60",
-    })  # fmt: skip
-    yield stack
-    stack.stop()
+    yield from stack_on(
+        request, tmp_path_factory, "admission", workers=0,
+        BACKPROP_MAX_ACTIVE_RUNS=str(MAX_ACTIVE), BACKPROP_AUTH="on", BACKPROP_AUTH_CACHE_S="60",
+    )  # fmt: skip
 
 
 def _all_at_once(n: int, call) -> list[httpx.Response]:  # type: ignore[no-untyped-def]
