@@ -18,9 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
-        batch.add_column(
-            sa.Column("held", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+        batch.add_column(sa.Column("held", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.create_index("ix_runs_status_enqueued_at", ["status", "enqueued_at"])
     # Until now a sweep's waiting trial was told apart by a NULL enqueued_at.
     op.execute(
