@@ -20,7 +20,9 @@ install-bench: install
 run: install
 	$(BIN)/backprop standalone
 
+# Everything a fresh machine needs: the venv, Redis, PostgreSQL and Chromium (see the script).
 test: install
+	bash scripts/test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
