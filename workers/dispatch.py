@@ -17,9 +17,11 @@ and the queue kinds it takes (``small``/``large``/``default``) in a Redis hash e
 takes a slot while it is ``running`` or sent and not yet claimed. With no worker announced,
 nothing is sent, and runs wait safely in the database.
 
-Who calls :func:`dispatch`: the API right after a submit, the worker process that finished
-or handed back a run, and every worker's main process on its interval (:func:`maintain`),
-the safety net. Dispatchers take turns: a PostgreSQL advisory lock, or SQLite's write lock.
+Who dispatches: a thread in every worker's main process. It runs a round as soon as one is
+requested (:func:`request_dispatch`: a one-element Redis list, pushed by the API after a
+submit and by the worker process whose run ended or was handed back; one worker takes each
+request), and a full round every interval (:func:`maintain`). Dispatchers take turns: a
+PostgreSQL advisory lock, or SQLite's write lock.
 
 :func:`maintain` also notices lost messages. A marker key lives in the broker's Redis; if it
 is gone, Redis lost its data (restarted without persistence) and every sent-but-unclaimed
@@ -38,11 +40,23 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 import redis
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    exists,
+    func,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+    update,
+)
 
 from core.db.locks import serialise_dispatch
 from core.db.models import Run, RunStatus, utcnow
-from core.db.session import get_engine
+from core.db.session import get_process_engine
 from core.queues import DEFAULT, KINDS, queue_name
 from core.settings import Settings, get_settings
 from workers.celery_app import enqueue_run
@@ -70,14 +84,23 @@ def _served_key(task_queue: str) -> str:
     return f"backprop:served:{task_queue}"
 
 
-def _turn_key(task_queue: str) -> str:
-    return f"backprop:served-turn:{task_queue}"
+def _kick_key(task_queue: str) -> str:
+    return f"backprop:dispatch-kick:{task_queue}"
+
+
+def _freeing_key(task_queue: str) -> str:
+    return f"backprop:freeing:{task_queue}"
 
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
     # Short timeouts: with Redis away, a submit must answer at once (the run then waits).
     return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+
+
+@lru_cache(maxsize=4)
+def _blocking_client(url: str, socket_timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=socket_timeout)
 
 
 def broker_redis(settings: Settings | None = None) -> redis.Redis:
@@ -202,81 +225,232 @@ def choose(
 
 # -- sending --------------------------------------------------------------------------------
 
+_runs = Run.__table__
 
-_BUSY = (
-    select(Run.queue, func.count())
+# Prebuilt statements (compiled once): the waiting runs ranked in each owner and kind, then
+# the slots taken per kind together with the first ``per_owner`` waiting runs of each.
+# A run waits to be sent: queued, not sent yet, not held back by its sweep.
+_IS_WAITING = and_(
+    _runs.c.status == _QUEUED, _runs.c.enqueued_at.is_(None), _runs.c.held.is_(False)
+)
+#: Whether any run waits (to be embedded in another statement): with a backlog, no slot is
+#: free (rounds send whenever one frees), so a submit need not dispatch itself.
+BACKLOG = exists().where(_IS_WAITING)
+
+_RANKED = (
+    select(
+        _runs.c.id,
+        _runs.c.owner,
+        _runs.c.priority,
+        _runs.c.queue,
+        _runs.c.created_at,
+        func.row_number()
+        .over(
+            partition_by=(_runs.c.owner, _runs.c.queue),
+            order_by=(_runs.c.priority.desc(), _runs.c.created_at, _runs.c.id),
+        )
+        .label("rank"),
+    )
+    .where(_IS_WAITING)
+    .subquery()
+)
+# Both in one round trip: busy rows carry a count, waiting rows an id.
+_BUSY_AND_WAITING = union_all(
+    select(
+        _runs.c.queue,
+        func.count().label("busy"),
+        null().label("id"),
+        null().label("owner"),
+        null().label("priority"),
+        # Typed, so that the union's column converts (SQLite stores text) as created_at does.
+        type_coerce(null(), _runs.c.created_at.type).label("created_at"),
+    )
     .where(
         or_(
-            Run.status == _RUNNING,
-            (Run.status == _QUEUED) & Run.enqueued_at.is_not(None),
-        )
+            _runs.c.status == _RUNNING,
+            (_runs.c.status == _QUEUED) & _runs.c.enqueued_at.is_not(None),
+        ),
+        _runs.c.id.not_in(bindparam("freeing", expanding=True)),
     )
-    .group_by(Run.queue)
+    .group_by(_runs.c.queue),
+    select(
+        _RANKED.c.queue,
+        null(),
+        _RANKED.c.id,
+        _RANKED.c.owner,
+        _RANKED.c.priority,
+        _RANKED.c.created_at,
+    ).where(_RANKED.c.rank <= bindparam("per_owner")),
+)
+_MARK_SENT = (
+    update(_runs)
+    .where(
+        _runs.c.id.in_(bindparam("ids", expanding=True)),
+        _runs.c.status == _QUEUED,
+        _runs.c.enqueued_at.is_(None),
+    )
+    .values(enqueued_at=bindparam("now"))
+    .returning(_runs.c.id)
+)
+_MARK_UNSENT = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("run_id"), _runs.c.status == _QUEUED)
+    .values(enqueued_at=None)
 )
 
 
-def _waiting(conn: Connection, per_owner: int) -> list[Waiting]:
-    """The first ``per_owner`` waiting runs of each owner and kind: all that one round of
-    :func:`choose` can take."""
-    rank = (
-        func.row_number()
-        .over(
-            partition_by=(Run.owner, Run.queue),
-            order_by=(Run.priority.desc(), Run.created_at, Run.id),
-        )
-        .label("rank")
-    )
-    ranked = (
-        select(Run.id, Run.owner, Run.priority, Run.queue, Run.created_at, rank)
-        .where(Run.status == _QUEUED, Run.enqueued_at.is_(None), Run.held.is_(False))
-        .subquery()
-    )
-    rows = conn.execute(select(ranked).where(ranked.c.rank <= per_owner))
-    return [Waiting(r.id, r.owner, r.priority or 0, r.queue or DEFAULT, r.created_at) for r in rows]
+@dataclass
+class Outlook:
+    """What a round needs from Redis: the workers' capacity, each owner's last turn, and the
+    runs that are finishing (their slots count as free: see :func:`request_dispatch`)."""
+
+    capacity: Capacity
+    last_served: dict[str, int]
+    freeing: list[str] = field(default_factory=list)
 
 
-def dispatch(*, send: Send | None = None, settings: Settings | None = None) -> list[str]:
-    """Send waiting runs to free worker slots, fairly; returns the ids sent.
-
-    Never raises for an unreachable Redis or database: the runs wait, and the next call
-    (at the latest the workers' interval) tries again.
-    """
+def read_outlook(settings: Settings | None = None) -> Outlook | None:
+    """Capacity and turns in one Redis round trip; None when Redis does not answer or no
+    worker has room at all (then nothing can be sent)."""
     settings = settings or get_settings()
-    send = send or enqueue_run
     client = broker_redis(settings)
     try:
-        entries = client.hgetall(_registry_key(settings.task_queue))
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(_registry_key(settings.task_queue))
+        pipe.hgetall(_served_key(settings.task_queue))
+        pipe.smembers(_freeing_key(settings.task_queue))
+        entries, served, freeing = pipe.execute()
     except redis.RedisError as exc:
         logger.debug("dispatch: broker unreachable (%s); runs wait in the database", exc)
-        return []
+        return None
     stale_after = max(10.0, 5 * settings.dispatch_interval_s)
     capacity, stale = _capacity(entries, stale_after, time.time())
     if stale:
         _forget(client, settings, stale)
     if capacity.total <= 0:
+        return None
+    return Outlook(
+        capacity,
+        {owner.decode(): int(turn) for owner, turn in served.items()},
+        sorted(run_id.decode() for run_id in freeing),
+    )
+
+
+def reserve(conn: Connection, outlook: Outlook, settings: Settings | None = None) -> list[Waiting]:
+    """Inside the caller's transaction (which then commits): take the dispatch lock, pick the
+    runs to send and mark them sent. Send them with :func:`send_reserved` after the commit."""
+    settings = settings or get_settings()
+    serialise_dispatch(conn, settings.task_queue)
+    # At most capacity.total runs of an owner and kind can go in one round.
+    rows = conn.execute(
+        _BUSY_AND_WAITING, {"per_owner": outlook.capacity.total, "freeing": outlook.freeing}
+    ).all()
+    busy = {r.queue or DEFAULT: r.busy for r in rows if r.id is None}
+    free_total = outlook.capacity.total - sum(busy.values())
+    waiting = [
+        Waiting(r.id, r.owner, r.priority or 0, r.queue or DEFAULT, r.created_at)
+        for r in rows
+        if r.id is not None
+    ]
+    if free_total <= 0 or not waiting:
         return []
-    try:
-        chosen = _reserve(capacity, client, settings)
-    except Exception as exc:  # the database is away for a moment: try again next time
-        logger.warning("dispatch: could not choose runs to send (%s)", exc)
+    free_by_kind = {
+        kind: slots - busy.get(kind, 0) for kind, slots in outlook.capacity.by_kind.items()
+    }
+    chosen = choose(
+        waiting, free_total=free_total, free_by_kind=free_by_kind, last_served=outlook.last_served
+    )
+    if not chosen:
         return []
+    marked = set(
+        conn.scalars(_MARK_SENT, {"ids": [run.id for run in chosen], "now": utcnow()}).all()
+    )
+    return [run for run in chosen if run.id in marked]
+
+
+def send_reserved(
+    chosen: list[Waiting],
+    last_served: dict[str, int],
+    *,
+    send: Send | None = None,
+    settings: Settings | None = None,
+) -> list[str]:
+    """Send the runs :func:`reserve` marked (after its commit); returns the ids sent. A run
+    whose message could not be sent is marked unsent again, for the next round."""
+    settings = settings or get_settings()
+    send = send or enqueue_run
     sent: list[str] = []
     for run in chosen:
         if send(run.id, run.kind, run.priority):
             sent.append(run.id)
         else:
             _unsend(run.id)
-    if chosen:
-        _record_turns(client, settings, chosen)
+    _record_turns(broker_redis(settings), chosen, last_served, settings)
     return sent
 
 
-def dispatch_quietly() -> None:
-    """:func:`dispatch` for callers whose own work is done: never raises, only logs."""
+def dispatch(*, send: Send | None = None, settings: Settings | None = None) -> list[str]:
+    """One round: send waiting runs to free worker slots, fairly; returns the ids sent.
+
+    Never raises for an unreachable Redis or database: the runs wait, and the next round
+    (at the latest the workers' interval) tries again.
+    """
+    settings = settings or get_settings()
+    outlook = read_outlook(settings)
+    if outlook is None:
+        return []
     try:
-        dispatch()
-    except Exception as exc:
-        logger.warning("dispatch failed (%s); the workers' next round retries", exc)
+        with get_process_engine().connect() as conn:
+            chosen = reserve(conn, outlook, settings)
+            conn.commit()
+    except Exception as exc:  # the database is away for a moment: try again next time
+        logger.warning("dispatch: could not choose runs to send (%s)", exc)
+        return []
+    return send_reserved(chosen, outlook.last_served, send=send, settings=settings)
+
+
+def request_dispatch(settings: Settings | None = None, *, freeing: str | None = None) -> None:
+    """Ask the workers' dispatcher for a round now (a run was handed back or re-queued, a
+    sweep released trials). One Redis round trip; never raises: without Redis, nothing can
+    be sent anyway, and the dispatcher's own interval catches up.
+
+    ``freeing`` is a run that is about to end: its slot counts as free in that round, so the
+    next run's message is on its way while the run's last statements are written, and waits
+    in Redis until the slot's process takes it (Celery takes no more messages than a worker
+    has processes). Call :func:`freed` once the run has ended.
+    """
+    settings = settings or get_settings()
+    key = _kick_key(settings.task_queue)
+    try:
+        pipe = broker_redis(settings).pipeline(transaction=False)
+        if freeing is not None:
+            pipe.sadd(_freeing_key(settings.task_queue), freeing)
+            pipe.expire(_freeing_key(settings.task_queue), 300)
+        pipe.lpush(key, 1)
+        pipe.ltrim(key, 0, 0)  # one pending request stands for any number
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.debug("could not request a dispatch round (%s)", exc)
+
+
+def freed(run_id: str, settings: Settings | None = None) -> None:
+    """The run announced by ``request_dispatch(freeing=…)`` has ended (its status no longer
+    counts it as busy). Never raises."""
+    settings = settings or get_settings()
+    try:
+        broker_redis(settings).srem(_freeing_key(settings.task_queue), run_id)
+    except redis.RedisError as exc:
+        logger.debug("could not clear run %s from the finishing runs (%s)", run_id, exc)
+
+
+def wait_for_request(timeout_s: float, settings: Settings | None = None) -> bool:
+    """Block until a round is requested or ``timeout_s`` passed; True if requested.
+    Raises redis errors."""
+    settings = settings or get_settings()
+    # A client of its own: a blocking read outlasts the shared client's socket timeout.
+    client = _blocking_client(settings.celery_broker_url, settings.dispatch_interval_s + 5)
+    timeout_s = min(timeout_s, settings.dispatch_interval_s)
+    return client.blpop([_kick_key(settings.task_queue)], timeout=timeout_s) is not None
 
 
 def _forget(client: redis.Redis, settings: Settings, worker_ids: list[bytes]) -> None:
@@ -286,65 +460,29 @@ def _forget(client: redis.Redis, settings: Settings, worker_ids: list[bytes]) ->
         pass
 
 
-def _reserve(capacity: Capacity, client: redis.Redis, settings: Settings) -> list[Waiting]:
-    """In one transaction, as the only dispatcher: pick the runs and mark them sent."""
-    with get_engine().connect() as conn:
-        serialise_dispatch(conn, settings.task_queue)
-        busy = {queue or DEFAULT: n for queue, n in conn.execute(_BUSY).all()}
-        free_total = capacity.total - sum(busy.values())
-        if free_total <= 0:
-            conn.commit()
-            return []
-        waiting = _waiting(conn, free_total)
-        if not waiting:
-            conn.commit()
-            return []
-        owners = sorted({run.owner for run in waiting})
-        try:
-            turns = client.hmget(_served_key(settings.task_queue), owners)
-        except redis.RedisError:
-            turns = [None] * len(owners)
-        last_served = {o: int(t) for o, t in zip(owners, turns, strict=True) if t is not None}
-        free_by_kind = {kind: slots - busy.get(kind, 0) for kind, slots in capacity.by_kind.items()}
-        chosen = choose(
-            waiting, free_total=free_total, free_by_kind=free_by_kind, last_served=last_served
-        )
-        now = utcnow()
-        taken: list[Waiting] = []
-        for run in chosen:
-            marked = conn.execute(
-                update(Run)
-                .where(Run.id == run.id, Run.status == _QUEUED, Run.enqueued_at.is_(None))
-                .values(enqueued_at=now)
-            ).rowcount
-            if marked:
-                taken.append(run)
-        conn.commit()
-    return taken
-
-
 def _unsend(run_id: str) -> None:
     """The message could not be sent: the run waits again (the next dispatch retries)."""
     try:
-        with get_engine().begin() as conn:
-            conn.execute(
-                update(Run).where(Run.id == run_id, Run.status == _QUEUED).values(enqueued_at=None)
-            )
+        with get_process_engine().begin() as conn:
+            conn.execute(_MARK_UNSENT, {"run_id": run_id})
     except Exception as exc:
-        # It stays marked sent; maintain() re-sends it after BACKPROP_REQUEUE_AFTER_S.
+        # It stays marked sent; resend_lost() sends it after BACKPROP_REQUEUE_AFTER_S.
         logger.warning("run %s: could not mark its message unsent (%s)", run_id, exc)
 
 
-def _record_turns(client: redis.Redis, settings: Settings, chosen: list[Waiting]) -> None:
+def _record_turns(
+    client: redis.Redis, chosen: list[Waiting], last_served: dict[str, int], settings: Settings
+) -> None:
+    # A turn is the send's time in ns: ordered across processes on one clock, and the owner
+    # served longest ago has the smallest. (Clock skew between hosts only blurs near-ties.)
+    owners = {run.owner for run in chosen}
+    latest = max(last_served, key=last_served.__getitem__, default=None)
+    if not owners or owners == {latest}:
+        return  # only the owner served last was served again: the order stays as it is
+    now = time.time_ns()
+    turns = {run.owner: now + i for i, run in enumerate(chosen)}
     try:
-        pipe = client.pipeline(transaction=False)
-        for _ in chosen:
-            pipe.incr(_turn_key(settings.task_queue))
-        turns = pipe.execute()
-        client.hset(
-            _served_key(settings.task_queue),
-            mapping={run.owner: turn for run, turn in zip(chosen, turns, strict=True)},
-        )
+        client.hset(_served_key(settings.task_queue), mapping=turns)
     except redis.RedisError:
         pass  # fairness history only: losing it restarts the round robin
 
@@ -366,7 +504,7 @@ def resend_lost(settings: Settings | None = None) -> int:
     sent = (Run.status == _QUEUED) & Run.enqueued_at.is_not(None)
     if not lost_everything:
         sent = sent & (Run.enqueued_at < utcnow() - timedelta(seconds=settings.requeue_after_s))
-    with get_engine().begin() as conn:
+    with get_process_engine().begin() as conn:
         ids = list(
             conn.scalars(
                 update(Run)

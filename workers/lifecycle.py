@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +45,14 @@ from core.db.models import Run, RunStatus, utcnow
 from core.db.session import session_scope, set_pooling
 from core.logs import current_run_id
 from core.settings import get_settings
-from workers.dispatch import dispatch, kinds_of_queues, maintain, withdraw_worker
+from workers.dispatch import (
+    dispatch,
+    kinds_of_queues,
+    maintain,
+    request_dispatch,
+    wait_for_request,
+    withdraw_worker,
+)
 from workers.sweeps import reconcile as reconcile_sweeps
 
 logger = logging.getLogger(__name__)
@@ -140,7 +148,7 @@ def reclaim() -> list[str]:
     for run_id in expired:
         logger.warning("run %s: its worker stopped renewing the lease; re-queued", run_id)
     if expired:
-        dispatch()
+        request_dispatch()
     return expired
 
 
@@ -167,20 +175,27 @@ class _Announcement:
 
 
 def _dispatch_loop(me: _Announcement) -> None:
+    """A dispatch round whenever one is requested (a run was submitted or ended), and the
+    full round (announce, re-send lost messages, dispatch) every interval."""
     interval = get_settings().dispatch_interval_s
     failing = False
-    while True:
+    last_full = -interval
+    while not _stop_loops.is_set():
         try:
-            maintain(me.worker_id, me.slots, me.kinds)
+            if time.monotonic() - last_full >= interval:
+                maintain(me.worker_id, me.slots, me.kinds)
+                last_full = time.monotonic()
+            else:
+                dispatch()
             if failing:
                 logger.info("dispatching works again")
             failing = False
+            wait_for_request(max(0.05, interval - (time.monotonic() - last_full)))
         except Exception as exc:  # Redis or the database away: runs wait; try again soon
             if not failing:
                 logger.warning("dispatching failed (%s); retrying every %.0f s", exc, interval)
             failing = True
-        if _stop_loops.wait(interval):
-            return
+            _stop_loops.wait(interval)
 
 
 def _announcement(consumer: Any) -> _Announcement:

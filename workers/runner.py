@@ -31,7 +31,7 @@ from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
 from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
 from core.telemetry import epoch_increments, run_ended_increments
-from workers.dispatch import dispatch_quietly
+from workers.dispatch import freed, request_dispatch
 from workers.lifecycle import handback_requested
 from workers.sweeps import PruneCheck, after_run_end
 
@@ -134,6 +134,7 @@ class RunTrainer:
         self._stopped_at: int | None = None
         self._deadline: float | None = None
         self._last_checkpoint = (0, time.monotonic())
+        self._slot_announced = False  # the next run was requested while this one ended
 
     def _tx(self, what: str, body: Callable[[Session], T]) -> T:
         """Run ``body`` in a transaction of its own, retried while the database is away."""
@@ -455,6 +456,10 @@ class RunTrainer:
     def _finish(
         self, status: RunStatus, error: str | None, *, artifact: bytes | None = None
     ) -> str:
+        # The next run is chosen and sent while we write our last statements.
+        request_dispatch(freeing=self.run_id)
+        self._slot_announced = True
+
         def record(s: Connection) -> float | None:
             # Statement by statement, in an order that is safe to stop anywhere: the model
             # first (a retrained run stores the same bytes; a second copy is refused), then
@@ -483,7 +488,11 @@ class RunTrainer:
             started, finished = times
             return (finished - started).total_seconds() if started and finished else None
 
-        duration = self._single(f"recording status {status.value}", record)
+        try:
+            duration = self._single(f"recording status {status.value}", record)
+        except BaseException:
+            freed(self.run_id)  # not ours to end after all: its slot is not freeing
+            raise
         self._announce_end(status, error, duration_s=duration)
         logger.info("run %s %s", self.run_id, status.value)
         return status.value
@@ -501,7 +510,10 @@ class RunTrainer:
         )  # fmt: skip
         if self._sweep_id is not None:
             after_run_end(self.run_id, self._sweep_id)  # admit the sweep's next trials
-        dispatch_quietly()  # our slot is free: send the next run
+        if self._slot_announced:
+            freed(self.run_id)
+        else:  # ended at its claim: the slot is free now
+            request_dispatch()
         if self._has_webhook:
             from workers.celery_app import enqueue_webhook
 
@@ -527,7 +539,7 @@ class RunTrainer:
 
         if self._tx("handing back", tx) != 1:
             raise LeaseLost(self.run_id)
-        dispatch_quietly()
+        request_dispatch()
         logger.info("run %s handed back at shutdown; it resumes from its checkpoint", self.run_id)
         return None
 

@@ -37,7 +37,7 @@ from core.db.models import (
 )
 from core.db.session import session_scope
 from core.sweeps import STOP_PRUNED, asha_keep, mode_of, rungs
-from workers.dispatch import dispatch_quietly
+from workers.dispatch import request_dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def dispatch(sweep_id: str) -> list[str]:
         taken = _take_trials(s, sweep_id)
     if taken:
         logger.info("sweep %s: released %d trial(s)", sweep_id, len(taken))
-        dispatch_quietly()
+        request_dispatch()
     return taken
 
 

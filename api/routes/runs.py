@@ -54,7 +54,7 @@ from core.spec import check_compatible
 from core.streams import EVENT_STATUS
 from core.webhooks import WebhookTargetError, check_target
 from workers.celery_app import enqueue_webhook
-from workers.dispatch import dispatch
+from workers.dispatch import BACKLOG, Waiting, read_outlook, reserve, send_reserved
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +155,9 @@ def _validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) ->
         raise HTTPException(422, detail="; ".join(problems))
 
 
-# The dataset a run names, and how many active runs its owner has, in one statement. The
-# dataset row is read FOR SHARE (PostgreSQL): a delete of it waits for this submit to end.
+# The dataset a run names, how many active runs its owner has and whether any run waits to
+# be sent, in one statement. The dataset row is read FOR SHARE (PostgreSQL): a delete of it
+# waits for this submit to end.
 _DATASET_AND_ACTIVE = (
     select(
         Dataset.id,
@@ -172,6 +173,7 @@ _DATASET_AND_ACTIVE = (
         )
         .scalar_subquery()
         .label("active"),
+        BACKLOG.label("backlog"),
     )
     .where(Dataset.id == bindparam("dataset_id"))
     .with_for_update(read=True, of=Dataset.__table__)
@@ -183,8 +185,9 @@ _INSERT_RUN = insert(Run.__table__).returning(*Run.__table__.c)
 
 def _insert_run(
     db: Session | Connection, body: RunCreate, principal: Principal, settings: Settings
-) -> Any:
-    """Check ``body`` against its dataset and the limits, insert the run; the new row.
+) -> tuple[Any, bool]:
+    """Check ``body`` against its dataset and the limits, insert the run; the new row, and
+    whether other runs were waiting to be sent.
 
     Call inside a transaction that began with ``serialise_owner``: the active-run count is
     then exact, and the dataset cannot be deleted before the commit.
@@ -230,18 +233,36 @@ def _insert_run(
     }
     # Values as parameters of one prebuilt statement (compiled once, not per request);
     # the columns' Python defaults (id, created_at, …) fill in the rest.
-    return db.execute(_INSERT_RUN, values).first()
+    return db.execute(_INSERT_RUN, values).first(), bool(dataset.backlog)
+
+
+def _dispatch_here(
+    conn: Connection, backlog: bool, settings: Settings
+) -> tuple[list[Waiting], dict[str, int]]:
+    """A dispatch round inside the submit's transaction when a worker may be free: it
+    saves the hop to a worker's round, so an idle service starts the run at once. With a
+    backlog, no slot is free and the workers' rounds send the runs in turn."""
+    if backlog:
+        return [], {}
+    outlook = read_outlook(settings)
+    if outlook is None:
+        return [], {}
+    return reserve(conn, outlook, settings), outlook.last_served
 
 
 def _create_run(
     body: RunCreate, principal: Principal, settings: Settings, idempotency_key: str | None
 ) -> tuple[dict[str, Any], str] | Response:
-    """Store the run (and its idempotency record), then dispatch: in a worker thread."""
+    """Store the run (and its idempotency record) and, in the same transaction, a dispatch
+    round; send what it picked after the commit. In a worker thread."""
     owner = principal.owner
+    chosen: list[Waiting] = []
+    last_served: dict[str, int] = {}
     if idempotency_key is None:
         with get_engine().connect() as conn:
             serialise_owner(conn, owner)
-            row = _insert_run(conn, body, principal, settings)
+            row, backlog = _insert_run(conn, body, principal, settings)
+            chosen, last_served = _dispatch_here(conn, backlog, settings)
             conn.commit()
     else:
         req_hash = idempotency.request_hash(body.model_dump_json().encode())
@@ -250,12 +271,13 @@ def _create_run(
             replay = idempotency.find(db, owner, "runs", idempotency_key, req_hash)
             if replay is not None:
                 return replay
-            row = _insert_run(db, body, principal, settings)
+            row, backlog = _insert_run(db, body, principal, settings)
             idempotency.remember(
                 db, owner=owner, endpoint="runs", key=idempotency_key, req_hash=req_hash,
                 status_code=202, body=RunRecord.model_validate(run_record(row)),
                 location=f"/api/v1/runs/{row.id}",
             )  # fmt: skip
+            chosen, last_served = _dispatch_here(db.connection(), backlog, settings)
             try:
                 db.commit()
             except IntegrityError:
@@ -265,7 +287,9 @@ def _create_run(
                 if replay is None:
                     raise
                 return replay
-    dispatch()  # only after the commit: the worker must find the run
+    send_reserved(
+        chosen, last_served, settings=settings
+    )  # after the commit: the worker must find it
     return run_record(row), f"/api/v1/runs/{row.id}"
 
 

@@ -11,7 +11,8 @@ Two rules need them:
   the dataset row ``FOR SHARE`` and the delete locks it ``FOR UPDATE`` before it checks for
   active runs, so whichever comes second sees what the first one did.
 
-Each function must be the first statement of its transaction (SQLite's ``BEGIN``).
+On SQLite each function must come before the transaction's first write (it begins the
+transaction); later calls in the same transaction are covered by the first.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ DISPATCH_LOCK = 2
 
 def _begin_immediate(conn: Connection) -> None:
     # pysqlite starts no transaction for reads: this makes the transaction a writer at once.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Already a writer (an earlier lock of this transaction): the one lock covers both.
+    if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _serialise(conn: Connection, lock_class: int, key: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +43,30 @@ def set_pooling(enabled: bool) -> None:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
+    return _make_engine(url, pooled=_pooling)
+
+
+# Engines that pool even in a process that forks (see get_process_engine), by pid and URL.
+_process_engines: dict[tuple[int, str], Engine] = {}
+
+
+def get_process_engine(url: str | None = None) -> Engine:
+    """A small pooled engine for this process only, even where the process forks.
+
+    For a thread of Celery's main process that works often (the dispatcher), where opening a
+    connection per use costs more than the work. A forked child inherits the parent's
+    entries in ``_process_engines``: it never uses them (the key holds the pid) and never
+    closes them (they stay referenced, and pool processes end with ``os._exit``), so the
+    parent's sessions are not disturbed.
+    """
+    key = (os.getpid(), normalize_url(url or get_settings().database_url))
+    engine = _process_engines.get(key)
+    if engine is None:
+        engine = _process_engines[key] = _make_engine(url, pooled=True, pool_size=2)
+    return engine
+
+
+def _make_engine(url: str | None, *, pooled: bool, pool_size: int | None = None) -> Engine:
     settings = get_settings()
     url = normalize_url(url or settings.database_url)
     if url.startswith("sqlite"):
@@ -50,7 +75,7 @@ def get_engine(url: str | None = None) -> Engine:
         engine = create_engine(
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
-            **({} if _pooling else {"poolclass": NullPool}),
+            **({} if pooled else {"poolclass": NullPool}),
         )
 
         @event.listens_for(engine, "connect")
@@ -68,10 +93,9 @@ def get_engine(url: str | None = None) -> Engine:
     # No pre-ping either (a round trip per checkout): a connection broken by a database
     # restart fails its statement, the pool then drops all of them, workers retry
     # (retry_transient) and the API answers that one request with 503.
+    size = pool_size or settings.db_pool_size
     pooling: dict[str, Any] = (
-        {"pool_size": settings.db_pool_size, "max_overflow": settings.db_pool_size}
-        if _pooling
-        else {"poolclass": NullPool}
+        {"pool_size": size, "max_overflow": size} if pooled else {"poolclass": NullPool}
     )
     return create_engine(
         url,

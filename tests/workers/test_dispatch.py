@@ -20,8 +20,11 @@ from workers.dispatch import (
     broker_redis,
     choose,
     dispatch,
+    freed,
     kinds_of_queues,
+    request_dispatch,
     resend_lost,
+    wait_for_request,
     withdraw_worker,
 )
 
@@ -221,3 +224,31 @@ def test_capacity_counts_only_the_kinds_a_worker_takes(
     _add_runs(("s", "alice", 0, "small"), ("l", "alice", 0, "large"))
     announce_worker("host:1", 2, kinds)
     assert dispatch(send=Recorder()) == [kinds[0][0]]
+
+
+def test_a_dispatch_request_wakes_one_waiting_dispatcher(service_settings: Settings) -> None:
+    assert wait_for_request(0.1) is False  # nothing requested: the wait times out
+    for _ in range(5):
+        request_dispatch()
+    # Any number of requests stand for one round.
+    assert (
+        broker_redis(service_settings).llen(f"backprop:dispatch-kick:{service_settings.task_queue}")
+        == 1
+    )
+    assert wait_for_request(5) is True
+    assert wait_for_request(0.1) is False
+
+
+def test_the_slot_of_a_finishing_run_counts_as_free(service_settings: Settings) -> None:
+    # A worker about to end a run asks for the next one first: its message is on its way
+    # while the run's last statements are written.
+    _add_runs(("ending", "alice", 0, "small"), ("next", "alice", 0, "small"))
+    _set_status("ending", RunStatus.running.value)
+    announce_worker("host:1", 1, ["small"])
+    assert dispatch(send=Recorder()) == []
+    request_dispatch(freeing="ending")
+    assert dispatch(send=Recorder()) == ["next"]
+    _set_status("ending", RunStatus.succeeded.value)
+    freed("ending")
+    key = f"backprop:freeing:{service_settings.task_queue}"
+    assert broker_redis(service_settings).smembers(key) == set()
