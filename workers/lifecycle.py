@@ -91,17 +91,21 @@ def training_a_run() -> Iterator[None]:
 def _init_pool_process(**_kwargs: object) -> None:
     threadpool_limits(limits=get_settings().blas_threads)
     # A pool process trains: it keeps a connection pool of its own (the parent has none
-    # to pass on, see _no_pooling_in_the_main_process).
+    # to pass on, see _set_up_the_main_process).
     set_pooling(True)
     signal.signal(HANDBACK_SIGNAL, _request_handback)
 
 
 @worker_init.connect
-def _no_pooling_in_the_main_process(**_kwargs: object) -> None:
+def _set_up_the_main_process(**_kwargs: object) -> None:
     """The main process forks pool processes at any time (a killed one is replaced), while
     its reclaimer thread uses the database: with pooled connections, a child could inherit
-    one and share its socket with the parent. So the main process pools nothing."""
+    one and share its socket with the parent. So the main process pools nothing (the
+    dispatcher keeps a per-process pool of its own; see get_process_engine)."""
     set_pooling(False)
+    # Celery logs every task that returned as "succeeded", a failed run included; the run's
+    # own outcome is logged by the runner, so its INFO lines would only mislead.
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
 
 @worker_shutting_down.connect

@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 
 from core.data import ParsedDataset, from_npz_bytes
 from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
-from core.db.session import TRANSIENT_ERRORS, get_read_engine, retry_transient, session_scope
+from core.db.session import TRANSIENT_ERRORS, get_autocommit_engine, retry_transient, session_scope
 from core.engine import EngineError, Network
+from core.engine.training import validation_size
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
 from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
@@ -153,7 +154,7 @@ class RunTrainer:
         whose statements are safe one by one (see ``claim`` and ``_on_epoch``)."""
 
         def attempt() -> T:
-            with get_read_engine().connect() as conn:
+            with get_autocommit_engine().connect() as conn:
                 return body(conn)
 
         return retry_transient(
@@ -316,9 +317,7 @@ class RunTrainer:
             if dataset_blob is None:
                 raise EngineError("the run's dataset no longer exists")
             data = _parsed_dataset(self._dataset_id, dataset_blob)
-            split = config.validation_split
-            n_val = max(1, int(split * data.n_samples)) if split > 0 else 0
-            self._train_samples = data.n_samples - n_val
+            self._train_samples = data.n_samples - validation_size(data.n_samples, config)
             net = Network.from_spec(spec, seed=config.seed)
             net.classes = classes
             if config.max_runtime_s is not None:

@@ -45,7 +45,12 @@ from core.db.models import (
     Sweep,
     utcnow,
 )
-from core.db.session import get_engine, get_read_engine, get_read_sessionmaker, get_sessionmaker
+from core.db.session import (
+    get_autocommit_engine,
+    get_autocommit_sessionmaker,
+    get_engine,
+    get_sessionmaker,
+)
 from core.engine import Network
 from core.keys import Principal
 from core.queues import count_parameters, job_size, queue_kind
@@ -334,7 +339,7 @@ async def get_run(run_id: str, owner: OwnerDep) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         row = None
         if "\x00" not in run_id:
-            with get_read_engine().connect() as conn:
+            with get_autocommit_engine().connect() as conn:
                 row = conn.execute(_RUN_BY_ID, {"run_id": run_id}).first()
         if row is None or row.owner != owner:
             raise HTTPException(404, detail=f"run {run_id} not found")
@@ -351,7 +356,7 @@ async def get_run(run_id: str, owner: OwnerDep) -> dict[str, Any]:
 )
 async def get_metrics(run_id: str, owner: OwnerDep) -> dict[str, Any]:
     def read() -> dict[str, Any]:
-        with get_read_sessionmaker()() as db:
+        with get_autocommit_sessionmaker()() as db:
             get_owned_run(db, owner, run_id)
             rows = db.scalars(
                 select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.epoch)

@@ -37,7 +37,12 @@ def set_pooling(enabled: bool) -> None:
     """Pool connections in this process (or not), dropping the engines made so far."""
     global _pooling
     _pooling = enabled
-    for cached in (get_engine, get_read_engine, get_sessionmaker, get_read_sessionmaker):
+    for cached in (
+        get_engine,
+        get_autocommit_engine,
+        get_sessionmaker,
+        get_autocommit_sessionmaker,
+    ):
         cached.cache_clear()
 
 
@@ -110,20 +115,22 @@ def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
 
 
 @lru_cache(maxsize=8)
-def get_read_engine(url: str | None = None) -> Engine:
-    """The engine (same pool) in autocommit: single-statement reads skip BEGIN/ROLLBACK.
+def get_autocommit_engine(url: str | None = None) -> Engine:
+    """The engine (same pool) in autocommit: each statement commits on its own, with no
+    BEGIN/COMMIT around it.
 
-    Only for code that reads one consistent thing per statement (a status poll, a
-    metric list); anything that writes or needs a snapshot across statements uses
-    :func:`get_sessionmaker`.
+    For statements that are each complete by themselves: a status poll, a metric list, and
+    the worker's per-epoch writes, which are ordered so that stopping between any two is
+    safe (see workers/runner.py). Anything that needs several statements to hold together
+    uses :func:`get_sessionmaker` or a connection of :func:`get_engine`.
     """
     return get_engine(url).execution_options(isolation_level="AUTOCOMMIT")
 
 
 @lru_cache(maxsize=8)
-def get_read_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
-    """Sessions on :func:`get_read_engine`."""
-    return sessionmaker(bind=get_read_engine(url), expire_on_commit=False)
+def get_autocommit_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    """Sessions on :func:`get_autocommit_engine` (reads only)."""
+    return sessionmaker(bind=get_autocommit_engine(url), expire_on_commit=False)
 
 
 @contextmanager

@@ -67,6 +67,18 @@ def _standardization(X: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.nda
     return mean, std
 
 
+def validation_size(n_samples: int, cfg: TrainingConfig) -> int:
+    """How many of ``n_samples`` rows ``fit`` holds out for validation under ``cfg``: the
+    one home of that rule (the service counts trained samples with it)."""
+    if cfg.validation_fold is not None:
+        k, index = cfg.validation_fold.k, cfg.validation_fold.index
+        # np.array_split gives the first n % k folds one row more.
+        return n_samples // k + (1 if index < n_samples % k else 0)
+    if cfg.validation_split > 0:
+        return max(1, int(cfg.validation_split * n_samples))
+    return 0
+
+
 def _labels(Y: np.ndarray) -> np.ndarray:
     """True class per row of ``Y`` ``(n, k)``: argmax, or ``y > 0.5`` for one output."""
     if Y.shape[1] == 1:
@@ -109,7 +121,7 @@ class _Trainer:
             self.train_idx = np.sort(np.concatenate(folds[:index] + folds[index + 1 :]))
             n_val = int(self.val_idx.size)
         elif cfg.validation_split > 0:
-            n_val = max(1, int(cfg.validation_split * n))
+            n_val = validation_size(n, cfg)
             if n_val >= n:
                 raise EngineError(
                     f"validation_split={cfg.validation_split} leaves no training samples out of {n}"

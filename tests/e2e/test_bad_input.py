@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -207,6 +208,11 @@ def test_bad_predictions_and_a_diverging_run_leave_the_service_working(stack: St
     failed = stack.wait_done(bad["id"])
     assert failed["status"] == "failed"
     assert "diverged" in failed["error"] and "epoch" in failed["error"]
+    # The worker's log says the run failed, and nothing calls it a success.
+    time.sleep(0.3)
+    lines = [ln for w in stack.workers for ln in w.log.read_text().splitlines() if bad["id"] in ln]
+    assert any("failed" in ln for ln in lines), lines
+    assert not any("succeeded" in ln for ln in lines), lines
 
     again = stack.submit(ds["id"], SEED_NETWORK, SEED_TRAINING)
     assert stack.wait_done(again["id"])["status"] == "succeeded"

@@ -112,3 +112,21 @@ def test_sigterm_to_the_api_drains_event_streams_and_clients_resume(stack: Stack
     assert epochs == list(range(1, len(epochs) + 1))
     stack.client.post(f"/api/v1/runs/{run['id']}/cancel")
     stack.wait_done(run["id"], timeout=20)
+
+
+def test_samples_trained_of_a_k_fold_run_leave_out_its_fold(stack: Stack) -> None:
+    # 10 rows in 4 folds (3, 3, 2, 2): fold 0 holds 3 out, so each epoch trains 7 samples.
+    ds = stack.upload_json(SEED_X * 10, SEED_Y * 10)
+    before = scrape(stack)
+    training = {**SEED_TRAINING, "epochs": 7, "validation_fold": {"k": 4, "index": 0}}
+    run = stack.submit(ds["id"], SEED_NETWORK, training)
+    assert stack.wait_done(run["id"])["status"] == "succeeded"
+
+    def trained() -> float:
+        return value(scrape(stack), "backprop_samples_trained_total") - value(
+            before, "backprop_samples_trained_total"
+        )
+
+    wait_for(lambda: trained() >= 7 * 7, 10, "the run's telemetry")
+    time.sleep(0.5)  # anything more would have arrived by now
+    assert trained() == 7 * 7

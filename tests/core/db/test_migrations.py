@@ -130,3 +130,17 @@ def test_postgresql_url_is_accepted_without_driver(pg_empty_url: str) -> None:
     assert pg_empty_url.startswith("postgresql://")
     migrate.upgrade(pg_empty_url)
     assert migrate.current(pg_empty_url) == _head()
+
+
+def test_migration_files_sort_in_revision_order() -> None:
+    # File names start with their creation time; reading the folder in name order must
+    # walk the revisions from the first to the head.
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    by_file = sorted(script.walk_revisions(), key=lambda rev: Path(rev.path).name)
+    chain = list(reversed(list(script.walk_revisions())))
+    assert [rev.revision for rev in by_file] == [rev.revision for rev in chain]
+    for rev in by_file:
+        stamp = Path(rev.path).name[:15]  # 2026-11-30-1710
+        assert (
+            f"Create Date: {stamp[:10]} {stamp[11:13]}:{stamp[13:15]}" in Path(rev.path).read_text()
+        )

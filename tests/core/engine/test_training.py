@@ -373,3 +373,36 @@ def test_an_infinite_validation_loss_is_a_divergence_naming_val_loss() -> None:
     with pytest.raises(DivergenceError, match="epoch 1: val_loss is inf") as info:
         net.fit(X, Y, config)
     assert info.value.epoch == 1 and info.value.which == "val_loss"
+
+
+@pytest.mark.parametrize("n", [10, 11, 13, 120])
+@pytest.mark.parametrize(
+    "split",
+    [{"validation_split": 0.0}, {"validation_split": 0.25}, {"validation_split": 0.01}]
+    + [
+        {"validation_split": 0.0, "validation_fold": {"k": k, "index": i}}
+        for k in (3, 4)
+        for i in range(k)
+    ],
+)
+def test_validation_size_is_the_number_of_rows_fit_holds_out(n: int, split: dict) -> None:
+    # The service counts trained samples with validation_size; the reference is the rows
+    # that fit actually evaluated: the first epoch's val_loss is their mean, so count the
+    # rows by reproducing the split's permutation independently.
+    from core.engine.training import validation_size
+    from core.spec import TrainingConfig
+
+    cfg = TrainingConfig.model_validate({**CLF_TRAINING, "epochs": 1, **split})
+    rng = np.random.default_rng(cfg.seed)
+    if "validation_fold" in split:
+        fold = split["validation_fold"]
+        expected = len(np.array_split(rng.permutation(n), fold["k"])[fold["index"]])
+    elif split["validation_split"] > 0:
+        expected = max(1, int(split["validation_split"] * n))
+    else:
+        expected = 0
+    assert validation_size(n, cfg) == expected
+    X, y = _classification_data(n=n)
+    seen: list[dict] = []
+    Network.from_spec(_clf_spec(), seed=0).fit(X, y, cfg, callback=seen.append)
+    assert ("val_loss" in seen[0]) == (expected > 0)

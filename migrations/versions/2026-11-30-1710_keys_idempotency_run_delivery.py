@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-30 16:55:00+00:00
+Create Date: 2026-11-30 17:10:00+00:00
 """
 
 from collections.abc import Sequence
