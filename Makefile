@@ -24,6 +24,7 @@ run: install
 test: install
 	bash scripts/test-services.sh
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: install

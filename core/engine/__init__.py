@@ -5,6 +5,6 @@ the service. The entry point is ``Network`` (API.md §6).
 """
 
 from .errors import DivergenceError, EngineError
-from .network import Network
+from .network import Network, load_model
 
-__all__ = ["DivergenceError", "EngineError", "Network"]
+__all__ = ["DivergenceError", "EngineError", "Network", "load_model"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,24 +52,37 @@ def save_model(net: Network) -> bytes:
     return buf.getvalue()
 
 
-def load_model(data: bytes) -> Network:
-    """``.npz`` bytes from ``save_model`` -> a ``Network``; ``EngineError`` if they are not."""
-    from .network import Network
+@dataclass
+class ModelParts:
+    """What a model artifact holds, before it becomes a ``Network``."""
 
+    spec: NetworkSpec
+    dtype: str
+    weights: list[dict[str, np.ndarray]]  # [{"W": (n_in, units), "b": (units,)}, ...]
+    classes: list[Any] | None
+    x_mean: np.ndarray | None  # (n_in,) float64, with x_std, when the model standardises
+    x_std: np.ndarray | None
+
+
+def read_model(data: bytes) -> ModelParts:
+    """``.npz`` bytes from ``save_model`` -> their parts; ``EngineError`` if they are not."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
         meta = json.loads(str(arrays.pop("meta")))
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise ValueError("unknown format or version")
-        net = Network(NetworkSpec.model_validate(meta["spec"]), meta["dtype"])
-        net.weights = [{"W": arrays[f"W{i}"], "b": arrays[f"b{i}"]} for i in range(len(net.layers))]
-    except EngineError:
-        raise
+        spec = NetworkSpec.model_validate(meta["spec"])
+        weights = [{"W": arrays[f"W{i}"], "b": arrays[f"b{i}"]} for i in range(len(spec.layers))]
+        dtype = str(meta["dtype"])
     except Exception as exc:
         raise EngineError(f"not a model artifact: {exc}") from exc
-    net.classes = meta.get("classes")
-    if "x_mean" in arrays:
-        net.x_mean = arrays["x_mean"].astype(np.float64)
-        net.x_std = arrays["x_std"].astype(np.float64)
-    return net
+    standardised = "x_mean" in arrays
+    return ModelParts(
+        spec=spec,
+        dtype=dtype,
+        weights=weights,
+        classes=meta.get("classes"),
+        x_mean=arrays["x_mean"].astype(np.float64) if standardised else None,
+        x_std=arrays["x_std"].astype(np.float64) if standardised else None,
+    )

@@ -18,22 +18,16 @@ import numpy as np
 from core.spec import NetworkSpec, TrainingConfig
 
 from .activations import get_activation
+from .artifacts import read_model, save_model
+from .dtypes import as_dtype
 from .errors import EngineError
 from .initializers import get_initializer
 from .layers import Dense, LayerWorkspace
 from .losses import Loss, get_loss
+from .training import fit
 
 # Rows per chunk when running forward over many samples outside training.
 _CHUNK = 4096
-_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
-
-
-def as_dtype(dtype: Any) -> np.dtype:
-    """``"float32"``/``"float64"`` (or the numpy dtypes) -> ``np.dtype``."""
-    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if key not in _DTYPES:
-        raise EngineError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
-    return _DTYPES[key]
 
 
 class Workspace:
@@ -307,8 +301,6 @@ class Network:
         resume_from: bytes | None = None,
     ) -> list[dict]:
         """Train on ``X`` ``(n, n_in)`` and ``Y`` ``(n, units_last)``; see ``training.fit``."""
-        from .training import fit
-
         return fit(
             self,
             X,
@@ -324,13 +316,20 @@ class Network:
 
     def save(self) -> bytes:
         """The model as ``.npz`` bytes: weights, standardisation, classes and spec."""
-        from .artifacts import save_model
-
         return save_model(self)
 
     @classmethod
     def load(cls, data: bytes) -> Network:
-        """Inverse of ``save`` (loaded with ``allow_pickle=False``)."""
-        from .artifacts import load_model
-
+        """Inverse of ``save`` (loaded with ``allow_pickle=False``); ``EngineError`` for bytes
+        that are not a model artifact."""
         return load_model(data)
+
+
+def load_model(data: bytes) -> Network:
+    """A ``Network`` from the ``.npz`` bytes of ``Network.save``."""
+    parts = read_model(data)
+    net = Network(parts.spec, parts.dtype)
+    net.weights = parts.weights
+    net.classes = parts.classes
+    net.x_mean, net.x_std = parts.x_mean, parts.x_std
+    return net

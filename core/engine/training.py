@@ -26,9 +26,9 @@ import numpy as np
 from core.spec import TrainingConfig, check_compatible
 
 from .checkpoint import dump_checkpoint, load_checkpoint
+from .dtypes import as_dtype
 from .errors import DivergenceError, EngineError
 from .losses import get_loss
-from .network import as_dtype
 from .optimizers import make_optimizer
 
 if TYPE_CHECKING:
