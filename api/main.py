@@ -1,4 +1,8 @@
-"""The FastAPI application factory: routers, error handlers, shared Redis clients."""
+"""The FastAPI application factory: routers, error handlers, shared Redis clients.
+
+The API docs (``/docs``, ``/redoc``) are pages of :mod:`api.routes.ui`, with assets
+installed with the package (mounted at ``/ui/docs``), not FastAPI's CDN-loading defaults.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
 
 from api.json_depth import JSONDepthLimit
@@ -88,6 +93,8 @@ def create_app() -> FastAPI:
         version="0.1.0",
         summary="Train neural networks by backpropagation over HTTP.",
         lifespan=lifespan,
+        docs_url=None,  # served by api.routes.ui from local assets
+        redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in TRANSIENT_ERRORS:
@@ -115,4 +122,5 @@ def create_app() -> FastAPI:
     app.include_router(sweeps.router)
     app.include_router(plots.router)
     app.include_router(ui.router)
+    app.mount(ui.DOCS_ASSETS_URL, StaticFiles(directory=ui.DOCS_ASSETS_DIR), name="docs-assets")
     return app
