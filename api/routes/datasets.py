@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 
 from api import idempotency
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.pagination import list_owned
 from api.schemas import DatasetCreateJSON, DatasetList, DatasetRecord, ErrorOut
 from core.data import (
@@ -243,22 +243,14 @@ def list_datasets(
     return {"items": [dataset_record(d) for d in rows], "next_cursor": next_cursor}
 
 
-def get_owned_dataset(db: SessionDep, owner: str, dataset_id: str) -> Dataset:
-    # No id holds a NUL, and PostgreSQL refuses one in a query (it was a 500).
-    ds = None if "\x00" in dataset_id else db.get(Dataset, dataset_id)
-    if ds is None or ds.owner != owner:
-        raise HTTPException(404, detail=f"dataset {dataset_id} not found")
-    return ds
-
-
 @router.get("/{dataset_id}", response_model=DatasetRecord, responses=ERRORS)
-def get_dataset(dataset_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
-    return dataset_record(get_owned_dataset(db, owner, dataset_id))
+def get_dataset(dataset_id: ResourceId, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    return dataset_record(get_owned(db, Dataset, owner, dataset_id))
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=ERRORS)
-def delete_dataset(dataset_id: str, db: SessionDep, owner: OwnerDep) -> Response:
-    get_owned_dataset(db, owner, dataset_id)
+def delete_dataset(dataset_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
+    get_owned(db, Dataset, owner, dataset_id)
     # The row lock before the check: a submit that read this dataset commits before we look
     # for its run, and later submits wait for us, then find no dataset.
     lock_dataset_for_delete(db.connection(), dataset_id)

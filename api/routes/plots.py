@@ -25,9 +25,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sqlalchemy import select
 
-from api.deps import OwnerDep, SessionDep
-from api.routes.runs import ERRORS, get_owned_run
-from core.db.models import MetricRow
+from api.deps import OwnerDep, ResourceId, SessionDep, get_owned
+from api.routes.runs import ERRORS
+from core.db.models import MetricRow, Run
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
@@ -112,7 +112,7 @@ def render_curves(items: list[dict[str, Any]], fmt: str, title: str) -> tuple[by
 
 
 def _plot(run_id: str, fmt: str, db: SessionDep, owner: str) -> Response:
-    run = get_owned_run(db, owner, run_id)
+    run = get_owned(db, Run, owner, run_id)
     rows = db.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.epoch))
     items = [row.as_item() for row in rows]
     title = f"{run.name or 'run ' + run.id} — {run.status}, epoch {run.epoch}/{run.epochs}"
@@ -133,7 +133,7 @@ def _plot(run_id: str, fmt: str, db: SessionDep, owner: str) -> Response:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "PNG image"}, **ERRORS},
 )
-def plot_png(run_id: str, db: SessionDep, owner: OwnerDep) -> Response:
+def plot_png(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
     """The run's loss (and accuracy) curves as a PNG image."""
     return _plot(run_id, "png", db, owner)
 
@@ -143,6 +143,6 @@ def plot_png(run_id: str, db: SessionDep, owner: OwnerDep) -> Response:
     response_class=Response,
     responses={200: {"content": {"image/svg+xml": {}}, "description": "SVG image"}, **ERRORS},
 )
-def plot_svg(run_id: str, db: SessionDep, owner: OwnerDep) -> Response:
+def plot_svg(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
     """The run's loss (and accuracy) curves as an SVG image."""
     return _plot(run_id, "svg", db, owner)

@@ -19,7 +19,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from api import idempotency
 from api.auth import PrincipalDep
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE, run_event_stream
 from api.pagination import list_owned
 from api.schemas import (
@@ -103,14 +103,6 @@ def queue_of(body: RunCreate, dataset: Dataset | Any, settings: Any) -> str:
     """``small`` or ``large``: the run's parameters x samples x epochs vs the threshold."""
     size = job_size(count_parameters(body.network), dataset.n_samples, body.training.epochs)
     return queue_kind(size, settings.small_job_threshold)
-
-
-def get_owned_run(db: Session, owner: str, run_id: str) -> Run:
-    # No id holds a NUL, and PostgreSQL refuses one in a query (it was a 500).
-    run = None if "\x00" in run_id else db.get(Run, run_id)
-    if run is None or run.owner != owner:
-        raise HTTPException(404, detail=f"run {run_id} not found")
-    return run
 
 
 def _validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> None:
@@ -335,12 +327,10 @@ _RUN_BY_ID = select(Run.__table__).where(Run.__table__.c.id == bindparam("run_id
 
 
 @router.get("/{run_id}", response_model=RunRecord, responses=ERRORS)
-async def get_run(run_id: str, owner: OwnerDep) -> dict[str, Any]:
+async def get_run(run_id: ResourceId, owner: OwnerDep) -> dict[str, Any]:
     def read() -> dict[str, Any]:
-        row = None
-        if "\x00" not in run_id:
-            with get_autocommit_engine().connect() as conn:
-                row = conn.execute(_RUN_BY_ID, {"run_id": run_id}).first()
+        with get_autocommit_engine().connect() as conn:
+            row = conn.execute(_RUN_BY_ID, {"run_id": run_id}).first()
         if row is None or row.owner != owner:
             raise HTTPException(404, detail=f"run {run_id} not found")
         return run_record(row)
@@ -354,10 +344,10 @@ async def get_run(run_id: str, owner: OwnerDep) -> dict[str, Any]:
     response_model_exclude_none=True,  # optional keys are absent, as in the SSE items
     responses=ERRORS,
 )
-async def get_metrics(run_id: str, owner: OwnerDep) -> dict[str, Any]:
+async def get_metrics(run_id: ResourceId, owner: OwnerDep) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         with get_autocommit_sessionmaker()() as db:
-            get_owned_run(db, owner, run_id)
+            get_owned(db, Run, owner, run_id)
             rows = db.scalars(
                 select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.epoch)
             )
@@ -372,7 +362,7 @@ async def get_metrics(run_id: str, owner: OwnerDep) -> dict[str, Any]:
     response_class=EventSourceResponse,
 )
 async def run_events(
-    run_id: str,
+    run_id: ResourceId,
     request: Request,
     owner: OwnerDep,
     settings: SettingsDep,
@@ -380,7 +370,7 @@ async def run_events(
 ) -> EventSourceResponse:
     def check() -> None:
         with get_sessionmaker()() as db:
-            get_owned_run(db, owner, run_id)
+            get_owned(db, Run, owner, run_id)
 
     await run_in_threadpool(check)
     redis_client = request.app.state.redis
@@ -397,8 +387,10 @@ async def run_events(
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=RunRecord, responses=ERRORS)
-def cancel_run(run_id: str, request: Request, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
-    run = get_owned_run(db, owner, run_id)
+def cancel_run(
+    run_id: ResourceId, request: Request, db: SessionDep, owner: OwnerDep
+) -> dict[str, Any]:
+    run = get_owned(db, Run, owner, run_id)
     if RunStatus(run.status).is_terminal:
         raise HTTPException(409, detail=f"run {run_id} already ended ({run.status})")
 
@@ -435,8 +427,8 @@ def cancel_run(run_id: str, request: Request, db: SessionDep, owner: OwnerDep) -
 
 
 @router.delete("/{run_id}", status_code=204, responses=ERRORS)
-def delete_run(run_id: str, db: SessionDep, owner: OwnerDep) -> Response:
-    run = get_owned_run(db, owner, run_id)
+def delete_run(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
+    run = get_owned(db, Run, owner, run_id)
     if RunStatus(run.status) in ACTIVE_STATUSES:
         raise HTTPException(409, detail=f"run {run_id} is {run.status}; cancel it first")
     if run.sweep_id is not None:
@@ -496,12 +488,12 @@ _model_cache = _ModelCache()
     },
 )
 def get_weights(
-    run_id: str,
+    run_id: ResourceId,
     db: SessionDep,
     owner: OwnerDep,
     format: Annotated[str, Query(pattern="^(json|npz|onnx)$")] = "json",
 ) -> Any:
-    net = _model_cache.get(db, get_owned_run(db, owner, run_id))
+    net = _model_cache.get(db, get_owned(db, Run, owner, run_id))
     if format == "onnx":
         from api.onnx_export import network_to_onnx  # imports onnx only when asked for
 
@@ -531,8 +523,8 @@ def get_weights(
     "/{run_id}/predict", response_model=PredictOut, response_model_exclude_none=True,
     responses=ERRORS,
 )  # fmt: skip
-def predict(run_id: str, body: PredictIn, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
-    net = _model_cache.get(db, get_owned_run(db, owner, run_id))
+def predict(run_id: ResourceId, body: PredictIn, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    net = _model_cache.get(db, get_owned(db, Run, owner, run_id))
     n_in = net.spec.input_dim
     for i, row in enumerate(body.inputs):
         if len(row) != n_in:

@@ -23,7 +23,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from api import idempotency
 from api.auth import PrincipalDep
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE
 from api.pagination import list_owned
 from api.routes.runs import ERRORS, _validate_against, queue_of
@@ -129,14 +129,6 @@ def sweep_record(db: Session, sweep: Sweep) -> dict[str, Any]:
         "created_at": sweep.created_at,
         "finished_at": sweep.finished_at,
     }
-
-
-def get_owned_sweep(db: Session, owner: str, sweep_id: str) -> Sweep:
-    # No id holds a NUL, and PostgreSQL refuses one in a query.
-    sweep = None if "\x00" in sweep_id else db.get(Sweep, sweep_id)
-    if sweep is None or sweep.owner != owner:
-        raise HTTPException(404, detail=f"sweep {sweep_id} not found")
-    return sweep
 
 
 # -- creating -----------------------------------------------------------------------------
@@ -351,7 +343,7 @@ def list_sweeps(
 
 
 def _current(db: Session, owner: str, sweep_id: str) -> Sweep:
-    sweep = get_owned_sweep(db, owner, sweep_id)
+    sweep = get_owned(db, Sweep, owner, sweep_id)
     if SweepStatus(sweep.status) in SWEEP_ACTIVE:
         refresh(sweep_id)  # cheap, and catches up if a trial's end was missed
         db.refresh(sweep)
@@ -359,15 +351,15 @@ def _current(db: Session, owner: str, sweep_id: str) -> Sweep:
 
 
 @router.get("/{sweep_id}", response_model=SweepRecord, responses=ERRORS)
-def get_sweep(sweep_id: str, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+def get_sweep(sweep_id: ResourceId, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
     return sweep_record(db, _current(db, owner, sweep_id))
 
 
 @router.post("/{sweep_id}/cancel", status_code=202, response_model=SweepRecord, responses=ERRORS)
 def cancel_sweep(
-    sweep_id: str, request: Request, db: SessionDep, owner: OwnerDep
+    sweep_id: ResourceId, request: Request, db: SessionDep, owner: OwnerDep
 ) -> dict[str, Any]:
-    sweep = get_owned_sweep(db, owner, sweep_id)
+    sweep = get_owned(db, Sweep, owner, sweep_id)
     now = utcnow()
     cancelled = db.execute(
         update(Sweep)
@@ -478,14 +470,14 @@ async def sweep_event_stream(
     response_class=EventSourceResponse,
 )
 async def sweep_events(
-    sweep_id: str,
+    sweep_id: ResourceId,
     owner: OwnerDep,
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(max_length=100)] = None,
 ) -> EventSourceResponse:
     def check() -> None:
         with get_sessionmaker()() as db:
-            get_owned_sweep(db, owner, sweep_id)
+            get_owned(db, Sweep, owner, sweep_id)
 
     await run_in_threadpool(check)
     return EventSourceResponse(

@@ -181,6 +181,13 @@ def test_unknown_ids_and_state_conflicts(stack: Stack) -> None:
         assert missing in resp.json()["detail"]
     resp = stack.client.post(f"/api/v1/runs/{missing}/predict", json={"inputs": [[1, 2]]})
     assert resp.status_code == 404
+    # An id no resource can have (a NUL, or over 64 characters) is refused before any query.
+    for bad_id in ("fuzz%00id", "x" * 65):
+        for path in (f"/api/v1/runs/{bad_id}", f"/api/v1/datasets/{bad_id}",
+                     f"/api/v1/sweeps/{bad_id}", f"/api/v1/runs/{bad_id}/plot.png"):  # fmt: skip
+            resp = stack.client.get(path)
+            assert resp.status_code == 422, (path, resp.text)
+            assert resp.json()["detail"][0]["loc"][0] == "path", resp.text
     assert stack.client.get("/api/v1/runs", params={"cursor": "garbage!"}).status_code == 400
     far_past = base64.urlsafe_b64encode(b"0001-01-01T00:00:00+14:00|x").decode()
     assert stack.client.get("/api/v1/runs", params={"cursor": far_past}).status_code == 400
