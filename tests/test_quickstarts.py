@@ -251,6 +251,9 @@ def test_readme_compose_quickstart_uses_the_compose_files_steps() -> None:
         assert line in code.splitlines() and line in deploy, line
     sed = next(line for line in code.splitlines() if line.startswith("sed "))
     assert sed in deploy, sed
+    # the key step: the same command as deploy.md's *Create an API key*
+    key_step = re.search(r"^export BACKPROP_API_KEY=.*?\)$", code, re.M | re.S)
+    assert key_step and key_step.group(0) in deploy, key_step
     services = re.findall(r"^  ([\w-]+):$", (ROOT / "docker-compose.yml").read_text(), re.M)
     for service in re.findall(r"docker compose exec (?:-T )?([\w-]+) backprop", code):
         assert service in services, f"docker-compose.yml has no service {service}"
