@@ -8,11 +8,14 @@ answered from the winner's record.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.db.models import IdempotencyRecord
@@ -80,3 +83,44 @@ def remember(
             location=location,
         )
     )
+
+
+def create_once(
+    db: Session,
+    *,
+    owner: str,
+    endpoint: str,
+    key: str | None,
+    req_hash: str,
+    status_code: int,
+    response_model: type[BaseModel],
+    create: Callable[[Session], tuple[dict[str, Any], str]],
+) -> JSONResponse | tuple[dict[str, Any], str]:
+    """Create something once per ``Idempotency-Key`` and commit; the one way every POST
+    that creates does it.
+
+    ``create(db)`` adds the thing to ``db``'s transaction and returns its record and
+    location. With a ``key``, an earlier answer to it is returned instead (a replay), and the
+    record is remembered in the same transaction; a concurrent request with the same key
+    that commits first makes this one return that request's answer.
+    """
+    if key is not None:
+        replay = find(db, owner, endpoint, key, req_hash)
+        if replay is not None:
+            return replay
+    record, location = create(db)
+    if key is not None:
+        remember(
+            db, owner=owner, endpoint=endpoint, key=key, req_hash=req_hash,
+            status_code=status_code, body=response_model.model_validate(record),
+            location=location,
+        )  # fmt: skip
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        replay = find(db, owner, endpoint, key, req_hash) if key is not None else None
+        if replay is None:
+            raise
+        return replay
+    return record, location

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import delete, exists
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from api import idempotency
@@ -186,50 +186,37 @@ async def create_dataset(
     if name and "\x00" in name:  # PostgreSQL cannot store it (was a 500)
         raise HTTPException(422, detail="name: must not contain NUL (\\u0000) characters")
 
+    def create(db: Session) -> tuple[dict[str, Any], str]:
+        blob = to_npz_bytes(parsed)
+        ds = Dataset(
+            owner=owner,
+            name=(name or "dataset")[:200],
+            n_samples=parsed.n_samples,
+            n_features=parsed.n_features,
+            n_targets=parsed.n_targets,
+            task=parsed.task,
+            classes=parsed.classes,
+            sha256=sha256_hex(blob),
+            size_bytes=len(blob),
+            data=blob,
+        )
+        db.add(ds)
+        db.flush()
+        return dataset_record(ds), f"/api/v1/datasets/{ds.id}"
+
     def store() -> Any:
         with get_sessionmaker()() as db:
-            if idempotency_key is not None:
-                replay = idempotency.find(db, owner, "datasets", idempotency_key, req_hash)
-                if replay is not None:
-                    return replay
-            blob = to_npz_bytes(parsed)
-            ds = Dataset(
-                owner=owner,
-                name=(name or "dataset")[:200],
-                n_samples=parsed.n_samples,
-                n_features=parsed.n_features,
-                n_targets=parsed.n_targets,
-                task=parsed.task,
-                classes=parsed.classes,
-                sha256=sha256_hex(blob),
-                size_bytes=len(blob),
-                data=blob,
-            )
-            db.add(ds)
-            db.flush()
-            record = dataset_record(ds)
-            location = f"/api/v1/datasets/{ds.id}"
-            if idempotency_key is not None:
-                idempotency.remember(
-                    db, owner=owner, endpoint="datasets", key=idempotency_key,
-                    req_hash=req_hash, status_code=201,
-                    body=DatasetRecord.model_validate(record), location=location,
-                )  # fmt: skip
-            try:
-                db.commit()
-            except IntegrityError:
-                db.rollback()
-                replay = idempotency.find(db, owner, "datasets", idempotency_key or "", req_hash)
-                if replay is None:
-                    raise
-                return replay
-            return record
+            return idempotency.create_once(
+                db, owner=owner, endpoint="datasets", key=idempotency_key, req_hash=req_hash,
+                status_code=201, response_model=DatasetRecord, create=create,
+            )  # fmt: skip
 
     result = await run_in_threadpool(store)
     if isinstance(result, Response):
         return result
-    response.headers["Location"] = f"/api/v1/datasets/{result['id']}"
-    return result
+    record, location = result
+    response.headers["Location"] = location
+    return record
 
 
 @router.get("", response_model=DatasetList, responses=ERRORS)

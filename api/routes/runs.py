@@ -13,7 +13,6 @@ import numpy as np
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
@@ -48,7 +47,6 @@ from core.db.models import (
 from core.db.session import (
     get_autocommit_engine,
     get_autocommit_sessionmaker,
-    get_engine,
     get_sessionmaker,
 )
 from core.engine import Network
@@ -103,6 +101,37 @@ def queue_of(body: RunCreate, dataset: Dataset | Any, settings: Any) -> str:
     """``small`` or ``large``: the run's parameters x samples x epochs vs the threshold."""
     size = job_size(count_parameters(body.network), dataset.n_samples, body.training.epochs)
     return queue_kind(size, settings.small_job_threshold)
+
+
+def new_run_values(
+    body: RunCreate,
+    dataset: Dataset | Any,
+    principal: Principal,
+    settings: Settings,
+    *,
+    name: str | None,
+) -> dict[str, Any]:
+    """The columns of a new, queued run of ``body`` on ``dataset``: the one place they are
+    built, for ``POST /runs`` and for a sweep's trials alike."""
+    training = body.training.model_dump(mode="json")
+    if training.get("max_runtime_s") is None:
+        training["max_runtime_s"] = settings.max_runtime_s
+    return {
+        "owner": principal.owner,
+        "name": name,
+        "dataset_id": dataset.id,
+        "network": body.network.model_dump(mode="json", exclude_none=True),
+        "training": training,
+        "status": RunStatus.queued.value,
+        "epochs": body.training.epochs,
+        "metrics": {"loss": None},
+        "callback_url": body.callback_url,
+        "webhook_status": "pending" if body.callback_url else None,
+        "api_key_id": principal.key_id,
+        "enqueued_at": None,  # sent by the dispatcher when a worker has room
+        "queue": queue_of(body, dataset, settings),
+        "priority": body.priority,
+    }
 
 
 def _validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> None:
@@ -209,25 +238,7 @@ def _insert_run(
             detail=f"you have {dataset.active} queued or running runs; the limit is "
             f"{settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
         )
-    training = body.training.model_dump(mode="json")
-    if training.get("max_runtime_s") is None:
-        training["max_runtime_s"] = settings.max_runtime_s
-    values = {
-        "owner": owner,
-        "name": body.name,
-        "dataset_id": dataset.id,
-        "network": body.network.model_dump(mode="json", exclude_none=True),
-        "training": training,
-        "status": RunStatus.queued.value,
-        "epochs": body.training.epochs,
-        "metrics": {"loss": None},
-        "callback_url": body.callback_url,
-        "webhook_status": "pending" if body.callback_url else None,
-        "api_key_id": principal.key_id,
-        "enqueued_at": None,  # sent by the dispatcher when a worker has room
-        "queue": queue_of(body, dataset, settings),
-        "priority": body.priority,
-    }
+    values = new_run_values(body, dataset, principal, settings, name=body.name)
     # Values as parameters of one prebuilt statement (compiled once, not per request);
     # the columns' Python defaults (id, created_at, …) fill in the rest.
     return db.execute(_INSERT_RUN, values).first(), bool(dataset.backlog)
@@ -253,41 +264,26 @@ def _create_run(
     """Store the run (and its idempotency record) and, in the same transaction, a dispatch
     round; send what it picked after the commit. In a worker thread."""
     owner = principal.owner
-    chosen: list[Waiting] = []
+    req_hash = idempotency.request_hash(body.model_dump_json().encode())
+    picked: list[Waiting] = []
     last_served: dict[str, int] = {}
-    if idempotency_key is None:
-        with get_engine().connect() as conn:
-            serialise_owner(conn, owner)
-            row, backlog = _insert_run(conn, body, principal, settings)
-            chosen, last_served = _dispatch_here(conn, backlog, settings)
-            conn.commit()
-    else:
-        req_hash = idempotency.request_hash(body.model_dump_json().encode())
-        with get_sessionmaker()() as db:
-            serialise_owner(db.connection(), owner)
-            replay = idempotency.find(db, owner, "runs", idempotency_key, req_hash)
-            if replay is not None:
-                return replay
-            row, backlog = _insert_run(db, body, principal, settings)
-            idempotency.remember(
-                db, owner=owner, endpoint="runs", key=idempotency_key, req_hash=req_hash,
-                status_code=202, body=RunRecord.model_validate(run_record(row)),
-                location=f"/api/v1/runs/{row.id}",
-            )  # fmt: skip
-            chosen, last_served = _dispatch_here(db.connection(), backlog, settings)
-            try:
-                db.commit()
-            except IntegrityError:
-                # A concurrent request with the same Idempotency-Key committed first.
-                db.rollback()
-                replay = idempotency.find(db, owner, "runs", idempotency_key, req_hash)
-                if replay is None:
-                    raise
-                return replay
-    send_reserved(
-        chosen, last_served, settings=settings
-    )  # after the commit: the worker must find it
-    return run_record(row), f"/api/v1/runs/{row.id}"
+
+    def create(db: Session) -> tuple[dict[str, Any], str]:
+        row, backlog = _insert_run(db, body, principal, settings)
+        chosen, served = _dispatch_here(db.connection(), backlog, settings)
+        picked.extend(chosen)
+        last_served.update(served)
+        return run_record(row), f"/api/v1/runs/{row.id}"
+
+    with get_sessionmaker()() as db:
+        serialise_owner(db.connection(), owner)
+        result = idempotency.create_once(
+            db, owner=owner, endpoint="runs", key=idempotency_key, req_hash=req_hash,
+            status_code=202, response_model=RunRecord, create=create,
+        )  # fmt: skip
+    # Only after the commit: the worker must find the run.
+    send_reserved(picked, last_served, settings=settings)
+    return result
 
 
 @router.post("", status_code=202, response_model=RunRecord, responses=ERRORS)

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
@@ -26,7 +25,7 @@ from api.auth import PrincipalDep
 from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE
 from api.pagination import list_owned
-from api.routes.runs import ERRORS, _validate_against, queue_of
+from api.routes.runs import ERRORS, _validate_against, new_run_values
 from api.schemas import RunCreate, SweepCreate, SweepList, SweepRecord
 from core.db.locks import serialise_owner
 from core.db.models import (
@@ -225,104 +224,72 @@ def create_sweep(
     owner = principal.owner
     idempotency.check_key(idempotency_key)
     req_hash = idempotency.request_hash(body.model_dump_json().encode())
+
+    def create(db: Session) -> tuple[dict[str, Any], str]:
+        dataset = (
+            None
+            if "\x00" in body.base.dataset_id
+            else db.scalars(
+                select(Dataset).where(Dataset.id == body.base.dataset_id).with_for_update(read=True)
+            ).first()
+        )
+        if dataset is None or dataset.owner != owner:
+            raise HTTPException(
+                422, detail=f"base.dataset_id: no dataset with id {body.base.dataset_id}"
+            )
+        if body.base.callback_url is not None:
+            try:
+                check_target(body.base.callback_url, allow_private=settings.webhook_allow_private)
+            except WebhookTargetError as exc:
+                raise HTTPException(422, detail=f"base.callback_url: {exc}") from exc
+        trials = _trial_requests(body, dataset, settings)
+        active = db.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
+        )
+        if (active or 0) + len(trials) > settings.max_active_runs:
+            raise HTTPException(
+                429,
+                detail=f"this sweep has {len(trials)} runs and you have {active} queued or "
+                f"running; the limit is {settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
+            )
+        name = body.name or body.base.name
+        sweep = Sweep(
+            owner=owner,
+            name=name,
+            status=SweepStatus.queued.value,
+            metric=body.metric,
+            spec=body.model_dump(mode="json", exclude_unset=True),
+            n_trials=len({index for index, *_ in trials}),
+            n_runs=len(trials),
+            max_concurrent=body.max_concurrent,
+        )
+        db.add(sweep)
+        db.flush()
+        for index, fold, params, run_body in trials:
+            label = f"{name or 'sweep'} trial {index}" + (
+                f" fold {fold}" if fold is not None else ""
+            )
+            values = new_run_values(run_body, dataset, principal, settings, name=label[:200])
+            # Held: released by workers/sweeps.dispatch, max_concurrent at a time.
+            db.add(Run(**values, held=True, sweep_id=sweep.id, trial=index, fold=fold,
+                       sweep_params=params))  # fmt: skip
+        db.flush()
+        return sweep_record(db, sweep), f"/api/v1/sweeps/{sweep.id}"
+
     # The owner's active-run count stays exact until the commit (see core/db/locks.py).
     serialise_owner(db.connection(), owner)
-    if idempotency_key is not None:
-        replay = idempotency.find(db, owner, "sweeps", idempotency_key, req_hash)
-        if replay is not None:
-            return replay
-
-    dataset = (
-        None
-        if "\x00" in body.base.dataset_id
-        else db.scalars(
-            select(Dataset).where(Dataset.id == body.base.dataset_id).with_for_update(read=True)
-        ).first()
-    )
-    if dataset is None or dataset.owner != owner:
-        raise HTTPException(
-            422, detail=f"base.dataset_id: no dataset with id {body.base.dataset_id}"
-        )
-    if body.base.callback_url is not None:
-        try:
-            check_target(body.base.callback_url, allow_private=settings.webhook_allow_private)
-        except WebhookTargetError as exc:
-            raise HTTPException(422, detail=f"base.callback_url: {exc}") from exc
-    trials = _trial_requests(body, dataset, settings)
-
-    active = db.scalar(
-        select(func.count())
-        .select_from(Run)
-        .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
-    )
-    if (active or 0) + len(trials) > settings.max_active_runs:
-        raise HTTPException(
-            429,
-            detail=f"this sweep has {len(trials)} runs and you have {active} queued or running; "
-            f"the limit is {settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
-        )
-
-    spec = body.model_dump(mode="json", exclude_unset=True)
-    name = body.name or body.base.name
-    n_configs = len({index for index, *_ in trials})
-    sweep = Sweep(
-        owner=owner,
-        name=name,
-        status=SweepStatus.queued.value,
-        metric=body.metric,
-        spec=spec,
-        n_trials=n_configs,
-        n_runs=len(trials),
-        max_concurrent=body.max_concurrent,
-    )
-    db.add(sweep)
-    db.flush()
-    max_runtime = settings.max_runtime_s
-    for index, fold, params, run_body in trials:
-        training = run_body.training.model_dump(mode="json")
-        if training.get("max_runtime_s") is None:
-            training["max_runtime_s"] = max_runtime
-        label = f"{name or 'sweep'} trial {index}" + (f" fold {fold}" if fold is not None else "")
-        db.add(
-            Run(
-                owner=owner,
-                name=label[:200],
-                dataset_id=dataset.id,
-                network=run_body.network.model_dump(mode="json", exclude_none=True),
-                training=training,
-                status=RunStatus.queued.value,
-                epochs=run_body.training.epochs,
-                metrics={"loss": None},
-                callback_url=run_body.callback_url,
-                webhook_status="pending" if run_body.callback_url else None,
-                api_key_id=principal.key_id,
-                held=True,  # released by workers/sweeps.dispatch, max_concurrent at a time
-                queue=queue_of(run_body, dataset, settings),
-                priority=run_body.priority,
-                sweep_id=sweep.id,
-                trial=index,
-                fold=fold,
-                sweep_params=params,
-            )
-        )
-    db.flush()
-    record = sweep_record(db, sweep)
-    location = f"/api/v1/sweeps/{sweep.id}"
-    if idempotency_key is not None:
-        idempotency.remember(
-            db, owner=owner, endpoint="sweeps", key=idempotency_key, req_hash=req_hash,
-            status_code=202, body=SweepRecord.model_validate(record), location=location,
-        )  # fmt: skip
-    try:
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        replay = idempotency.find(db, owner, "sweeps", idempotency_key or "", req_hash)
-        if replay is None:
-            raise
-        return replay
-    dispatch(sweep.id)  # after the commit: the workers must find the runs
-    logger.info("sweep %s: %d runs, %d at a time", sweep.id, len(trials), sweep.max_concurrent)
+    result = idempotency.create_once(
+        db, owner=owner, endpoint="sweeps", key=idempotency_key, req_hash=req_hash,
+        status_code=202, response_model=SweepRecord, create=create,
+    )  # fmt: skip
+    if isinstance(result, Response):
+        return result
+    record, location = result
+    dispatch(record["id"])  # after the commit: the workers must find the runs
+    logger.info("sweep %s: %d runs, %d at a time", record["id"],
+                record["progress"]["total"], record["max_concurrent"])  # fmt: skip
     response.headers["Location"] = location
     return record
 
