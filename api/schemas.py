@@ -184,6 +184,12 @@ class ErrorOut(BaseModel):
     detail: Any
 
 
+#: The error answers a route may give, for OpenAPI (each with the ``ErrorOut`` body).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)
+}
+
+
 class HealthOut(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from sqlalchemy import select
 
 from api.deps import OwnerDep, ResourceId, SessionDep, get_owned
-from api.routes.runs import ERRORS
+from api.schemas import ERRORS
 from core.db.models import MetricRow, Run
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])

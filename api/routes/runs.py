@@ -1,15 +1,12 @@
-"""/api/v1/runs: submit, list, read, watch, cancel, delete runs; weights and predictions."""
+"""/api/v1/runs: submit, list, read, watch, cancel and delete runs (weights and predictions:
+predictions.py)."""
 
 from __future__ import annotations
 
-import io
 import logging
-from collections import OrderedDict
-from threading import Lock
 from typing import Annotated, Any
 
 import anyio
-import numpy as np
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
@@ -21,16 +18,15 @@ from api.auth import PrincipalDep
 from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE, run_event_stream
 from api.pagination import list_owned
+from api.routes.predictions import model_cache
 from api.schemas import (
-    ErrorOut,
+    ERRORS,
     MetricsOut,
-    PredictIn,
-    PredictOut,
     RunCreate,
     RunList,
     RunRecord,
-    WeightsOut,
 )
+from api.validation import new_run_values, validate_against
 from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
@@ -38,7 +34,6 @@ from core.db.models import (
     Checkpoint,
     Dataset,
     MetricRow,
-    ModelArtifact,
     Run,
     RunStatus,
     Sweep,
@@ -49,11 +44,8 @@ from core.db.session import (
     get_autocommit_sessionmaker,
     get_sessionmaker,
 )
-from core.engine import Network
 from core.keys import Principal
-from core.queues import count_parameters, job_size, queue_kind
 from core.settings import Settings
-from core.spec import check_compatible
 from core.streams import EVENT_STATUS
 from core.webhooks import WebhookTargetError, check_target
 from workers.celery_app import enqueue_webhook
@@ -62,10 +54,6 @@ from workers.dispatch import BACKLOG, Waiting, read_outlook, reserve, send_reser
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)
-}
 
 
 def run_record(run: Run | Any) -> dict[str, Any]:
@@ -95,90 +83,6 @@ def run_record(run: Run | Any) -> dict[str, Any]:
         "sweep_params": run.sweep_params,
         "stop_reason": run.stop_reason,
     }
-
-
-def queue_of(body: RunCreate, dataset: Dataset | Any, settings: Any) -> str:
-    """``small`` or ``large``: the run's parameters x samples x epochs vs the threshold."""
-    size = job_size(count_parameters(body.network), dataset.n_samples, body.training.epochs)
-    return queue_kind(size, settings.small_job_threshold)
-
-
-def new_run_values(
-    body: RunCreate,
-    dataset: Dataset | Any,
-    principal: Principal,
-    settings: Settings,
-    *,
-    name: str | None,
-) -> dict[str, Any]:
-    """The columns of a new, queued run of ``body`` on ``dataset``: the one place they are
-    built, for ``POST /runs`` and for a sweep's trials alike."""
-    training = body.training.model_dump(mode="json")
-    if training.get("max_runtime_s") is None:
-        training["max_runtime_s"] = settings.max_runtime_s
-    return {
-        "owner": principal.owner,
-        "name": name,
-        "dataset_id": dataset.id,
-        "network": body.network.model_dump(mode="json", exclude_none=True),
-        "training": training,
-        "status": RunStatus.queued.value,
-        "epochs": body.training.epochs,
-        "metrics": {"loss": None},
-        "callback_url": body.callback_url,
-        "webhook_status": "pending" if body.callback_url else None,
-        "api_key_id": principal.key_id,
-        "enqueued_at": None,  # sent by the dispatcher when a worker has room
-        "queue": queue_of(body, dataset, settings),
-        "priority": body.priority,
-    }
-
-
-def _validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> None:
-    net, cfg = body.network, body.training
-    problems: list[str] = []
-    if net.input_dim != dataset.n_features:
-        problems.append(
-            f"network.input_dim is {net.input_dim} but dataset {dataset.id} has "
-            f"{dataset.n_features} features"
-        )
-    if net.layers[-1].units != dataset.n_targets:
-        problems.append(
-            f"network.layers[{len(net.layers) - 1}].units is {net.layers[-1].units} but dataset "
-            f"{dataset.id} has {dataset.n_targets} targets"
-        )
-    try:
-        check_compatible(net, cfg)
-    except ValueError as exc:
-        problems.append(str(exc))
-    n_params = sum(
-        (fan_in + 1) * layer.units
-        for fan_in, layer in zip(
-            [net.input_dim] + [lay.units for lay in net.layers[:-1]], net.layers, strict=True
-        )
-    )
-    if n_params > settings.max_parameters:
-        problems.append(
-            f"network has {n_params} parameters; the limit is {settings.max_parameters} "
-            "(BACKPROP_MAX_PARAMETERS)"
-        )
-    if cfg.epochs > settings.max_epochs:
-        problems.append(
-            f"training.epochs is {cfg.epochs}; the limit is {settings.max_epochs} "
-            "(BACKPROP_MAX_EPOCHS)"
-        )
-    if cfg.batch_size > settings.max_batch_size:
-        problems.append(
-            f"training.batch_size is {cfg.batch_size}; the limit is {settings.max_batch_size} "
-            "(BACKPROP_MAX_BATCH_SIZE)"
-        )
-    if cfg.max_runtime_s is not None and cfg.max_runtime_s > settings.max_runtime_s:
-        problems.append(
-            f"training.max_runtime_s is {cfg.max_runtime_s}; the limit is "
-            f"{settings.max_runtime_s} (BACKPROP_MAX_RUNTIME_S)"
-        )
-    if problems:
-        raise HTTPException(422, detail="; ".join(problems))
 
 
 # The dataset a run names, how many active runs its owner has and whether any run waits to
@@ -226,7 +130,7 @@ def _insert_run(
         ).first()
     if dataset is None or dataset.owner != owner:
         raise HTTPException(422, detail=f"dataset_id: no dataset with id {body.dataset_id}")
-    _validate_against(body, dataset, settings)
+    validate_against(body, dataset, settings)
     if body.callback_url is not None:
         try:
             check_target(body.callback_url, allow_private=settings.webhook_allow_private)
@@ -436,104 +340,5 @@ def delete_run(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
             )  # fmt: skip
     db.delete(run)
     db.commit()
-    _model_cache.drop(run_id)
+    model_cache.drop(run_id)
     return Response(status_code=204)
-
-
-class _ModelCache:
-    """Loaded models by run id; artifacts never change once written."""
-
-    def __init__(self, size: int = 32) -> None:
-        self._items: OrderedDict[str, Network] = OrderedDict()
-        self._size = size
-        self._lock = Lock()
-
-    def get(self, db: Session, run: Run) -> Network:
-        with self._lock:
-            if run.id in self._items:
-                self._items.move_to_end(run.id)
-                return self._items[run.id]
-        if run.status != RunStatus.succeeded.value:
-            raise HTTPException(
-                409, detail=f"run {run.id} is {run.status}; weights exist once it succeeded"
-            )
-        blob = db.scalar(select(ModelArtifact.data).where(ModelArtifact.run_id == run.id))
-        if blob is None:
-            raise HTTPException(409, detail=f"run {run.id} has no stored model")
-        net = Network.load(blob)
-        with self._lock:
-            self._items[run.id] = net
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return net
-
-    def drop(self, run_id: str) -> None:
-        with self._lock:
-            self._items.pop(run_id, None)
-
-
-_model_cache = _ModelCache()
-
-
-@router.get(
-    "/{run_id}/weights",
-    response_model=WeightsOut,
-    responses={
-        200: {"content": {"application/octet-stream": {}, "application/onnx": {}}},
-        **ERRORS,
-    },
-)
-def get_weights(
-    run_id: ResourceId,
-    db: SessionDep,
-    owner: OwnerDep,
-    format: Annotated[str, Query(pattern="^(json|npz|onnx)$")] = "json",
-) -> Any:
-    net = _model_cache.get(db, get_owned(db, Run, owner, run_id))
-    if format == "onnx":
-        from api.onnx_export import network_to_onnx  # imports onnx only when asked for
-
-        return Response(
-            network_to_onnx(net),
-            media_type="application/onnx",
-            headers={"Content-Disposition": f'attachment; filename="run-{run_id}.onnx"'},
-        )
-    if format == "npz":
-        arrays: dict[str, np.ndarray] = {}
-        for i, layer in enumerate(net.weights):
-            arrays[f"W{i}"] = layer["W"]
-            arrays[f"b{i}"] = layer["b"]
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        return Response(
-            buf.getvalue(),
-            media_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="run-{run_id}-weights.npz"'},
-        )
-    return {
-        "layers": [{"W": layer["W"].tolist(), "b": layer["b"].tolist()} for layer in net.weights]
-    }
-
-
-@router.post(
-    "/{run_id}/predict", response_model=PredictOut, response_model_exclude_none=True,
-    responses=ERRORS,
-)  # fmt: skip
-def predict(run_id: ResourceId, body: PredictIn, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
-    net = _model_cache.get(db, get_owned(db, Run, owner, run_id))
-    n_in = net.spec.input_dim
-    for i, row in enumerate(body.inputs):
-        if len(row) != n_in:
-            raise HTTPException(
-                422, detail=f"inputs[{i}] has {len(row)} values; the network takes {n_in}"
-            )
-    X = np.asarray(body.inputs, dtype=np.float64)
-    if not np.all(np.isfinite(X)):
-        raise HTTPException(422, detail="inputs: every value must be a finite number")
-    outputs = np.asarray(net.predict(X), dtype=np.float64)
-    if not np.all(np.isfinite(outputs)):
-        raise HTTPException(422, detail="inputs: values too large; the outputs are not finite")
-    result: dict[str, Any] = {"outputs": outputs.tolist()}
-    if net.classes is not None:
-        result["labels"] = net.labels_of(outputs)
-    return result

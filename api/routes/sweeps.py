@@ -25,8 +25,8 @@ from api.auth import PrincipalDep
 from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE
 from api.pagination import list_owned
-from api.routes.runs import ERRORS, _validate_against, new_run_values
-from api.schemas import RunCreate, SweepCreate, SweepList, SweepRecord
+from api.schemas import ERRORS, RunCreate, SweepCreate, SweepList, SweepRecord
+from api.validation import new_run_values, validate_against
 from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
@@ -189,7 +189,7 @@ def _trial_requests(
                 ) from None
             if fold is None or fold == 0:
                 try:
-                    _validate_against(run_body, dataset, settings)
+                    validate_against(run_body, dataset, settings)
                 except HTTPException as exc:
                     raise HTTPException(422, detail=f"{where}: {exc.detail}") from None
                 cfg = run_body.training

@@ -1,0 +1,120 @@
+"""Weights and predictions of a succeeded run: the loaded-model cache, export (JSON, NPZ,
+ONNX) and ``POST /runs/{id}/predict``."""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from threading import Lock
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import OwnerDep, ResourceId, SessionDep, get_owned
+from api.schemas import ERRORS, PredictIn, PredictOut, WeightsOut
+from core.db.models import ModelArtifact, Run, RunStatus
+from core.engine import Network
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+
+
+class ModelCache:
+    """Loaded models by run id; artifacts never change once written."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._items: OrderedDict[str, Network] = OrderedDict()
+        self._size = size
+        self._lock = Lock()
+
+    def get(self, db: Session, run: Run) -> Network:
+        with self._lock:
+            if run.id in self._items:
+                self._items.move_to_end(run.id)
+                return self._items[run.id]
+        if run.status != RunStatus.succeeded.value:
+            raise HTTPException(
+                409, detail=f"run {run.id} is {run.status}; weights exist once it succeeded"
+            )
+        blob = db.scalar(select(ModelArtifact.data).where(ModelArtifact.run_id == run.id))
+        if blob is None:
+            raise HTTPException(409, detail=f"run {run.id} has no stored model")
+        net = Network.load(blob)
+        with self._lock:
+            self._items[run.id] = net
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return net
+
+    def drop(self, run_id: str) -> None:
+        with self._lock:
+            self._items.pop(run_id, None)
+
+
+model_cache = ModelCache()
+
+
+@router.get(
+    "/{run_id}/weights",
+    response_model=WeightsOut,
+    responses={
+        200: {"content": {"application/octet-stream": {}, "application/onnx": {}}},
+        **ERRORS,
+    },
+)
+def get_weights(
+    run_id: ResourceId,
+    db: SessionDep,
+    owner: OwnerDep,
+    format: Annotated[str, Query(pattern="^(json|npz|onnx)$")] = "json",
+) -> Any:
+    net = model_cache.get(db, get_owned(db, Run, owner, run_id))
+    if format == "onnx":
+        from api.onnx_export import network_to_onnx  # imports onnx only when asked for
+
+        return Response(
+            network_to_onnx(net),
+            media_type="application/onnx",
+            headers={"Content-Disposition": f'attachment; filename="run-{run_id}.onnx"'},
+        )
+    if format == "npz":
+        arrays: dict[str, np.ndarray] = {}
+        for i, layer in enumerate(net.weights):
+            arrays[f"W{i}"] = layer["W"]
+            arrays[f"b{i}"] = layer["b"]
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return Response(
+            buf.getvalue(),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="run-{run_id}-weights.npz"'},
+        )
+    return {
+        "layers": [{"W": layer["W"].tolist(), "b": layer["b"].tolist()} for layer in net.weights]
+    }
+
+
+@router.post(
+    "/{run_id}/predict", response_model=PredictOut, response_model_exclude_none=True,
+    responses=ERRORS,
+)  # fmt: skip
+def predict(run_id: ResourceId, body: PredictIn, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    net = model_cache.get(db, get_owned(db, Run, owner, run_id))
+    n_in = net.spec.input_dim
+    for i, row in enumerate(body.inputs):
+        if len(row) != n_in:
+            raise HTTPException(
+                422, detail=f"inputs[{i}] has {len(row)} values; the network takes {n_in}"
+            )
+    X = np.asarray(body.inputs, dtype=np.float64)
+    if not np.all(np.isfinite(X)):
+        raise HTTPException(422, detail="inputs: every value must be a finite number")
+    outputs = np.asarray(net.predict(X), dtype=np.float64)
+    if not np.all(np.isfinite(outputs)):
+        raise HTTPException(422, detail="inputs: values too large; the outputs are not finite")
+    result: dict[str, Any] = {"outputs": outputs.tolist()}
+    if net.classes is not None:
+        result["labels"] = net.labels_of(outputs)
+    return result

@@ -1,0 +1,95 @@
+"""What a run request must satisfy before it is stored, and the columns of its new row:
+shared by ``POST /runs`` and by sweeps, which create runs too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+
+from api.schemas import RunCreate
+from core.db.models import Dataset, RunStatus
+from core.keys import Principal
+from core.queues import count_parameters, job_size, queue_kind
+from core.settings import Settings
+from core.spec import check_compatible
+
+
+def queue_of(body: RunCreate, dataset: Dataset | Any, settings: Any) -> str:
+    """``small`` or ``large``: the run's parameters x samples x epochs vs the threshold."""
+    size = job_size(count_parameters(body.network), dataset.n_samples, body.training.epochs)
+    return queue_kind(size, settings.small_job_threshold)
+
+
+def new_run_values(
+    body: RunCreate,
+    dataset: Dataset | Any,
+    principal: Principal,
+    settings: Settings,
+    *,
+    name: str | None,
+) -> dict[str, Any]:
+    """The columns of a new, queued run of ``body`` on ``dataset``: the one place they are
+    built, for ``POST /runs`` and for a sweep's trials alike."""
+    training = body.training.model_dump(mode="json")
+    if training.get("max_runtime_s") is None:
+        training["max_runtime_s"] = settings.max_runtime_s
+    return {
+        "owner": principal.owner,
+        "name": name,
+        "dataset_id": dataset.id,
+        "network": body.network.model_dump(mode="json", exclude_none=True),
+        "training": training,
+        "status": RunStatus.queued.value,
+        "epochs": body.training.epochs,
+        "metrics": {"loss": None},
+        "callback_url": body.callback_url,
+        "webhook_status": "pending" if body.callback_url else None,
+        "api_key_id": principal.key_id,
+        "enqueued_at": None,  # sent by the dispatcher when a worker has room
+        "queue": queue_of(body, dataset, settings),
+        "priority": body.priority,
+    }
+
+
+def validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> None:
+    """422 listing every way ``body`` does not fit ``dataset`` or the service's limits."""
+    net, cfg = body.network, body.training
+    problems: list[str] = []
+    if net.input_dim != dataset.n_features:
+        problems.append(
+            f"network.input_dim is {net.input_dim} but dataset {dataset.id} has "
+            f"{dataset.n_features} features"
+        )
+    if net.layers[-1].units != dataset.n_targets:
+        problems.append(
+            f"network.layers[{len(net.layers) - 1}].units is {net.layers[-1].units} but dataset "
+            f"{dataset.id} has {dataset.n_targets} targets"
+        )
+    try:
+        check_compatible(net, cfg)
+    except ValueError as exc:
+        problems.append(str(exc))
+    n_params = count_parameters(net)
+    if n_params > settings.max_parameters:
+        problems.append(
+            f"network has {n_params} parameters; the limit is {settings.max_parameters} "
+            "(BACKPROP_MAX_PARAMETERS)"
+        )
+    if cfg.epochs > settings.max_epochs:
+        problems.append(
+            f"training.epochs is {cfg.epochs}; the limit is {settings.max_epochs} "
+            "(BACKPROP_MAX_EPOCHS)"
+        )
+    if cfg.batch_size > settings.max_batch_size:
+        problems.append(
+            f"training.batch_size is {cfg.batch_size}; the limit is {settings.max_batch_size} "
+            "(BACKPROP_MAX_BATCH_SIZE)"
+        )
+    if cfg.max_runtime_s is not None and cfg.max_runtime_s > settings.max_runtime_s:
+        problems.append(
+            f"training.max_runtime_s is {cfg.max_runtime_s}; the limit is "
+            f"{settings.max_runtime_s} (BACKPROP_MAX_RUNTIME_S)"
+        )
+    if problems:
+        raise HTTPException(422, detail="; ".join(problems))
