@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -37,6 +37,20 @@ def decode_event(fields: dict[bytes | str, bytes | str]) -> tuple[str, dict[str,
 
     by_name = {text(k): text(v) for k, v in fields.items()}
     return by_name["event"], json.loads(by_name["data"])
+
+
+class Publisher(Protocol):
+    """What publishes a run's events: :class:`EventPublisher`, or a recorder in tests."""
+
+    def publish(
+        self,
+        run_id: str,
+        event: str,
+        data: dict[str, Any],
+        *,
+        final: bool = False,
+        telemetry: dict[str, float] | None = None,
+    ) -> bool: ...
 
 
 class EventPublisher:

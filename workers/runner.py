@@ -30,7 +30,7 @@ from core.engine import EngineError, Network
 from core.engine.training import validation_size
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
-from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher
+from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher, Publisher
 from core.telemetry import epoch_increments, run_ended_increments
 from workers.dispatch import freed, request_dispatch
 from workers.lifecycle import handback_requested
@@ -110,14 +110,17 @@ class RunTrainer:
         settings: Settings | None = None,
         redis_client: redis.Redis | None = None,
         owner: str | None = None,
+        events: Publisher | None = None,
     ) -> None:
         self.run_id = run_id
         self.settings = settings or get_settings()
         self.me = owner or worker_identity()
-        client = redis_client or redis.Redis.from_url(self.settings.redis_url)
-        self.events = EventPublisher(
-            client, maxlen=self.settings.stream_maxlen, ttl_s=self.settings.stream_ttl_s
-        )
+        if events is None:
+            client = redis_client or redis.Redis.from_url(self.settings.redis_url)
+            events = EventPublisher(
+                client, maxlen=self.settings.stream_maxlen, ttl_s=self.settings.stream_ttl_s
+            )
+        self.events = events
         self._train_samples = 0
         self._last_elapsed = 0.0
         self._cancel = False
