@@ -35,11 +35,13 @@ RUN pip install --no-cache-dir --no-deps . \
     && rm -rf build ./*.egg-info
 
 # Run as an unprivileged user; its home is the working folder (only a SQLite fallback
-# database would ever be written there — compose uses PostgreSQL).
-RUN groupadd --system --gid 10001 backprop \
-    && useradd --system --uid 10001 --gid backprop --create-home --home-dir /home/backprop \
+# database would ever be written there — compose uses PostgreSQL). uid/gid 1000 is the
+# first regular id (UID_MIN/GID_MIN of Debian's login.defs), so useradd takes it without a
+# warning; the image has no other user at or above 1000 but `nobody`.
+RUN groupadd --gid 1000 backprop \
+    && useradd --uid 1000 --gid backprop --create-home --home-dir /home/backprop \
        --shell /usr/sbin/nologin backprop
-USER 10001:10001
+USER 1000:1000
 WORKDIR /home/backprop
 
 EXPOSE 8000

