@@ -2,7 +2,7 @@
 
 A script, not a test. Before fair dispatch, owner B's 5-epoch run at priority 9 waited 43 s
 behind owner A's 60 priority-9 runs, because A's messages sat in the broker ahead of B's.
-Now queued runs wait in the database and ``workers/dispatch.py`` sends one only when a
+Now queued runs wait in the database and ``core/dispatch.py`` sends one only when a
 worker slot frees, round robin across owners: B's new run should start as soon as a slot
 frees, ahead of A's backlog, so B waits at most one of A's runs.
 

@@ -16,7 +16,7 @@
 - :func:`leaderboard` ranks trials (or, with cross-validation, configurations: the mean and
   standard deviation over their folds).
 
-No database, no Celery: the service's sweep code (``workers/sweeps.py``, ``api/routes/
+No database, no Celery: the service's sweep code (``core/sweep_runs.py``, ``api/routes/
 sweeps.py``) calls these.
 """
 

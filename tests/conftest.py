@@ -14,6 +14,9 @@ Fixtures:
 - ``db_url`` (function, parametrized ``sqlite`` / ``postgresql``): a database migrated to
   head with no rows. SQLite gets a new file per test; PostgreSQL shares one migrated
   database per session whose tables are truncated before each test.
+- ``service_settings`` (function, on ``db_url``): the process's settings pointed at that
+  database and at a task queue of its own on the local Redis, for service code called
+  in-process (the dispatcher, the worker's run lifecycle).
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from core.db.migrate import upgrade
 from core.db.models import Base
+from core.db.session import set_pooling
+from core.settings import Settings, get_settings
 
 PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -138,3 +144,25 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = request.getfixturevalue("pg_migrated_url")
     _truncate_all(url)
     return url
+
+
+REDIS_URL = os.environ.get("BACKPROP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def service_settings(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The process's settings for ``db_url`` (SQLite and PostgreSQL) and a fresh queue name;
+    the queue's Redis keys are removed afterwards."""
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("BACKPROP_DATABASE_URL", db_url)
+    monkeypatch.setenv("BACKPROP_REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("BACKPROP_TASK_QUEUE", queue)
+    get_settings.cache_clear()
+    set_pooling(True)  # drops engines made for other URLs
+    yield get_settings()
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"backprop:*:{queue}"))
+    if keys:
+        client.delete(*keys)
+    get_settings.cache_clear()
+    set_pooling(True)

@@ -13,7 +13,7 @@
   in the queue; the atomic claim makes any duplicate delivery a no-op.
 - The main process also announces the worker's slots to the dispatcher and, every
   ``BACKPROP_DISPATCH_INTERVAL_S``, re-sends lost messages and sends queued runs to free
-  slots (workers/dispatch.py). It withdraws the announcement when it shuts down.
+  slots (core/dispatch.py). It withdraws the announcement when it shuts down.
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from core.db.models import Run, RunStatus, utcnow
 from core.db.session import session_scope, set_pooling
-from core.logs import current_run_id
-from core.settings import get_settings
-from workers.dispatch import (
+from core.dispatch import (
     dispatch,
     kinds_of_queues,
     maintain,
@@ -53,7 +51,9 @@ from workers.dispatch import (
     wait_for_request,
     withdraw_worker,
 )
-from workers.sweeps import reconcile as reconcile_sweeps
+from core.logs import current_run_id
+from core.settings import get_settings
+from core.sweep_runs import reconcile as reconcile_sweeps
 
 logger = logging.getLogger(__name__)
 

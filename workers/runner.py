@@ -23,18 +23,19 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, s
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.broker import enqueue_webhook
 from core.data import ParsedDataset, from_npz_bytes
 from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
 from core.db.session import TRANSIENT_ERRORS, get_autocommit_engine, retry_transient, session_scope
+from core.dispatch import freed, request_dispatch
 from core.engine import EngineError, Network
 from core.engine.training import validation_size
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
 from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher, Publisher
+from core.sweep_runs import PruneCheck, after_run_end
 from core.telemetry import epoch_increments, run_ended_increments
-from workers.dispatch import freed, request_dispatch
 from workers.lifecycle import handback_requested
-from workers.sweeps import PruneCheck, after_run_end
 
 logger = logging.getLogger(__name__)
 
@@ -517,8 +518,6 @@ class RunTrainer:
         else:  # ended at its claim: the slot is free now
             request_dispatch()
         if self._has_webhook:
-            from workers.celery_app import enqueue_webhook
-
             enqueue_webhook(self.run_id)
 
     def _hand_back(self) -> None:

@@ -27,6 +27,7 @@ from api.schemas import (
     RunRecord,
 )
 from api.validation import new_run_values, validate_against
+from core.broker import enqueue_webhook
 from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
@@ -44,12 +45,11 @@ from core.db.session import (
     get_autocommit_sessionmaker,
     get_sessionmaker,
 )
+from core.dispatch import BACKLOG, Waiting, read_outlook, reserve, send_reserved
 from core.keys import Principal
 from core.settings import Settings
 from core.streams import EVENT_STATUS
 from core.webhooks import WebhookTargetError, check_target
-from workers.celery_app import enqueue_webhook
-from workers.dispatch import BACKLOG, Waiting, read_outlook, reserve, send_reserved
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A sweep expands its search space into trials, validates every trial's run request exactly
 as ``POST /runs`` does, and stores them all as ``queued`` runs carrying its ``sweep_id``;
-``workers/sweeps.py`` sends at most ``max_concurrent`` of them to the workers at a time.
+``core/sweep_runs.py`` sends at most ``max_concurrent`` of them to the workers at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from api.events import SSE_RESPONSE
 from api.pagination import list_owned
 from api.schemas import ERRORS, RunCreate, SweepCreate, SweepList, SweepRecord
 from api.validation import new_run_values, validate_against
+from core.broker import enqueue_webhook
 from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
@@ -40,6 +41,7 @@ from core.db.models import (
 )
 from core.db.session import get_sessionmaker
 from core.streams import EVENT_STATUS
+from core.sweep_runs import dispatch, refresh
 from core.sweeps import (
     STOP_PRUNED,
     STOP_SWEEP_CANCELLED,
@@ -51,8 +53,6 @@ from core.sweeps import (
     mode_of,
 )
 from core.webhooks import WebhookTargetError, check_target
-from workers.celery_app import enqueue_webhook
-from workers.sweeps import dispatch, refresh
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def create_sweep(
                 f" fold {fold}" if fold is not None else ""
             )
             values = new_run_values(run_body, dataset, principal, settings, name=label[:200])
-            # Held: released by workers/sweeps.dispatch, max_concurrent at a time.
+            # Held: released by core/sweep_runs.dispatch, max_concurrent at a time.
             db.add(Run(**values, held=True, sweep_id=sweep.id, trial=index, fold=fold,
                        sweep_params=params))  # fmt: skip
         db.flush()

@@ -131,7 +131,7 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # When the task message was sent (NULL: not sent, or sent again soon). Queued runs wait
-    # in the database and are sent as workers have room (workers/dispatch.py); a message
+    # in the database and are sent as workers have room (core/dispatch.py); a message
     # lost with Redis is noticed and sent again.
     enqueued_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     # A sweep's trial waiting for a free slot of its sweep (max_concurrent): not sent yet.

@@ -13,8 +13,7 @@ from sqlalchemy import select, update
 
 from core.db.models import Run, RunStatus, utcnow
 from core.db.session import session_scope
-from core.settings import Settings
-from workers.dispatch import (
+from core.dispatch import (
     Waiting,
     announce_worker,
     broker_redis,
@@ -27,6 +26,7 @@ from workers.dispatch import (
     wait_for_request,
     withdraw_worker,
 )
+from core.settings import Settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

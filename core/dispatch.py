@@ -54,12 +54,12 @@ from sqlalchemy import (
     update,
 )
 
+from core.broker import enqueue_run
 from core.db.locks import serialise_dispatch
 from core.db.models import Run, RunStatus, utcnow
 from core.db.session import get_process_engine
 from core.queues import DEFAULT, KINDS, queue_name
 from core.settings import Settings, get_settings
-from workers.celery_app import enqueue_run
 
 logger = logging.getLogger(__name__)
 

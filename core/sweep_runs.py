@@ -1,8 +1,10 @@
-"""Sweeps in the service: dispatching trials, pruning them (ASHA), finishing the sweep.
+"""A sweep's trials in the service: releasing them, pruning them (ASHA), finishing the sweep.
+
+(The pure rules — search spaces, rungs, which trials ASHA keeps — are in core/sweeps.py.)
 
 A sweep's trials are ordinary runs, all created ``queued`` and ``held`` when the sweep is;
 only ``max_concurrent`` of them at a time are released to the run dispatcher
-(workers/dispatch.py), which sends them to free workers like any other run.
+(core/dispatch.py), which sends them to free workers like any other run.
 :func:`dispatch` releases more as trials end; :func:`refresh` moves the sweep to ``running``
 and, once every trial ended, to its final status. Both are idempotent and safe to call from
 any process at any time: a dispatch starts with an UPDATE of the sweep's row, which
@@ -36,8 +38,8 @@ from core.db.models import (
     utcnow,
 )
 from core.db.session import session_scope
+from core.dispatch import request_dispatch
 from core.sweeps import STOP_PRUNED, asha_keep, mode_of, rungs
-from workers.dispatch import request_dispatch
 
 logger = logging.getLogger(__name__)
 
