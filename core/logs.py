@@ -4,19 +4,29 @@ Code that works on a run sets :data:`current_run_id`; every log line written mea
 in any module, carries it, so one run's story can be filtered out of many workers' logs.
 URLs in log lines lose their credentials and query string (:class:`RedactUrlsFilter`), as
 callback URLs may carry secrets there and libraries such as httpx log the URLs they call.
+
+One handler writes every line of a process (:func:`configure_logging`): Python warnings
+(Celery's root-user ``SecurityWarning``, say) go through it too, and under ``json`` so do
+uncaught exceptions, so that every line of ``backprop api``, ``worker`` and ``standalone``
+is a JSON object. :func:`write_now` is for code that runs in a signal handler.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import sys
+import threading
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 
 current_run_id: ContextVar[str | None] = ContextVar("current_run_id", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(run_suffix)s: %(message)s"
+LOG_FORMATS = ("json", "text")
 
 
 # Celery's task ids for runs are "<run id>.<suffix>" (workers.celery_app.task_id_for).
@@ -85,8 +95,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_handler: logging.Handler | None = None
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Replace the root handlers with one stderr handler in the chosen format."""
+    """Replace the root handlers with one stderr handler in the chosen format.
+
+    Warnings (:mod:`warnings`) are logged through it (logger ``py.warnings``). Under
+    ``json`` an uncaught exception is logged too (level CRITICAL, with its traceback in
+    ``exception``) instead of printed as a bare traceback.
+    """
+    global _handler
+    fmt = fmt.strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"BACKPROP_LOG_FORMAT must be one of {LOG_FORMATS}, not {fmt!r}")
     handler = logging.StreamHandler()
     handler.addFilter(RunIdFilter())
     handler.addFilter(RedactUrlsFilter())
@@ -96,3 +118,54 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    _handler = handler
+    logging.captureWarnings(True)
+    if fmt == "json":
+        sys.excepthook = _log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    logging.getLogger("backprop").critical("uncaught exception", exc_info=(kind, error, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("backprop").critical(
+        "uncaught exception in thread %s", name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )  # fmt: skip
+
+
+def write_now(name: str, level: int, message: str) -> None:
+    """Write one line in the configured format straight to the log's file descriptor.
+
+    For code that runs in a signal handler, where the handler's lock and the stream's
+    buffer may be held by the very code the signal interrupted. Falls back to the
+    logger when logging is not configured or its stream has no file descriptor.
+    """
+    handler = _handler
+    stream = getattr(handler, "stream", None)
+    try:
+        fd = stream.fileno() if stream is not None else None
+    except (OSError, ValueError):
+        fd = None
+    logger = logging.getLogger(name)
+    if handler is None or fd is None:
+        logger.log(level, "%s", message)
+        return
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(name, level, "(unknown file)", 0, message, (), None)
+    if handler.filter(record):
+        try:
+            os.write(fd, (handler.format(record) + "\n").encode("utf-8", "replace"))
+        except OSError:  # a closed stderr must not break the caller (a shutdown, say)
+            pass

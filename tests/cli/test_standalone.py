@@ -92,6 +92,10 @@ def test_standalone_with_embedded_redis_trains_and_stops_everything(
         assert proc.wait(60) == 0
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert "embedded" in output
+        # Text for people (the default here), in one format: no JSON line, no Celery banner.
+        assert "INFO backprop: Backprop Service is up" in output
+        assert not [line for line in output.splitlines() if line.lstrip().startswith("{")]
+        assert "[config]" not in output and "[queues]" not in output
         wait_for(lambda: not any(alive(pid) for pid in family), 10, "no process left behind")
     finally:
         client.close()
