@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue  # kombu's __init__ imports it lazily: no explicit re-export
 
 from core.queues import all_queues, celery_priority, queue_name
 from core.settings import Settings, get_settings

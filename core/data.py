@@ -426,6 +426,7 @@ def parse_csv(
         numeric.append(values)
 
     feature_names = [names[j] for j in feature_idx]
+    classes: list[Any] | None
     if label_col is not None:
         if len(target_idx) > 1:
             raise DatasetError(
@@ -485,6 +486,7 @@ def _from_arrays(X: np.ndarray, y: np.ndarray, task: str | None, max_cells: int)
             422,
         )
 
+    classes: list[Any] | None
     if y.dtype.kind in "US":
         if y.ndim == 2 and y.shape[1] != 1:
             raise DatasetError(

@@ -38,10 +38,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import cast
 
 import redis
 from sqlalchemy import (
     Connection,
+    Table,
     and_,
     bindparam,
     exists,
@@ -225,7 +227,8 @@ def choose(
 
 # -- sending --------------------------------------------------------------------------------
 
-_runs = Run.__table__
+# SQLAlchemy types a mapped class's __table__ as FromClause; a declarative class has a Table.
+_runs = cast(Table, Run.__table__)
 
 # Prebuilt statements (compiled once): the waiting runs ranked in each owner and kind, then
 # the slots taken per kind together with the first ``per_owner`` waiting runs of each.
@@ -455,7 +458,8 @@ def wait_for_request(timeout_s: float, settings: Settings | None = None) -> bool
 
 def _forget(client: redis.Redis, settings: Settings, worker_ids: list[bytes]) -> None:
     try:
-        client.hdel(_registry_key(settings.task_queue), *worker_ids)
+        # redis-py types hash fields as str, but takes bytes (these are HGETALL's own keys).
+        client.hdel(_registry_key(settings.task_queue), *worker_ids)  # type: ignore[arg-type]
     except redis.RedisError:
         pass
 

@@ -11,7 +11,7 @@ The models hold plain Python data only; turning them into arrays is the engine's
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -31,9 +31,9 @@ InitName = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal",
 LossName = Literal["mse", "mae", "binary_crossentropy", "categorical_crossentropy"]
 DTypeName = Literal["float32", "float64"]
 
-ACTIVATIONS: tuple[str, ...] = ActivationName.__args__
-INITS: tuple[str, ...] = InitName.__args__
-LOSSES: tuple[str, ...] = LossName.__args__
+ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
+INITS: tuple[str, ...] = get_args(InitName)
+LOSSES: tuple[str, ...] = get_args(LossName)
 
 
 class _Strict(BaseModel):

@@ -12,6 +12,7 @@ import logging
 from typing import Any, Protocol
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from core.telemetry import queue_increments
 
@@ -25,7 +26,8 @@ def stream_key(run_id: str) -> str:
     return f"backprop:run:{run_id}:events"
 
 
-def encode_event(event: str, data: dict[str, Any]) -> dict[str, str]:
+def encode_event(event: str, data: dict[str, Any]) -> dict[FieldT, EncodableT]:
+    """The fields of a stream entry (typed as redis-py's ``xadd`` takes them: str to str)."""
     return {"event": event, "data": json.dumps(data, separators=(",", ":"))}
 
 

@@ -23,9 +23,9 @@ epoch, and at a rung epoch compares the trial's metric with its siblings' at tha
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, Executable, func, select, update
 from sqlalchemy.orm import Session
 
 from core.db.models import (
@@ -47,14 +47,21 @@ _ACTIVE_RUN = (RunStatus.queued.value, RunStatus.running.value)
 _ACTIVE_SWEEP = [s.value for s in SWEEP_ACTIVE]
 
 
+def _rowcount(s: Session, stmt: Executable) -> int:
+    """Rows matched by the UPDATE ``stmt``. (``Session.execute`` is typed as returning a
+    ``Result``; for an UPDATE it is a ``CursorResult``, which has the row count.)"""
+    return cast(CursorResult[Any], s.execute(stmt)).rowcount
+
+
 def _take_trials(s: Session, sweep_id: str) -> list[str]:
     """Release up to the sweep's free slots of held trials; returns their ids."""
-    locked = s.execute(
+    locked = _rowcount(
+        s,
         update(Sweep)
         .where(Sweep.id == sweep_id, Sweep.status.in_(_ACTIVE_SWEEP))
         .values(updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .execution_options(synchronize_session=False),
+    )
     if not locked:
         return []
     max_concurrent = s.scalar(select(Sweep.max_concurrent).where(Sweep.id == sweep_id)) or 1
@@ -82,12 +89,13 @@ def _take_trials(s: Session, sweep_id: str) -> list[str]:
     ).all()
     taken = []
     for run_id in waiting:
-        if s.execute(
+        if _rowcount(
+            s,
             update(Run)
             .where(Run.id == run_id, Run.status == RunStatus.queued.value, Run.held.is_(True))
             .values(held=False)
-            .execution_options(synchronize_session=False)
-        ).rowcount:
+            .execution_options(synchronize_session=False),
+        ):
             taken.append(run_id)
     return taken
 
@@ -246,7 +254,8 @@ class PruneCheck:
                 f"pruned at epoch {epoch} (ASHA): {self._metric} {mine:.6g} is not among the "
                 f"best 1/{self._eta} of the {len(values)} trials that reached this epoch"
             )
-            marked = s.execute(
+            marked = _rowcount(
+                s,
                 update(Run)
                 .where(
                     Run.id == self.run_id,
@@ -254,8 +263,8 @@ class PruneCheck:
                     Run.status == RunStatus.running.value,
                 )
                 .values(cancel_requested=True, stop_reason=STOP_PRUNED)
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
         if marked:
             logger.info("run %s: %s", self.run_id, note)
             return note

@@ -178,9 +178,18 @@ class SpaceError(ValueError):
     """The search space does not fit the base request (names the trial and parameter)."""
 
 
+def _grid_lists(space: SearchSpace) -> list[list[Any]]:
+    """The value lists of a grid, in parameter order."""
+    lists = []
+    for values in space.parameters.values():
+        assert isinstance(values, list), "SearchSpace lets a grid take lists only"
+        lists.append(values)
+    return lists
+
+
 def grid_size(space: SearchSpace) -> int:
     """How many trials a grid has, computed without building them."""
-    return math.prod(len(values) for values in space.parameters.values())  # type: ignore[arg-type]
+    return math.prod(len(values) for values in _grid_lists(space))
 
 
 def expand(space: SearchSpace, *, default_trials: int = 10) -> list[dict[str, Any]]:
@@ -192,10 +201,9 @@ def expand(space: SearchSpace, *, default_trials: int = 10) -> list[dict[str, An
     """
     paths = list(space.parameters)
     if space.type == "grid":
-        lists = [space.parameters[p] for p in paths]
         return [
             dict(zip(paths, copy.deepcopy(combo), strict=True))
-            for combo in itertools.product(*lists)  # type: ignore[arg-type]
+            for combo in itertools.product(*_grid_lists(space))
         ]
     rng = np.random.default_rng(space.seed)
     trials = []

@@ -8,6 +8,7 @@ its data, which Prometheus handles like a process restart.
 from __future__ import annotations
 
 import bisect
+from typing import cast
 
 import redis
 import redis.client
@@ -55,5 +56,7 @@ def queue_increments(pipe: redis.client.Pipeline, increments: dict[str, float]) 
 
 
 def read(client: redis.Redis) -> dict[str, float]:
-    raw = client.hgetall(KEY)
+    # redis-py types its commands for the sync and asyncio clients at once (``Awaitable | T``);
+    # a sync client returns the dict.
+    raw = cast(dict[bytes | str, bytes | str], client.hgetall(KEY))
     return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}

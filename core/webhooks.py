@@ -327,7 +327,9 @@ def post(
         raise WebhookTargetError("callback_url: no checked address to deliver to")
     headers = delivery_headers(body, secret, delivery_id)
     headers["Host"] = _host_header(target)
-    auth = None
+    # Without credentials, the base Auth sends the request as it is (what httpx does for
+    # auth=None too, as the request URL carries no userinfo).
+    auth = httpx.Auth()
     if target.url.username or target.url.password:
         auth = httpx.BasicAuth(target.url.username, target.url.password)
     is_name = target.url.scheme == "https" and not _is_ip_literal(target.host)

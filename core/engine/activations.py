@@ -9,9 +9,22 @@ shape of ``z``; ``s.row`` and ``s.row2`` are ``(n_samples, 1)``).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
+
+
+class Scratch(Protocol):
+    """The scratch space of a layer (``LayerWorkspace``, or ``_Scratch`` below)."""
+
+    @property
+    def tmp(self) -> np.ndarray: ...  # the shape of ``z``
+
+    @property
+    def row(self) -> np.ndarray: ...  # (n_samples, 1)
+
+    @property
+    def row2(self) -> np.ndarray: ...  # (n_samples, 1)
 
 
 class Activation:
@@ -21,10 +34,10 @@ class Activation:
     #: True when ``a`` may simply be ``z`` (no separate output buffer).
     aliases_input: ClassVar[bool] = False
 
-    def forward(self, z: np.ndarray, a: np.ndarray, s: Any) -> None:
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         raise NotImplementedError
 
-    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Any) -> None:
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         raise NotImplementedError
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
@@ -48,10 +61,10 @@ class Identity(Activation):
     name = "identity"
     aliases_input = True
 
-    def forward(self, z, a, s):
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         pass
 
-    def backward(self, z, a, d, s):
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         pass
 
 
@@ -60,13 +73,13 @@ class Sigmoid(Activation):
 
     name = "sigmoid"
 
-    def forward(self, z, a, s):
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         np.negative(z, out=a)
         np.exp(a, out=a)
         a += 1.0
         np.reciprocal(a, out=a)
 
-    def backward(self, z, a, d, s):
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         t = s.tmp
         np.subtract(1.0, a, out=t)
         t *= a
@@ -76,10 +89,10 @@ class Sigmoid(Activation):
 class Tanh(Activation):
     name = "tanh"
 
-    def forward(self, z, a, s):
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         np.tanh(z, out=a)
 
-    def backward(self, z, a, d, s):
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         t = s.tmp
         np.multiply(a, a, out=t)
         np.subtract(1.0, t, out=t)
@@ -89,10 +102,10 @@ class Tanh(Activation):
 class ReLU(Activation):
     name = "relu"
 
-    def forward(self, z, a, s):
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         np.maximum(z, 0.0, out=a)
 
-    def backward(self, z, a, d, s):
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         # The derivative at exactly 0 is taken as 0 (as in PyTorch).
         t = s.tmp
         np.greater(z, 0.0, out=t)
@@ -105,11 +118,11 @@ class LeakyReLU(Activation):
     name = "leaky_relu"
     alpha: ClassVar[float] = 0.01
 
-    def forward(self, z, a, s):
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         np.multiply(z, self.alpha, out=a)
         np.maximum(z, a, out=a)
 
-    def backward(self, z, a, d, s):
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         t = s.tmp
         np.greater(z, 0.0, out=t)
         t *= 1.0 - self.alpha
@@ -122,13 +135,13 @@ class ELU(Activation):
 
     name = "elu"
 
-    def forward(self, z, a, s):
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         np.minimum(z, 0.0, out=a)
         np.expm1(a, out=a)
         # For z <= 0, expm1(z) >= z, so the maximum picks the right branch on both sides.
         np.maximum(z, a, out=a)
 
-    def backward(self, z, a, d, s):
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         t = s.tmp
         np.minimum(a, 0.0, out=t)
         t += 1.0
@@ -140,10 +153,10 @@ class Softplus(Activation):
 
     name = "softplus"
 
-    def forward(self, z, a, s):
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         np.logaddexp(0.0, z, out=a)
 
-    def backward(self, z, a, d, s):
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         # softplus'(z) = sigmoid(z) = 1 - exp(-softplus(z)) = -expm1(-a).
         t = s.tmp
         np.negative(a, out=t)
@@ -157,14 +170,14 @@ class Softmax(Activation):
 
     name = "softmax"
 
-    def forward(self, z, a, s):
+    def forward(self, z: np.ndarray, a: np.ndarray, s: Scratch) -> None:
         np.maximum.reduce(z, axis=1, keepdims=True, out=s.row)
         np.subtract(z, s.row, out=a)
         np.exp(a, out=a)
         np.add.reduce(a, axis=1, keepdims=True, out=s.row2)
         a /= s.row2
 
-    def backward(self, z, a, d, s):
+    def backward(self, z: np.ndarray, a: np.ndarray, d: np.ndarray, s: Scratch) -> None:
         # dz = a * (d - sum(d * a)) per row: the Jacobian-vector product of softmax.
         t = s.tmp
         np.multiply(d, a, out=t)

@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import EngineError
 
-_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+_DTYPES: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
 def as_dtype(dtype: Any) -> np.dtype:

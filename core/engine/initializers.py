@@ -26,7 +26,7 @@ class GlorotUniform(Initializer):
 
     name = "glorot_uniform"
 
-    def __call__(self, rng, fan_in, fan_out):
+    def __call__(self, rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-limit, limit, size=(fan_in, fan_out))
 
@@ -36,7 +36,7 @@ class GlorotNormal(Initializer):
 
     name = "glorot_normal"
 
-    def __call__(self, rng, fan_in, fan_out):
+    def __call__(self, rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
         return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=(fan_in, fan_out))
 
 
@@ -45,7 +45,7 @@ class HeUniform(Initializer):
 
     name = "he_uniform"
 
-    def __call__(self, rng, fan_in, fan_out):
+    def __call__(self, rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
         limit = math.sqrt(6.0 / fan_in)
         return rng.uniform(-limit, limit, size=(fan_in, fan_out))
 
@@ -55,14 +55,14 @@ class HeNormal(Initializer):
 
     name = "he_normal"
 
-    def __call__(self, rng, fan_in, fan_out):
+    def __call__(self, rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
         return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
 
 
 class Zeros(Initializer):
     name = "zeros"
 
-    def __call__(self, rng, fan_in, fan_out):
+    def __call__(self, rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
         return np.zeros((fan_in, fan_out))
 
 

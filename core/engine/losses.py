@@ -13,9 +13,11 @@ logits, so that neither log nor exp can overflow. ``s`` is the output layer's sc
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
+
+from .activations import Scratch
 
 # Clipping for the unfused cross-entropies, used only when gradients() is asked for a
 # cross-entropy on an output that is not the matching sigmoid/softmax.
@@ -28,17 +30,17 @@ class Loss:
     name: ClassVar[str]
     fused_with: ClassVar[str | None] = None
 
-    def value(self, a: np.ndarray, y: np.ndarray, s: Any) -> float:
+    def value(self, a: np.ndarray, y: np.ndarray, s: Scratch) -> float:
         raise NotImplementedError
 
-    def delta(self, a: np.ndarray, y: np.ndarray, out: np.ndarray, s: Any) -> float:
+    def delta(self, a: np.ndarray, y: np.ndarray, out: np.ndarray, s: Scratch) -> float:
         raise NotImplementedError
 
-    def fused_value(self, z: np.ndarray, a: np.ndarray, y: np.ndarray, s: Any) -> float:
+    def fused_value(self, z: np.ndarray, a: np.ndarray, y: np.ndarray, s: Scratch) -> float:
         raise NotImplementedError
 
     def fused_delta(
-        self, z: np.ndarray, a: np.ndarray, y: np.ndarray, out: np.ndarray, s: Any
+        self, z: np.ndarray, a: np.ndarray, y: np.ndarray, out: np.ndarray, s: Scratch
     ) -> float:
         loss = self.fused_value(z, a, y, s)
         np.subtract(a, y, out=out)
@@ -53,12 +55,12 @@ class Loss:
 class MSE(Loss):
     name = "mse"
 
-    def value(self, a, y, s):
+    def value(self, a: np.ndarray, y: np.ndarray, s: Scratch) -> float:
         t = s.tmp
         np.subtract(a, y, out=t)
         return float(np.vdot(t, t)) / t.size
 
-    def delta(self, a, y, out, s):
+    def delta(self, a: np.ndarray, y: np.ndarray, out: np.ndarray, s: Scratch) -> float:
         np.subtract(a, y, out=out)
         loss = float(np.vdot(out, out)) / out.size
         out *= 2.0 / out.size
@@ -68,13 +70,13 @@ class MSE(Loss):
 class MAE(Loss):
     name = "mae"
 
-    def value(self, a, y, s):
+    def value(self, a: np.ndarray, y: np.ndarray, s: Scratch) -> float:
         t = s.tmp
         np.subtract(a, y, out=t)
         np.abs(t, out=t)
         return float(t.sum()) / t.size
 
-    def delta(self, a, y, out, s):
+    def delta(self, a: np.ndarray, y: np.ndarray, out: np.ndarray, s: Scratch) -> float:
         # The subgradient at a == y is taken as 0 (np.sign), as in PyTorch's L1Loss.
         t = s.tmp
         np.subtract(a, y, out=out)
@@ -89,16 +91,16 @@ class BinaryCrossEntropy(Loss):
     name = "binary_crossentropy"
     fused_with = "sigmoid"
 
-    def value(self, a, y, s):
+    def value(self, a: np.ndarray, y: np.ndarray, s: Scratch) -> float:
         p = np.clip(a, _EPS, 1.0 - _EPS)
         return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
-    def delta(self, a, y, out, s):
+    def delta(self, a: np.ndarray, y: np.ndarray, out: np.ndarray, s: Scratch) -> float:
         p = np.clip(a, _EPS, 1.0 - _EPS)
         out[...] = (p - y) / (p * (1.0 - p) * y.size)
         return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
-    def fused_value(self, z, a, y, s):
+    def fused_value(self, z: np.ndarray, a: np.ndarray, y: np.ndarray, s: Scratch) -> float:
         # -[y log sigmoid(z) + (1-y) log(1 - sigmoid(z))] = softplus(z) - y*z
         t = s.tmp
         np.logaddexp(0.0, z, out=t)
@@ -110,25 +112,25 @@ class CategoricalCrossEntropy(Loss):
     fused_with = "softmax"
 
     @staticmethod
-    def _count(y):
-        return y.shape[0]
+    def _count(y: np.ndarray) -> int:
+        return int(y.shape[0])
 
-    def value(self, a, y, s):
-        return float(-np.sum(y * np.log(np.clip(a, _EPS, None)))) / y.shape[0]
+    def value(self, a: np.ndarray, y: np.ndarray, s: Scratch) -> float:
+        return float(-np.sum(y * np.log(np.clip(a, _EPS, None)))) / self._count(y)
 
-    def delta(self, a, y, out, s):
+    def delta(self, a: np.ndarray, y: np.ndarray, out: np.ndarray, s: Scratch) -> float:
         p = np.clip(a, _EPS, None)
         out[...] = -y / (p * y.shape[0])
-        return float(-np.sum(y * np.log(p))) / y.shape[0]
+        return float(-np.sum(y * np.log(p))) / self._count(y)
 
-    def fused_value(self, z, a, y, s):
+    def fused_value(self, z: np.ndarray, a: np.ndarray, y: np.ndarray, s: Scratch) -> float:
         # log a = z - (max + log(sum exp(z - max))). Softmax.forward has just left the row
         # maximum in s.row and the row sum of exp(z - max) (>= 1) in s.row2.
         t = s.tmp
         np.log(s.row2, out=s.row2)
-        s.row2 += s.row
+        np.add(s.row2, s.row, out=s.row2)
         np.subtract(z, s.row2, out=t)
-        return -float(np.vdot(y, t)) / y.shape[0]
+        return -float(np.vdot(y, t)) / self._count(y)
 
 
 LOSSES: dict[str, type[Loss]] = {

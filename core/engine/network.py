@@ -17,7 +17,7 @@ import numpy as np
 
 from core.spec import NetworkSpec, TrainingConfig
 
-from .activations import get_activation
+from .activations import Activation, get_activation
 from .artifacts import read_model, save_model
 from .dtypes import as_dtype
 from .errors import EngineError
@@ -42,7 +42,9 @@ class Workspace:
         self.layers = [LayerWorkspace(n, layer, dtype) for layer in net.layers]
         # Per layer, in backward order: (layer, its workspace, its input, the buffer that
         # receives dL/d(input) or None for the first layer, the previous activation).
-        self.backward_plan = []
+        self.backward_plan: list[
+            tuple[Dense, LayerWorkspace, np.ndarray, LayerWorkspace | None, Activation | None]
+        ] = []
         for i in range(len(net.layers) - 1, -1, -1):
             x_in = self.x if i == 0 else self.layers[i - 1].a
             prev = self.layers[i - 1] if i else None
@@ -67,7 +69,7 @@ class Network:
         self._grads = np.zeros(total, self._dtype)
         self._bind()
         #: Class labels of the outputs (JSON-able), set by the caller; used by predict_labels.
-        self.classes: list | None = None
+        self.classes: list[Any] | None = None
         #: Feature standardisation ``(n_in,)`` float64 arrays, set by fit when asked to.
         self.x_mean: np.ndarray | None = None
         self.x_std: np.ndarray | None = None
@@ -76,7 +78,7 @@ class Network:
 
     @classmethod
     def from_spec(
-        cls, spec: dict | NetworkSpec, *, seed: int = 0, dtype: str = "float64"
+        cls, spec: dict[str, Any] | NetworkSpec, *, seed: int = 0, dtype: str = "float64"
     ) -> Network:
         """Validate ``spec`` (API.md §2) and initialise weights from ``default_rng(seed)``."""
         if not isinstance(spec, NetworkSpec):
@@ -158,16 +160,16 @@ class Network:
     # -- forward ------------------------------------------------------------------------
 
     def _check_X(self, X: Any) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim == 1 and self.n_in == 1:
-            X = X.reshape(-1, 1)
-        elif X.ndim == 1 and X.shape[0] == self.n_in:
-            X = X.reshape(1, -1)
-        if X.ndim != 2 or X.shape[1] != self.n_in:
-            raise EngineError(f"X must have shape (n_samples, {self.n_in}), got {X.shape}")
-        if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
-            raise EngineError(f"X must be numeric, got dtype {X.dtype}")
-        return X
+        x = np.asarray(X)
+        if x.ndim == 1 and self.n_in == 1:
+            x = x.reshape(-1, 1)
+        elif x.ndim == 1 and x.shape[0] == self.n_in:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != self.n_in:
+            raise EngineError(f"X must have shape (n_samples, {self.n_in}), got {x.shape}")
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise EngineError(f"X must be numeric, got dtype {x.dtype}")
+        return x
 
     def _forward_ws(self, ws: Workspace) -> np.ndarray:
         x = ws.x
@@ -183,6 +185,7 @@ class Network:
             return out
         mean = std = None
         if standardize and self.x_mean is not None:
+            assert self.x_std is not None, "fit sets x_mean and x_std together"
             mean = self.x_mean.astype(self._dtype)
             std = self.x_std.astype(self._dtype)
         with np.errstate(over="ignore", under="ignore"):
@@ -205,7 +208,7 @@ class Network:
         """Like ``forward``, after applying the standardisation stored by ``fit`` (if any)."""
         return self._run(X, standardize=True)
 
-    def predict_labels(self, X: np.ndarray) -> list:
+    def predict_labels(self, X: np.ndarray) -> list[Any]:
         """Class label per sample: argmax of the outputs, or ``output > 0.5`` for one output.
 
         Labels come from ``self.classes`` when set (for one output, ``classes[1]`` is the
@@ -213,13 +216,14 @@ class Network:
         """
         return self.labels_of(self.predict(X))
 
-    def labels_of(self, outputs: np.ndarray) -> list:
+    def labels_of(self, outputs: np.ndarray) -> list[Any]:
         """Class labels of already computed ``outputs`` ``(n_samples, n_out)``."""
         out = outputs
         idx = (out[:, 0] > 0.5).astype(np.intp) if self.n_out == 1 else np.argmax(out, axis=1)
+        indices: list[int] = idx.tolist()
         if self.classes is None:
-            return idx.tolist()
-        return [self.classes[i] for i in idx.tolist()]
+            return indices
+        return [self.classes[i] for i in indices]
 
     # -- loss and gradients -------------------------------------------------------------
 
@@ -241,29 +245,30 @@ class Network:
                 layer.backward(x_in, lw, None)
             else:
                 layer.backward(x_in, lw, prev.d)
+                assert prev_act is not None, "set together with prev"
                 prev_act.backward(prev.z, prev.a, prev.d, prev)
         return value
 
     def prepare_targets(self, Y: Any, loss: str, n: int) -> np.ndarray:
         """Targets as ``(n, units_last)`` in the model dtype (class indices become one-hot)."""
-        Y = np.asarray(Y)
+        y = np.asarray(Y)
         k = self.n_out
-        if Y.ndim == 1 and loss == "categorical_crossentropy" and k > 1:
-            if not np.issubdtype(Y.dtype, np.integer):
-                if not np.issubdtype(Y.dtype, np.floating) or np.any(Y != np.round(Y)):
+        if y.ndim == 1 and loss == "categorical_crossentropy" and k > 1:
+            if not np.issubdtype(y.dtype, np.integer):
+                if not np.issubdtype(y.dtype, np.floating) or np.any(y != np.round(y)):
                     raise EngineError("1-D Y for categorical_crossentropy must be class indices")
-            if Y.size and (Y.min() < 0 or Y.max() >= k):
+            if y.size and (y.min() < 0 or y.max() >= k):
                 raise EngineError(f"class indices in Y must be in [0, {k - 1}]")
-            onehot = np.zeros((Y.shape[0], k), self._dtype)
-            onehot[np.arange(Y.shape[0]), Y.astype(np.intp)] = 1
-            Y = onehot
-        elif Y.ndim == 1 and k == 1:
-            Y = Y.reshape(-1, 1)
-        if Y.ndim != 2 or Y.shape != (n, k):
-            raise EngineError(f"Y must have shape ({n}, {k}), got {Y.shape}")
-        if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == np.bool_):
-            raise EngineError(f"Y must be numeric, got dtype {Y.dtype}")
-        return Y.astype(self._dtype, copy=False)
+            onehot = np.zeros((y.shape[0], k), self._dtype)
+            onehot[np.arange(y.shape[0]), y.astype(np.intp)] = 1
+            y = onehot
+        elif y.ndim == 1 and k == 1:
+            y = y.reshape(-1, 1)
+        if y.ndim != 2 or y.shape != (n, k):
+            raise EngineError(f"Y must have shape ({n}, {k}), got {y.shape}")
+        if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+            raise EngineError(f"Y must be numeric, got dtype {y.dtype}")
+        return y.astype(self._dtype, copy=False)
 
     def gradients(
         self, X: np.ndarray, Y: np.ndarray, loss: str = "mse"
@@ -291,15 +296,15 @@ class Network:
         self,
         X: np.ndarray,
         Y: np.ndarray,
-        training: dict | TrainingConfig,
-        callback: Callable[[dict], None] | None = None,
+        training: dict[str, Any] | TrainingConfig,
+        callback: Callable[[dict[str, Any]], None] | None = None,
         *,
         should_stop: Callable[[], bool] | None = None,
         checkpoint_every: int = 0,
         checkpoint_due: Callable[[int], bool] | None = None,
         on_checkpoint: Callable[[int, bytes], None] | None = None,
         resume_from: bytes | None = None,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """Train on ``X`` ``(n, n_in)`` and ``Y`` ``(n, units_last)``; see ``training.fit``."""
         return fit(
             self,

@@ -19,7 +19,8 @@ class Optimizer:
     """Base class; subclasses register themselves under ``name``."""
 
     name: ClassVar[str]
-    state_names: ClassVar[tuple[str, ...]] = ()
+    # Not a ClassVar: SGD's depends on its config (velocity only with momentum).
+    state_names: tuple[str, ...] = ()
 
     def __init__(self, config: Any, n_params: int, dtype: np.dtype) -> None:
         self.config = config
@@ -54,13 +55,13 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, config, n_params, dtype):
+    def __init__(self, config: Any, n_params: int, dtype: np.dtype) -> None:
         self.momentum = float(config.momentum)
         self.nesterov = bool(config.nesterov)
         self.state_names = ("velocity",) if self.momentum else ()
         super().__init__(config, n_params, dtype)
 
-    def step(self, params, grads):
+    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         self.t += 1
         if self.weight_decay:
             self._decay(params, grads)
@@ -84,7 +85,7 @@ class Adam(Optimizer):
     name = "adam"
     state_names = ("m", "v")
 
-    def step(self, params, grads):
+    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         c = self.config
         self.t += 1
         if self.weight_decay:
@@ -113,7 +114,7 @@ class RMSProp(Optimizer):
     name = "rmsprop"
     state_names = ("square_avg", "momentum_buffer")
 
-    def step(self, params, grads):
+    def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         c = self.config
         self.t += 1
         if self.weight_decay:

@@ -83,7 +83,9 @@ def _labels(Y: np.ndarray) -> np.ndarray:
     """True class per row of ``Y`` ``(n, k)``: argmax, or ``y > 0.5`` for one output."""
     if Y.shape[1] == 1:
         return (Y[:, 0] > 0.5).astype(np.intp)
-    return np.argmax(Y, axis=1)
+    # NumPy's stubs type argmax with an axis as Any; it is an intp array here.
+    labels: np.ndarray = np.argmax(Y, axis=1)
+    return labels
 
 
 def _count_correct(out: np.ndarray, labels: np.ndarray) -> int:
@@ -136,8 +138,9 @@ class _Trainer:
 
         if cfg.standardize:
             net.x_mean, net.x_std = _standardization(self.X, self.train_idx)
-            self.mean = net.x_mean.astype(dtype)
-            self.std = net.x_std.astype(dtype)
+            # The standardisation in the training dtype (both or neither are None).
+            self.mean: np.ndarray | None = net.x_mean.astype(dtype)
+            self.std: np.ndarray | None = net.x_std.astype(dtype)
         else:
             net.x_mean = net.x_std = None
             self.mean = self.std = None
@@ -153,7 +156,7 @@ class _Trainer:
         self.wait = 0
         self.best_epoch = 0
         self.best_params = np.empty_like(net._params) if es and es.restore_best else None
-        self.history: list[dict] = []
+        self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.elapsed_before = 0.0
 
@@ -163,6 +166,7 @@ class _Trainer:
         self.X.take(idx, axis=0, out=ws.x, mode="clip")
         self.Y.take(idx, axis=0, out=ws.y, mode="clip")
         if self.mean is not None:
+            assert self.std is not None, "mean and std are set together"
             ws.x -= self.mean
             ws.x /= self.std
 
@@ -213,7 +217,7 @@ class _Trainer:
 
     # -- early stopping and checkpoints -------------------------------------------------
 
-    def _update_early_stopping(self, item: dict) -> None:
+    def _update_early_stopping(self, item: dict[str, Any]) -> None:
         es = self.cfg.early_stopping
         if es is None:
             return
@@ -242,6 +246,7 @@ class _Trainer:
         if self.best_params is not None:
             arrays["best_params"] = self.best_params
         if self.net.x_mean is not None:
+            assert self.net.x_std is not None, "fit sets x_mean and x_std together"
             arrays["x_mean"] = self.net.x_mean
             arrays["x_std"] = self.net.x_std
         meta = {
@@ -294,11 +299,11 @@ class _Trainer:
 
     def run(
         self,
-        callback: Callable[[dict], None] | None,
+        callback: Callable[[dict[str, Any]], None] | None,
         should_stop: Callable[[], bool] | None,
         checkpoint_due: Callable[[int], bool] | None,
         on_checkpoint: Callable[[int, bytes], None] | None,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         cfg = self.cfg
         if self._early_stop_due():
             self._finish()
@@ -348,15 +353,15 @@ def fit(
     net: Network,
     X: Any,
     Y: Any,
-    training: dict | TrainingConfig,
-    callback: Callable[[dict], None] | None = None,
+    training: dict[str, Any] | TrainingConfig,
+    callback: Callable[[dict[str, Any]], None] | None = None,
     *,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_every: int = 0,
     checkpoint_due: Callable[[int], bool] | None = None,
     on_checkpoint: Callable[[int, bytes], None] | None = None,
     resume_from: bytes | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Train ``net`` on ``X`` ``(n, n_in)``, ``Y`` ``(n, units_last)`` (or class indices).
 
     ``on_checkpoint(epoch, data)`` receives a checkpoint every ``checkpoint_every`` epochs,
