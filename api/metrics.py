@@ -159,7 +159,18 @@ class ServiceCollector:
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", response_class=Response, include_in_schema=True)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    include_in_schema=True,
+    summary="Prometheus metrics",
+    description="Prometheus metrics of the service (text exposition format), needing no API "
+    "key: this process's HTTP requests and latencies by route and status, runs by status and "
+    "queue depth (read at scrape time), and the training histograms and counters that every "
+    "worker reports through Redis, so one scrape of any API process covers the fleet. A "
+    "source that does not answer is left out rather than failing the scrape.",
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 def metrics(request: Request) -> Response:
     """Prometheus metrics of the service (text exposition format)."""
     registry_with_service: CollectorRegistry = request.app.state.metrics_registry

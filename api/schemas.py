@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any, Literal
 
@@ -180,14 +181,70 @@ class PredictOut(BaseModel):
     labels: list[Any] | None = None
 
 
+class ValidationIssue(BaseModel):
+    """One invalid value of a request, as pydantic reports it (FastAPI's 422 item)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="The kind of error, e.g. `missing`, `greater_than`.")
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query`, `path` or `header`, then the keys and indices "
+        "down to the value."
+    )
+    msg: str = Field(description="What is wrong, for people.")
+    ctx: dict[str, str] | None = Field(
+        default=None, description='The limits involved, e.g. `{"le": "9"}`.'
+    )
+
+
 class ErrorOut(BaseModel):
-    detail: Any
+    """The body of every error answer (4xx and 503)."""
+
+    detail: str | list[ValidationIssue] = Field(
+        description="A sentence naming the field, row, limit or state at fault; for a 422 "
+        "from request validation, one item per invalid value."
+    )
 
 
-#: The error answers a route may give, for OpenAPI (each with the ``ErrorOut`` body).
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)
+#: What each error status means in this API (the default description of
+#: :func:`error_responses`; a route may say more for its own case).
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed request: the body is not JSON, nests deeper than BACKPROP_MAX_JSON_DEPTH, "
+    "or the Idempotency-Key header is empty or over 200 characters.",
+    401: "Missing, invalid or revoked API key (send `Authorization: Bearer <key>`); only when "
+    "authentication is on.",
+    404: "No such resource, or it belongs to another owner.",
+    409: "The resource's state does not allow this now.",
+    413: "The request body is larger than BACKPROP_MAX_REQUEST_BYTES.",
+    415: "Unsupported content type or file format.",
+    422: "Invalid request: `detail` names the field (or lists the invalid values) and why.",
+    429: "Too many active runs: your queued and running runs would exceed "
+    "BACKPROP_MAX_ACTIVE_RUNS.",
+    503: "The database is unavailable; retry after `Retry-After` seconds.",
 }
+
+#: The 400 of a list route.
+BAD_CURSOR = "`cursor` is not one this API issued."
+
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {"description": "The scheme: `Bearer`.", "schema": {"type": "string"}}
+    },
+    503: {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+}
+
+
+def error_responses(*codes: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route for the error statuses it can answer, each with the
+    :class:`ErrorOut` body and the meaning of :data:`ERROR_DESCRIPTIONS`, or a route's own
+    description given as ``(status, description)``."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for item in codes:
+        code, description = item if isinstance(item, tuple) else (item, ERROR_DESCRIPTIONS[item])
+        responses[code] = {"model": ErrorOut, "description": description}
+        if code in _ERROR_HEADERS:
+            responses[code]["headers"] = copy.deepcopy(_ERROR_HEADERS[code])
+    return responses
 
 
 class HealthOut(BaseModel):

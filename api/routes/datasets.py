@@ -15,7 +15,13 @@ from starlette.datastructures import UploadFile
 from api import idempotency
 from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.pagination import list_owned
-from api.schemas import DatasetCreateJSON, DatasetList, DatasetRecord, ErrorOut
+from api.schemas import (
+    BAD_CURSOR,
+    DatasetCreateJSON,
+    DatasetList,
+    DatasetRecord,
+    error_responses,
+)
 from core.data import (
     DatasetError,
     ParsedDataset,
@@ -30,10 +36,6 @@ from core.db.session import get_sessionmaker
 from core.settings import Settings
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 415, 422)
-}
 
 UPLOAD_OPENAPI = {
     "requestBody": {
@@ -157,10 +159,24 @@ async def _parse_json(
     "",
     status_code=201,
     response_model=DatasetRecord,
-    responses=ERRORS,
+    responses=error_responses(
+        (400, "Malformed upload: a multipart body, CSV or NPZ file that cannot be read, "
+         "ragged rows, a JSON body that is not JSON or nests deeper than "
+         "BACKPROP_MAX_JSON_DEPTH, or a bad Idempotency-Key header."),
+        401,
+        (413, "The upload is larger than BACKPROP_MAX_UPLOAD_BYTES, or has more cells than "
+         "BACKPROP_MAX_DATASET_CELLS."),
+        (415, "The body is neither multipart/form-data nor application/json, or the file is "
+         "neither a .csv nor a .npz."),
+        (422, "Invalid data, naming the row and column: a missing value, NaN or infinity, "
+         "text where a number belongs, a `target` that names no column, zero rows, a bad "
+         "`task`; or an `Idempotency-Key` reused with another body."),
+        503,
+    ),
     openapi_extra=UPLOAD_OPENAPI,
     summary="Upload a dataset (multipart CSV/NPZ file, or JSON arrays)",
-)
+    response_description="The dataset's record; its URL in the `Location` header.",
+)  # fmt: skip
 async def create_dataset(
     request: Request,
     response: Response,
@@ -168,6 +184,24 @@ async def create_dataset(
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
+    """Store a dataset and answer 201 with its record and a `Location` header.
+
+    Two kinds of body:
+
+    - `multipart/form-data` with a `file`: a `.csv` with a header row (the form field
+      `target` names the target column(s), comma-separated), or a `.npz` holding the arrays
+      `X` and `y` (loaded without pickle); optional fields `name` and `task`.
+    - `application/json`: `{"name"?, "X": [[...], ...], "y": [...], "task"?}`; `y` may be
+      1-D.
+
+    A non-numeric target column holds class labels (one-hot for training; prediction
+    answers the labels). Numeric targets mean regression unless `task` says
+    `classification`; a one-hot `y` is accepted for classification as it is. Anything
+    wrong is refused with a 4xx naming the row, column or limit.
+
+    With an `Idempotency-Key` header, a retry with the same key and body gets the first
+    answer (marked `Idempotent-Replayed: true`) instead of a second dataset.
+    """
     idempotency.check_key(idempotency_key)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
@@ -219,24 +253,52 @@ async def create_dataset(
     return record
 
 
-@router.get("", response_model=DatasetList, responses=ERRORS)
+@router.get(
+    "",
+    response_model=DatasetList,
+    summary="List datasets",
+    responses=error_responses((400, BAD_CURSOR), 401, 422, 503),
+)
 def list_datasets(
     db: SessionDep,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
+    """Your datasets' records (without their data), newest first, `limit` (default 50) at
+    a time. `next_cursor` is null on the last page; otherwise pass it as `cursor` for the
+    next one.
+    """
     rows, next_cursor = list_owned(db, Dataset, owner, cursor, limit)
     return {"items": [dataset_record(d) for d in rows], "next_cursor": next_cursor}
 
 
-@router.get("/{dataset_id}", response_model=DatasetRecord, responses=ERRORS)
+@router.get(
+    "/{dataset_id}",
+    response_model=DatasetRecord,
+    summary="Read a dataset's record",
+    responses=error_responses(401, 404, 422, 503),
+)
 def get_dataset(dataset_id: ResourceId, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """The dataset's shape (`n_samples`, `n_features`, `n_targets`), its `task`, its
+    `classes` for classification, and the `sha256` and `size_bytes` of the stored data.
+    """
     return dataset_record(get_owned(db, Dataset, owner, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=204, responses=ERRORS)
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    summary="Delete a dataset",
+    responses=error_responses(
+        401, 404, (409, "A queued or running run uses the dataset."), 422, 503
+    ),
+)
 def delete_dataset(dataset_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
+    """Remove the dataset; 204, no body. Refused with 409 while a queued or running run
+    uses it; a run submitted at the same moment either counts (409) or finds the dataset
+    gone (its submit is 422).
+    """
     get_owned(db, Dataset, owner, dataset_id)
     # The row lock before the check: a submit that read this dataset commits before we look
     # for its run, and later submits wait for us, then find no dataset.

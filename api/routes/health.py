@@ -13,9 +13,10 @@ from core.db.session import get_engine
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthOut)
+@router.get("/healthz", response_model=HealthOut, summary="Liveness probe")
 def healthz() -> dict[str, str]:
-    """200 while the process runs."""
+    """200 while the API process runs; it checks nothing else (`/readyz` does). Needs no
+    API key."""
     return {"status": "ok"}
 
 
@@ -24,9 +25,21 @@ def _check_database() -> None:
         conn.execute(text("SELECT 1"))
 
 
-@router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut}})
+@router.get(
+    "/readyz",
+    response_model=HealthOut,
+    summary="Readiness probe",
+    responses={
+        503: {
+            "model": HealthOut,
+            "description": "The database or Redis does not answer: `status` and `checks` "
+            "name which.",
+        }
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
-    """200 only when the database and Redis answer; else 503 naming what failed."""
+    """200 only when the database and Redis answer, with `checks` saying `ok` for each;
+    else 503 naming what failed. Needs no API key."""
     checks: dict[str, str] = {}
     try:
         await run_in_threadpool(_check_database)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from sqlalchemy import select
 
 from api.deps import OwnerDep, ResourceId, SessionDep, get_owned
-from api.schemas import ERRORS
+from api.schemas import error_responses
 from core.db.models import MetricRow, Run
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
@@ -131,18 +131,37 @@ def _plot(run_id: str, fmt: str, db: SessionDep, owner: str) -> Response:
 @router.get(
     "/{run_id}/plot.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "PNG image"}, **ERRORS},
+    summary="A run's learning curves as PNG",
+    responses={
+        200: {"content": {"image/png": {}}, "description": "PNG image"},
+        **error_responses(401, 404, 422, 503),
+    },
 )
 def plot_png(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
-    """The run's loss (and accuracy) curves as a PNG image."""
+    """The run's loss (and accuracy) curves per epoch as a PNG image, at any time of its
+    life: a run without finished epochs gives an image saying "no epochs yet".
+
+    `loss` and `val_loss` share the left axis (logarithmic when all are positive and span
+    more than two decades); `accuracy` and `val_accuracy`, when the run has them, use a
+    right axis from 0 to 1. At most 2000 epochs are drawn per curve, evenly spread, the
+    first and last kept; the headers `X-Plot-Epochs` and `X-Plot-Points` say how many
+    epochs there are and how many were drawn.
+    """
     return _plot(run_id, "png", db, owner)
 
 
 @router.get(
     "/{run_id}/plot.svg",
     response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}}, "description": "SVG image"}, **ERRORS},
+    summary="A run's learning curves as SVG",
+    responses={
+        200: {"content": {"image/svg+xml": {}}, "description": "SVG image"},
+        **error_responses(401, 404, 422, 503),
+    },
 )
 def plot_svg(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
-    """The run's loss (and accuracy) curves as an SVG image."""
+    """The same learning curves as `plot.png`, as an SVG image: each curve is one
+    `<g id="curve-<metric>">` holding one `<path>` through the plotted epochs, and text
+    stays text. The `X-Plot-Epochs` and `X-Plot-Points` headers are set as for the PNG.
+    """
     return _plot(run_id, "svg", db, owner)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import OwnerDep, ResourceId, SessionDep, get_owned
-from api.schemas import ERRORS, PredictIn, PredictOut, WeightsOut
+from api.schemas import PredictIn, PredictOut, WeightsOut, error_responses
 from core.db.models import ModelArtifact, Run, RunStatus
 from core.engine import Network
 
@@ -55,13 +55,17 @@ class ModelCache:
 
 model_cache = ModelCache()
 
+#: The 409 of the routes that need a trained model.
+NOT_TRAINED = (409, "The run has not succeeded (yet), so it has no weights.")
+
 
 @router.get(
     "/{run_id}/weights",
     response_model=WeightsOut,
+    summary="Download a trained run's weights (JSON, NPZ or ONNX)",
     responses={
         200: {"content": {"application/octet-stream": {}, "application/onnx": {}}},
-        **ERRORS,
+        **error_responses(401, 404, NOT_TRAINED, 422, 503),
     },
 )
 def get_weights(
@@ -70,6 +74,14 @@ def get_weights(
     owner: OwnerDep,
     format: Annotated[str, Query(pattern="^(json|npz|onnx)$")] = "json",
 ) -> Any:
+    """The weights of a succeeded run, in the orientation of API.md §2 (`W` is
+    `(inputs, units)`, so column j holds the weights into unit j).
+
+    - `format=json` (default): `{"layers": [{"W": [[...]], "b": [...]}, ...]}`.
+    - `format=npz`: an `.npz` file with the arrays `W0, b0, W1, b1, ...`.
+    - `format=onnx`: an ONNX model (input `input`, output `output`, float32) that computes
+      what `/predict` computes, the stored standardisation included.
+    """
     net = model_cache.get(db, get_owned(db, Run, owner, run_id))
     if format == "onnx":
         from api.onnx_export import network_to_onnx  # imports onnx only when asked for
@@ -98,9 +110,22 @@ def get_weights(
 
 @router.post(
     "/{run_id}/predict", response_model=PredictOut, response_model_exclude_none=True,
-    responses=ERRORS,
+    summary="Predict with a trained run",
+    responses=error_responses(
+        (400, "Malformed request: the body is not JSON, or nests deeper than "
+         "BACKPROP_MAX_JSON_DEPTH."),
+        401, 404, NOT_TRAINED, 413,
+        (422, "Invalid request, e.g. `inputs` empty, not finite numbers, of the wrong "
+         "width for the network, or so large that the outputs are not finite."),
+        503,
+    ),
 )  # fmt: skip
 def predict(run_id: ResourceId, body: PredictIn, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """The outputs of a succeeded run's network for `inputs` (one row per sample, as many
+    values as the network's `input_dim`), with the run's feature standardisation applied
+    first when it trained with one. A classification run also answers `labels`: the class
+    of each row.
+    """
     net = model_cache.get(db, get_owned(db, Run, owner, run_id))
     n_in = net.spec.input_dim
     for i, row in enumerate(body.inputs):

@@ -19,13 +19,7 @@ from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE, run_event_stream
 from api.pagination import list_owned
 from api.routes.predictions import model_cache
-from api.schemas import (
-    ERRORS,
-    MetricsOut,
-    RunCreate,
-    RunList,
-    RunRecord,
-)
+from api.schemas import BAD_CURSOR, MetricsOut, RunCreate, RunList, RunRecord, error_responses
 from api.validation import new_run_values, validate_against
 from core.broker import enqueue_webhook
 from core.db.locks import serialise_owner
@@ -190,7 +184,23 @@ def _create_run(
     return result
 
 
-@router.post("", status_code=202, response_model=RunRecord, responses=ERRORS)
+@router.post(
+    "",
+    status_code=202,
+    response_model=RunRecord,
+    summary="Submit a run",
+    response_description="The run, `queued`; its URL in the `Location` header.",
+    responses=error_responses(
+        400,
+        401,
+        413,
+        (422, "Invalid run request, e.g. a `dataset_id` you do not have, a network that does "
+         "not fit the dataset, a limit passed, a refused `callback_url`, or an "
+         "`Idempotency-Key` reused with another body."),
+        429,
+        503,
+    ),
+)  # fmt: skip
 async def create_run(
     body: RunCreate,
     response: Response,
@@ -198,6 +208,23 @@ async def create_run(
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
+    """Train `network` (API.md §2) on the dataset `dataset_id` with `training` (§3).
+
+    The run is stored `queued` and answered at once with 202, its record and a `Location`
+    header. It starts when a worker slot frees up: within one owner, higher `priority`
+    (0-9) first, then older first; between owners, the owners take turns, so one owner's
+    backlog delays another owner's new run by at most the run that frees the slot.
+
+    The network's `input_dim` and its last layer's `units` must match the dataset's
+    features and targets, and the request must stay within the service's limits (epochs,
+    parameters, batch size, run time): a 422 names every problem. An owner has at most
+    `BACKPROP_MAX_ACTIVE_RUNS` queued and running runs; a submit beyond is 429 (exact under
+    concurrent submits). A `callback_url` is POSTed once when the run ends, signed
+    (API.md §5b); a target that is not globally routable is refused with 422.
+
+    With an `Idempotency-Key` header, a retry with the same key and body gets the first
+    answer (marked `Idempotent-Replayed: true`) instead of a second run.
+    """
     idempotency.check_key(idempotency_key)
     result = await run_in_threadpool(_create_run, body, principal, settings, idempotency_key)
     if isinstance(result, Response):
@@ -207,7 +234,12 @@ async def create_run(
     return record
 
 
-@router.get("", response_model=RunList, responses=ERRORS)
+@router.get(
+    "",
+    response_model=RunList,
+    summary="List runs",
+    responses=error_responses((400, BAD_CURSOR), 401, 422, 503),
+)
 def list_runs(
     db: SessionDep,
     owner: OwnerDep,
@@ -215,6 +247,11 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
+    """Your runs, newest first, `limit` (default 50) at a time, optionally only those with
+    one `status`. Sweep trials are ordinary runs and are listed too.
+
+    `next_cursor` is null on the last page; otherwise pass it as `cursor` for the next one.
+    """
     rows, next_cursor = list_owned(db, Run, owner, cursor, limit, status and status.value)
     return {"items": [run_record(r) for r in rows], "next_cursor": next_cursor}
 
@@ -226,8 +263,18 @@ def list_runs(
 _RUN_BY_ID = select(Run.__table__).where(Run.__table__.c.id == bindparam("run_id"))
 
 
-@router.get("/{run_id}", response_model=RunRecord, responses=ERRORS)
+@router.get(
+    "/{run_id}",
+    response_model=RunRecord,
+    summary="Read a run",
+    responses=error_responses(401, 404, 422, 503),
+)
 async def get_run(run_id: ResourceId, owner: OwnerDep) -> dict[str, Any]:
+    """The run's record: its `status` (`queued`, `running`, `succeeded`, `failed` or
+    `cancelled`), `progress` in epochs, the latest epoch's `metrics`, and `error` when it
+    failed. Cheap enough to poll; `/events` streams the same changes as they happen.
+    """
+
     def read() -> dict[str, Any]:
         with get_autocommit_engine().connect() as conn:
             row = conn.execute(_RUN_BY_ID, {"run_id": run_id}).first()
@@ -242,9 +289,14 @@ async def get_run(run_id: ResourceId, owner: OwnerDep) -> dict[str, Any]:
     "/{run_id}/metrics",
     response_model=MetricsOut,
     response_model_exclude_none=True,  # optional keys are absent, as in the SSE items
-    responses=ERRORS,
+    summary="Read a run's metrics per epoch",
+    responses=error_responses(401, 404, 422, 503),
 )
 async def get_metrics(run_id: ResourceId, owner: OwnerDep) -> dict[str, Any]:
+    """One item per finished epoch, in order, with no gaps or repeats: `epoch`, `loss`,
+    `elapsed_s`, and `val_loss`, `accuracy`, `val_accuracy` when the run has them.
+    """
+
     def read() -> dict[str, Any]:
         with get_autocommit_sessionmaker()() as db:
             get_owned(db, Run, owner, run_id)
@@ -258,7 +310,8 @@ async def get_metrics(run_id: ResourceId, owner: OwnerDep) -> dict[str, Any]:
 
 @router.get(
     "/{run_id}/events",
-    responses={**SSE_RESPONSE, **ERRORS},
+    summary="Watch a run (Server-Sent Events)",
+    responses={**SSE_RESPONSE, **error_responses(401, 404, 422, 503)},
     response_class=EventSourceResponse,
 )
 async def run_events(
@@ -268,6 +321,17 @@ async def run_events(
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(max_length=100)] = None,
 ) -> EventSourceResponse:
+    """A `text/event-stream` of the run: `event: metric` for each finished epoch (`data`:
+    the epoch's item as in `/metrics`) and `event: status` for each status change (`data`:
+    `{"status": ...}`).
+
+    A client that connects at any time, also after the run ended, first gets every earlier
+    epoch, then live ones; after the final status the server closes the stream. Each event
+    has an `id`: reconnecting with `Last-Event-ID` continues right after it, with nothing
+    missed or repeated. When the API shuts down the stream ends cleanly, to be resumed
+    the same way.
+    """
+
     def check() -> None:
         with get_sessionmaker()() as db:
             get_owned(db, Run, owner, run_id)
@@ -286,10 +350,25 @@ async def run_events(
     )
 
 
-@router.post("/{run_id}/cancel", status_code=202, response_model=RunRecord, responses=ERRORS)
+@router.post(
+    "/{run_id}/cancel",
+    status_code=202,
+    response_model=RunRecord,
+    summary="Cancel a run",
+    responses=error_responses(
+        401, 404, (409, "The run already ended (succeeded, failed or cancelled)."), 422, 503
+    ),
+)
 def cancel_run(
     run_id: ResourceId, request: Request, db: SessionDep, owner: OwnerDep
 ) -> dict[str, Any]:
+    """Stop a queued or running run; 202 with its record.
+
+    A queued run is `cancelled` at once and never starts. A running one is flagged and
+    stops within one epoch (or a few seconds), then ends `cancelled` keeping its metrics
+    so far: the record answered may still say `running`. Its `callback_url`, if any, is
+    called when it ends.
+    """
     run = get_owned(db, Run, owner, run_id)
     if RunStatus(run.status).is_terminal:
         raise HTTPException(409, detail=f"run {run_id} already ended ({run.status})")
@@ -326,8 +405,21 @@ def cancel_run(
     return run_record(run)
 
 
-@router.delete("/{run_id}", status_code=204, responses=ERRORS)
+@router.delete(
+    "/{run_id}",
+    status_code=204,
+    summary="Delete a run",
+    responses=error_responses(
+        401,
+        404,
+        (409, "The run is still queued or running (cancel it first), or is a trial of a "
+         "sweep that has not ended."),
+        422,
+        503,
+    ),
+)  # fmt: skip
 def delete_run(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
+    """Remove a finished run with its metrics and weights; 204, no body."""
     run = get_owned(db, Run, owner, run_id)
     if RunStatus(run.status) in ACTIVE_STATUSES:
         raise HTTPException(409, detail=f"run {run_id} is {run.status}; cancel it first")

@@ -25,7 +25,14 @@ from api.auth import PrincipalDep
 from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE
 from api.pagination import list_owned
-from api.schemas import ERRORS, RunCreate, SweepCreate, SweepList, SweepRecord
+from api.schemas import (
+    BAD_CURSOR,
+    RunCreate,
+    SweepCreate,
+    SweepList,
+    SweepRecord,
+    error_responses,
+)
 from api.validation import new_run_values, validate_against
 from core.broker import enqueue_webhook
 from core.db.locks import serialise_owner
@@ -212,7 +219,25 @@ def _trial_requests(
     return result
 
 
-@router.post("", status_code=202, response_model=SweepRecord, responses=ERRORS)
+@router.post(
+    "",
+    status_code=202,
+    response_model=SweepRecord,
+    summary="Start a hyperparameter sweep",
+    response_description="The sweep, `queued`; its URL in the `Location` header.",
+    responses=error_responses(
+        400,
+        401,
+        413,
+        (422, "Invalid sweep: the first invalid trial, named with its parameters; a "
+         "`val_*` metric without validation data, `val_accuracy` without a cross-entropy "
+         "loss, more runs than BACKPROP_MAX_SWEEP_TRIALS, `cross_validation.k` above the "
+         "dataset's samples; or an `Idempotency-Key` reused with another body."),
+        (429, "The sweep's runs plus your queued and running runs would exceed "
+         "BACKPROP_MAX_ACTIVE_RUNS."),
+        503,
+    ),
+)  # fmt: skip
 def create_sweep(
     body: SweepCreate,
     response: Response,
@@ -221,6 +246,21 @@ def create_sweep(
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Any:
+    """Expand `search` over the run request `base` into trials and store every trial as an
+    ordinary `queued` run carrying `sweep_id` (docs/sweeps.md); 202 with the sweep's record
+    and a `Location` header.
+
+    A `grid` search tries every combination of the listed values, a `random` one draws
+    `n_trials` configurations (seeded by `seed`) from lists or distributions; parameter keys
+    are dotted paths into `base` (`training.optimizer.learning_rate`,
+    `network.layers.0.units`). With `cross_validation: {"k": k}` each configuration runs
+    once per fold. Every trial is validated exactly like `POST /runs` before anything is
+    stored. At most `max_concurrent` trials are at the workers or training at once;
+    `pruning` stops clearly weak trials early (successive halving), and the leaderboard
+    ranks trials by `metric`.
+
+    `Idempotency-Key` works as on `POST /runs`.
+    """
     owner = principal.owner
     idempotency.check_key(idempotency_key)
     req_hash = idempotency.request_hash(body.model_dump_json().encode())
@@ -297,7 +337,12 @@ def create_sweep(
 # -- reading ------------------------------------------------------------------------------
 
 
-@router.get("", response_model=SweepList, responses=ERRORS)
+@router.get(
+    "",
+    response_model=SweepList,
+    summary="List sweeps",
+    responses=error_responses((400, BAD_CURSOR), 401, 422, 503),
+)
 def list_sweeps(
     db: SessionDep,
     owner: OwnerDep,
@@ -305,6 +350,10 @@ def list_sweeps(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
+    """Your sweeps' records, newest first, `limit` (default 50) at a time, optionally only
+    those with one `status`. `next_cursor` is null on the last page; otherwise pass it as
+    `cursor` for the next one.
+    """
     rows, next_cursor = list_owned(db, Sweep, owner, cursor, limit, status and status.value)
     return {"items": [sweep_record(db, s) for s in rows], "next_cursor": next_cursor}
 
@@ -317,15 +366,37 @@ def _current(db: Session, owner: str, sweep_id: str) -> Sweep:
     return sweep
 
 
-@router.get("/{sweep_id}", response_model=SweepRecord, responses=ERRORS)
+@router.get(
+    "/{sweep_id}",
+    response_model=SweepRecord,
+    summary="Read a sweep",
+    responses=error_responses(401, 404, 422, 503),
+)
 def get_sweep(sweep_id: ResourceId, db: SessionDep, owner: OwnerDep) -> dict[str, Any]:
+    """The sweep's record: its `status`, `progress` (runs finished, running, queued and
+    pruned of `total`), and the `leaderboard` with one entry per trial: succeeded trials
+    first, best first, then those still queued or running, then cancelled (pruned) and
+    failed ones. `best` is the first entry once it succeeded.
+    """
     return sweep_record(db, _current(db, owner, sweep_id))
 
 
-@router.post("/{sweep_id}/cancel", status_code=202, response_model=SweepRecord, responses=ERRORS)
+@router.post(
+    "/{sweep_id}/cancel",
+    status_code=202,
+    response_model=SweepRecord,
+    summary="Cancel a sweep",
+    responses=error_responses(
+        401, 404, (409, "The sweep already ended (succeeded, failed or cancelled)."), 422, 503
+    ),
+)
 def cancel_sweep(
     sweep_id: ResourceId, request: Request, db: SessionDep, owner: OwnerDep
 ) -> dict[str, Any]:
+    """Cancel the sweep at once; 202 with its record. Its queued trials end `cancelled`
+    without starting, its running ones stop within an epoch keeping their metrics; all
+    get `stop_reason: "sweep_cancelled"`.
+    """
     sweep = get_owned(db, Sweep, owner, sweep_id)
     now = utcnow()
     cancelled = db.execute(
@@ -433,7 +504,8 @@ async def sweep_event_stream(
 
 @router.get(
     "/{sweep_id}/events",
-    responses={**SSE_RESPONSE, **ERRORS},
+    summary="Watch a sweep (Server-Sent Events)",
+    responses={**SSE_RESPONSE, **error_responses(401, 404, 422, 503)},
     response_class=EventSourceResponse,
 )
 async def sweep_events(
@@ -442,6 +514,16 @@ async def sweep_events(
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(max_length=100)] = None,
 ) -> EventSourceResponse:
+    """A `text/event-stream` of the sweep: `event: trial` each time a trial ends (`data`:
+    `run_id`, `trial`, `fold`, `params`, `status`, the metric's value, `epoch`,
+    `stop_reason`, `progress`) and `event: status` when the sweep's status changes
+    (`data`: `status`, `progress`, `best`).
+
+    The final status comes after the last trial ended; then the stream closes.
+    Reconnecting with `Last-Event-ID` continues after that event. The stream polls the
+    database once a second.
+    """
+
     def check() -> None:
         with get_sessionmaker()() as db:
             get_owned(db, Sweep, owner, sweep_id)
