@@ -16,6 +16,7 @@ import redis
 import typer
 
 from cli.processes import ProcessGroup, free_port
+from core.logs import redact_urls
 from core.settings import get_settings
 
 app = typer.Typer(
@@ -129,7 +130,7 @@ def worker(
     log_worker_output()
     logger.info(
         "starting a Celery worker: %d process(es) (prefork), queues %s, broker %s",
-        processes, ", ".join(names), settings.celery_broker_url,
+        processes, ", ".join(names), redact_urls(settings.celery_broker_url),
     )  # fmt: skip
     celery_app.worker_main(argv)
 
@@ -258,7 +259,7 @@ def standalone(
     exit_code = 0
     try:
         if _redis_answers(settings.redis_url):
-            logger.info("using Redis at %s", settings.redis_url)
+            logger.info("using Redis at %s", redact_urls(settings.redis_url))
         else:
             url = _start_embedded_redis(group)
             env["BACKPROP_REDIS_URL"] = url

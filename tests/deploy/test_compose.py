@@ -640,7 +640,7 @@ def test_compose_commands_train_a_run(deploy_pg_url: str, tmp_path: Path) -> Non
         assert run_healthcheck() == 0, "the api health check fails on a ready api"
         wait_for(worker_ready, 60, "the worker to be ready", interval=0.1)
         worker_log = logs["worker"].read_text(errors="replace")
-        assert "concurrency: 1 (prefork)" in worker_log, "worker ignores its concurrency"
+        assert "1 process(es) (prefork)" in worker_log, "worker ignores its concurrency"
         assert queue in worker_log, "worker does not take BACKPROP_TASK_QUEUE"
 
         resp = client.post("/api/v1/datasets", json={"X": [[0.05, 0.1]], "y": [[0.01, 0.99]]})

@@ -61,8 +61,9 @@ def test_split_worker_commands_take_their_queues(tmp_path: Path) -> None:
                          f"{name} to be ready", interval=0.1)  # fmt: skip
                 text = log.read_text(errors="replace")
                 assert "Authentication required" not in text, text
-                queue_lines = [line for line in text.splitlines() if "exchange=" in line]
-                listed = {line.split()[1] for line in queue_lines}
+                # The worker's start line: "... process(es) (prefork), queues a, b, broker ..."
+                started = next(ln for ln in text.splitlines() if "starting a Celery worker" in ln)
+                listed = set(started.split("queues ", 1)[1].split(", broker")[0].split(", "))
                 assert takes <= listed, text
                 assert not_taken not in listed, text
             finally:
