@@ -29,7 +29,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(run_suffix)s: %(message)s"
 LOG_FORMATS = ("json", "text")
 
 
-# Celery's task ids for runs are "<run id>.<suffix>" (workers.celery_app.task_id_for).
+# Celery's task ids for runs are "<run id>.<suffix>" (core.broker.task_id_for).
 _TASK_ID_OF_RUN = re.compile(r"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.")
 
 

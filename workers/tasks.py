@@ -6,9 +6,10 @@ import logging
 
 from celery import Task
 
+from core.broker import TRAIN_TASK, WEBHOOK_TASK
 from core.settings import get_settings
 from workers import webhooks
-from workers.celery_app import TRAIN_TASK, WEBHOOK_TASK, celery_app
+from workers.celery_app import celery_app
 from workers.lifecycle import training_a_run
 from workers.runner import RunTrainer
 
