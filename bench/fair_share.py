@@ -44,12 +44,9 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,8 +62,7 @@ from bench.service import (  # noqa: E402
     RESULTS,
     SEED_NETWORK,
     TERMINAL,
-    create_database,
-    drop_database,
+    bench_stack,
     machine_info,
     ts,
 )
@@ -86,30 +82,12 @@ MAX_RATIO = 1.0  # bob's longest wait, in median alice runs
 @contextmanager
 def fresh_stack(args: argparse.Namespace) -> Iterator[tuple[Stack, str]]:
     """A stack with authentication on, on a database created for it; dropped after."""
-    os.environ["BACKPROP_TEST_REDIS_URL"] = args.redis  # read when tests.e2e.stack is imported
-    from tests.e2e.stack import start_stack
-
-    workdir = Path(tempfile.mkdtemp(prefix="backprop-fair-share-"))
-    db_name, db_url = create_database(args.pg)
-    stack = None
-    try:
-        stack = start_stack(
-            db_url,
-            workdir,
-            workers=1,
-            concurrency=args.concurrency,
-            BACKPROP_AUTH="on",
-            BACKPROP_AUTH_CACHE_S="60",
-            BACKPROP_TASK_QUEUE=f"bench-{uuid.uuid4().hex[:12]}",
-            BACKPROP_MAX_ACTIVE_RUNS=str(max(100, args.backlog + 10)),
-            BACKPROP_MAX_EPOCHS="1000000",
-        )
+    with bench_stack(
+        args.pg, args.redis, "fair-share", concurrency=args.concurrency,
+        BACKPROP_AUTH="on", BACKPROP_AUTH_CACHE_S="60",
+        BACKPROP_MAX_ACTIVE_RUNS=str(max(100, args.backlog + 10)), BACKPROP_MAX_EPOCHS="1000000",
+    ) as (stack, db_url, _):  # fmt: skip
         yield stack, db_url
-    finally:
-        if stack is not None:
-            stack.stop()
-        drop_database(args.pg, db_name)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def upload_seed(client: httpx.Client) -> str:

@@ -32,11 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +49,7 @@ from bench.service import (  # noqa: E402
     RESULTS,
     SEED_NETWORK,
     TERMINAL,
-    create_database,
-    drop_database,
+    bench_stack,
     machine_info,
     ts,
 )
@@ -291,27 +287,11 @@ def cadence() -> dict[str, Any]:
 
 def service_bench(args: argparse.Namespace) -> dict[str, Any]:
     """A fresh database and stack (one worker process) for one long run; dropped after."""
-    os.environ["BACKPROP_TEST_REDIS_URL"] = args.redis
-    from tests.e2e.stack import start_stack
-
-    workdir = Path(tempfile.mkdtemp(prefix="backprop-long-run-"))
-    db_name, db_url = create_database(args.pg)
-    stack = None
-    try:
-        stack = start_stack(
-            db_url,
-            workdir,
-            workers=1,
-            concurrency=1,
-            BACKPROP_TASK_QUEUE=f"bench-{uuid.uuid4().hex[:12]}",
-            BACKPROP_MAX_EPOCHS=str(max(args.epochs, 100_000)),
-        )
+    max_epochs = str(max(args.epochs, 100_000))
+    with bench_stack(
+        args.pg, args.redis, "long-run", concurrency=1, BACKPROP_MAX_EPOCHS=max_epochs
+    ) as (stack, db_url, _):
         result = one_long_run(stack, db_url, args)
-    finally:
-        if stack is not None:
-            stack.stop()
-        drop_database(args.pg, db_name)
-        shutil.rmtree(workdir, ignore_errors=True)
     return {
         "stack": "postgresql (fresh database), 1 API process, 1 worker process",
         "checkpoint_cadence": cadence(),

@@ -38,7 +38,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -550,6 +552,32 @@ def drop_database(pg_admin: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def bench_stack(
+    pg_admin: str, redis_url: str, name: str, *, concurrency: int, **env: str
+) -> Iterator[tuple[Any, str, Path]]:
+    """The real service for a benchmark: a database created for it, one API, one worker
+    with ``concurrency`` processes, a Celery queue of its own and ``env``. Yields the stack
+    (tests.e2e.stack.Stack), the database URL and the work folder; removes all three after."""
+    os.environ["BACKPROP_TEST_REDIS_URL"] = redis_url  # read when tests.e2e.stack is imported
+    from tests.e2e.stack import start_stack
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"backprop-{name}-"))
+    db_name, db_url = create_database(pg_admin)
+    stack = None
+    try:
+        queue = f"bench-{uuid.uuid4().hex[:12]}"
+        stack = start_stack(
+            db_url, workdir, workers=1, concurrency=concurrency, BACKPROP_TASK_QUEUE=queue, **env
+        )
+        yield stack, db_url, workdir
+    finally:
+        if stack is not None:
+            stack.stop()
+        drop_database(pg_admin, db_name)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def pid_of_children(stack: Any) -> dict[str, list[int]]:
     """Process ids of the API and the worker processes (for py-spy)."""
     import psutil
@@ -587,22 +615,10 @@ def main() -> None:
         return
 
     os.environ["BACKPROP_TEST_REDIS_URL"] = args.redis
-    from tests.e2e.stack import start_stack
-
     skip = set(filter(None, args.skip.split(",")))
     results: dict[str, Any] = {"machine": machine_info(), "cases": {}}
-    workdir = Path(tempfile.mkdtemp(prefix="backprop-bench-"))
-    db_name, db_url = create_database(args.pg)
-    stack = None
-    try:
-        stack = start_stack(
-            db_url,
-            workdir,
-            workers=1,
-            concurrency=2,
-            BACKPROP_TASK_QUEUE=f"bench-{uuid.uuid4().hex[:12]}",
-            BACKPROP_MAX_ACTIVE_RUNS="100000",
-        )
+    with bench_stack(args.pg, args.redis, "bench", concurrency=2,
+                     BACKPROP_MAX_ACTIVE_RUNS="100000") as (stack, db_url, workdir):  # fmt: skip
         results["stack"] = {
             "database": "postgresql (fresh database)",
             "api_processes": 1,
@@ -654,11 +670,6 @@ def main() -> None:
         if args.keep:
             print(f"stack left running at {base}; workdir {workdir}")
             input("press Enter to stop")
-    finally:
-        if stack is not None:
-            stack.stop()
-        drop_database(args.pg, db_name)
-        shutil.rmtree(workdir, ignore_errors=True)
 
     rows = table_rows(results["cases"])
     results["table"] = [dict(zip(("metric", "value", "target", "met"), r, strict=True))
