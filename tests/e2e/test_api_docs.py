@@ -18,37 +18,21 @@ tests FAIL, they are never skipped.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
+from tests.e2e.browser import chromium
 from tests.e2e.conftest import E2E_ENV
 from tests.e2e.stack import Stack, start_stack
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 ALIAS = "backprop-docs.test"  # resolved to 127.0.0.1 by the browser alone
-CHROME_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,1100",
-    # The alias goes to loopback; every other name fails at once, without a DNS query.
-    f"--host-resolver-rules=MAP {ALIAS} 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
+# The alias goes to loopback; every other name fails at once, without a DNS query.
+RESOLVER_RULES = f"--host-resolver-rules=MAP {ALIAS} 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
 # ReDoc's "API docs by Redocly" logo is an <img> from its CDN in every ReDoc version; the
 # page's Content-Security-Policy stops it in the browser (it never reaches the network)
 # and ReDoc then hides the image. Any other foreign request fails the test, blocked or not.
@@ -82,26 +66,8 @@ def operations(stack: Stack) -> list[tuple[str, str, str]]:
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(
-            f"the API docs test needs Chromium and chromedriver; missing: {', '.join(missing)}. "
-            "Install them with: apt-get update && apt-get install -y chromium chromium-driver",
-            pytrace=False,
-        )
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*CHROME_FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium(RESOLVER_RULES) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _wait(driver: webdriver.Chrome, what: str, script: str, timeout: float = 30) -> object:
