@@ -25,6 +25,8 @@ test: install
 	bash scripts/test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy --strict core
+	$(BIN)/mypy api workers cli client
 	$(BIN)/python -m pytest
 
 lint: install
@@ -41,4 +43,4 @@ bench-service: install
 	$(BIN)/python bench/service.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info backprop.db*
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info backprop.db*

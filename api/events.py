@@ -171,7 +171,11 @@ async def run_event_stream(
                     await queue.put(cursor.metric(data))
                 elif event == EVENT_STATUS:
                     status = data.get("status")
-                    if status == cursor.status or status not in STATUS_LETTERS.values():
+                    if (
+                        not isinstance(status, str)
+                        or status == cursor.status
+                        or status not in STATUS_LETTERS.values()
+                    ):
                         continue
                     if RunStatus(status).is_terminal:
                         # Every epoch is in the database before the terminal status.

@@ -85,7 +85,8 @@ def _histogram(
     name: str, doc: str, values: dict[str, float], key: str, buckets: tuple[float, ...]
 ) -> HistogramMetricFamily:
     cumulative, pairs = 0.0, []
-    for bound in (*buckets, "+Inf"):
+    bounds: tuple[float | str, ...] = (*buckets, "+Inf")
+    for bound in bounds:
         cumulative += values.get(f"{key}_bucket:{bound}", 0.0)
         pairs.append((str(float(bound)) if bound != "+Inf" else "+Inf", cumulative))
     return HistogramMetricFamily(name, doc, buckets=pairs, sum_value=values.get(f"{key}_sum", 0.0))
@@ -112,7 +113,7 @@ class ServiceCollector:
         try:
             with get_sessionmaker()() as db:
                 counts = dict(
-                    db.execute(select(Run.status, func.count()).group_by(Run.status)).all()
+                    db.execute(select(Run.status, func.count()).group_by(Run.status)).tuples().all()
                 )
             for status in RunStatus:
                 runs.add_metric([status.value], counts.get(status.value, 0))

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic.config import JsonDict
 
 from core.spec import NetworkSpec, TrainingConfig
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
 
-SEED_NETWORK_EXAMPLE = {
+SEED_NETWORK_EXAMPLE: JsonDict = {
     "input_dim": 2,
     "layers": [
         {"units": 2, "activation": "sigmoid"},
@@ -22,7 +23,7 @@ SEED_NETWORK_EXAMPLE = {
         {"W": [[0.40, 0.50], [0.45, 0.55]], "b": [0.60, 0.60]},
     ],
 }
-SEED_TRAINING_EXAMPLE = {
+SEED_TRAINING_EXAMPLE: JsonDict = {
     "loss": "mse",
     "optimizer": {"name": "sgd", "learning_rate": 0.5, "momentum": 0.0},
     "epochs": 1,

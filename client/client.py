@@ -15,7 +15,7 @@ import json
 import mimetypes
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -361,7 +361,7 @@ class EventStream(Iterator[Event]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read(self) -> Iterator[Event]:
+    def _read(self) -> Generator[Event, None, None]:
         path = f"{API}/runs/{self.run_id}/events"
         failures = 0
         while True:

@@ -16,10 +16,22 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,8 +82,9 @@ def _parsed_dataset(dataset_id: str, blob: bytes) -> ParsedDataset:
 
 
 # The per-epoch statements, built once: their values are parameters, so SQLAlchemy
-# compiles them a single time instead of once per epoch.
-_runs = Run.__table__
+# compiles them a single time instead of once per epoch. (SQLAlchemy types a mapped class's
+# __table__ as FromClause; a declarative class has a Table.)
+_runs = cast(Table, Run.__table__)
 _RECORD_PROGRESS = (
     update(_runs)
     .where(_runs.c.id == bindparam("run_id"), _runs.c.lease_owner == bindparam("me"))
@@ -80,7 +93,7 @@ _RECORD_PROGRESS = (
     )  # fmt: skip
     .returning(_runs.c.cancel_requested)
 )
-_INSERT_METRIC = insert(MetricRow.__table__)
+_INSERT_METRIC = insert(cast(Table, MetricRow.__table__))
 
 
 class LeaseLost(Exception):
@@ -336,10 +349,12 @@ class RunTrainer:
                 on_checkpoint=self._on_checkpoint,
                 resume_from=resume,
             )
-        except (LeaseLost, *TRANSIENT_ERRORS):
-            # Lease lost: the run is someone else's now. Database away for longer than
-            # BACKPROP_DB_RETRY_S: leave the run as it is; once the lease expires, the
-            # reclaimer gives it to a worker that can reach the database.
+        except LeaseLost:
+            raise  # the run is someone else's now
+        except TRANSIENT_ERRORS:
+            # Database away for longer than BACKPROP_DB_RETRY_S: leave the run as it is;
+            # once the lease expires, the reclaimer gives it to a worker that can reach
+            # the database.
             raise
         except (EngineError, ValueError) as exc:
             logger.info("run %s failed: %s", self.run_id, exc)
@@ -362,7 +377,8 @@ class RunTrainer:
                 RunStatus.failed,
                 f"exceeded max runtime of {training.get('max_runtime_s')} s",
             )
-        return self._hand_back()
+        self._hand_back()
+        return None
 
     # -- engine callbacks -----------------------------------------------------------
     def _on_epoch(self, item: dict[str, Any]) -> None:
@@ -524,18 +540,21 @@ class RunTrainer:
         """Our worker is shutting down: re-queue the run to resume from its checkpoint."""
 
         def tx(s: Session) -> int:
-            return s.execute(
-                update(Run)
-                .where(Run.id == self.run_id, Run.lease_owner == self.me)
-                .values(
-                    status=RunStatus.queued.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    enqueued_at=None,  # the dispatcher sends it to another worker
-                    # A graceful hand-back is not a failed attempt.
-                    attempts=Run.attempts - 1,
-                )
-                .execution_options(synchronize_session=False)
+            return cast(
+                CursorResult[Any],
+                s.execute(
+                    update(Run)
+                    .where(Run.id == self.run_id, Run.lease_owner == self.me)
+                    .values(
+                        status=RunStatus.queued.value,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        enqueued_at=None,  # the dispatcher sends it to another worker
+                        # A graceful hand-back is not a failed attempt.
+                        attempts=Run.attempts - 1,
+                    )
+                    .execution_options(synchronize_session=False)
+                ),
             ).rowcount
 
         if self._tx("handing back", tx) != 1:
@@ -547,11 +566,16 @@ class RunTrainer:
     def renew_lease(self) -> bool:
         with session_scope() as s:
             return (
-                s.execute(
-                    update(Run)
-                    .where(Run.id == self.run_id, Run.lease_owner == self.me)
-                    .values(lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_s))
-                    .execution_options(synchronize_session=False)
+                cast(
+                    CursorResult[Any],
+                    s.execute(
+                        update(Run)
+                        .where(Run.id == self.run_id, Run.lease_owner == self.me)
+                        .values(
+                            lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_s)
+                        )
+                        .execution_options(synchronize_session=False)
+                    ),
                 ).rowcount
                 == 1
             )

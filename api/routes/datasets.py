@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import delete, exists
+from sqlalchemy import CursorResult, delete, exists
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
@@ -101,7 +101,7 @@ async def _read_limited_body(request: Request, settings: Settings) -> bytes:
 
 async def _parse_multipart(
     request: Request, settings: Settings
-) -> tuple[str | None, ParsedDataset]:
+) -> tuple[str | None, ParsedDataset, str]:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 65536:
         raise _too_large(settings)
@@ -303,13 +303,16 @@ def delete_dataset(dataset_id: ResourceId, db: SessionDep, owner: OwnerDep) -> R
     # The row lock before the check: a submit that read this dataset commits before we look
     # for its run, and later submits wait for us, then find no dataset.
     lock_dataset_for_delete(db.connection(), dataset_id)
-    deleted = db.execute(
-        delete(Dataset).where(
-            Dataset.id == dataset_id,
-            ~exists().where(
-                Run.dataset_id == dataset_id, Run.status.in_([s.value for s in ACTIVE_STATUSES])
-            ),
-        )
+    deleted = cast(
+        CursorResult[Any],
+        db.execute(
+            delete(Dataset).where(
+                Dataset.id == dataset_id,
+                ~exists().where(
+                    Run.dataset_id == dataset_id, Run.status.in_([s.value for s in ACTIVE_STATUSES])
+                ),
+            )
+        ),
     ).rowcount
     db.commit()
     if not deleted:

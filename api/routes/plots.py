@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import math
 from threading import Lock
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from fastapi import APIRouter, Response
@@ -28,6 +28,10 @@ from sqlalchemy import select
 from api.deps import OwnerDep, ResourceId, SessionDep, get_owned
 from api.schemas import error_responses
 from core.db.models import MetricRow, Run
+
+if TYPE_CHECKING:
+    from matplotlib.lines import Line2D
+    from matplotlib.typing import RcKeyType
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
@@ -41,7 +45,11 @@ COLORS = {
     "val_accuracy": "#d62728",
 }
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
-RC = {"svg.fonttype": "none", "svg.hashsalt": "backprop", "path.simplify": False}
+RC: dict[RcKeyType, Any] = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "backprop",
+    "path.simplify": False,
+}
 
 # matplotlib's rcParams are process-global; renders take turns.
 _render_lock = Lock()
@@ -71,7 +79,8 @@ def render_curves(items: list[dict[str, Any]], fmt: str, title: str) -> tuple[by
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.grid(True, alpha=0.3)
-        lines = []
+        lines: list[Line2D] = []
+        loss_values: list[float] = []  # finite ones: they choose the scale
         if not picked:
             ax.text(
                 0.5, 0.5, "no epochs yet", transform=ax.transAxes, ha="center", va="center",
@@ -85,8 +94,8 @@ def render_curves(items: list[dict[str, Any]], fmt: str, title: str) -> tuple[by
                 (line,) = ax.plot(epochs, values, color=COLORS[key], label=key, linewidth=1.5)
                 line.set_gid(f"curve-{key}")
                 lines.append(line)
-        values = [v for line in lines for v in line.get_ydata() if math.isfinite(v)]
-        if values and min(values) > 0 and max(values) / min(values) > 100:
+                loss_values.extend(v for v in values if math.isfinite(v))
+        if loss_values and min(loss_values) > 0 and max(loss_values) / min(loss_values) > 100:
             ax.set_yscale("log")
         if picked and any(key in item for item in picked for key in ACCURACY_KEYS):
             ax2 = ax.twinx()
@@ -105,7 +114,7 @@ def render_curves(items: list[dict[str, Any]], fmt: str, title: str) -> tuple[by
             if len(epochs) == 1:
                 for line in lines:
                     line.set_marker("o")
-            ax.legend(lines, [line.get_label() for line in lines], loc="best")
+            ax.legend(lines, [str(line.get_label()) for line in lines], loc="best")
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
     return buf.getvalue(), len(picked)

@@ -4,12 +4,22 @@ predictions.py)."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import anyio
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
@@ -104,7 +114,8 @@ _DATASET_AND_ACTIVE = (
 )
 
 
-_INSERT_RUN = insert(Run.__table__).returning(*Run.__table__.c)
+# SQLAlchemy types a mapped class's __table__ as FromClause; a declarative class has a Table.
+_INSERT_RUN = insert(cast(Table, Run.__table__)).returning(*Run.__table__.c)
 
 
 def _insert_run(
@@ -374,21 +385,27 @@ def cancel_run(
         raise HTTPException(409, detail=f"run {run_id} already ended ({run.status})")
 
     # A queued run is cancelled at once; a worker that receives it later finds it ended.
-    cancelled_now = db.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.queued.value)
-        .values(status=RunStatus.cancelled.value, cancel_requested=True, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
+    cancelled_now = cast(
+        CursorResult[Any],
+        db.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.queued.value)
+            .values(status=RunStatus.cancelled.value, cancel_requested=True, finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if cancelled_now:
         # A run handed back or reclaimed may have left a checkpoint: it is not needed now.
         db.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
     else:
-        flagged = db.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.running.value)
-            .values(cancel_requested=True)
-            .execution_options(synchronize_session=False)
+        flagged = cast(
+            CursorResult[Any],
+            db.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == RunStatus.running.value)
+                .values(cancel_requested=True)
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if not flagged:  # it ended between our read and now
             db.rollback()

@@ -11,12 +11,12 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
@@ -399,11 +399,14 @@ def cancel_sweep(
     """
     sweep = get_owned(db, Sweep, owner, sweep_id)
     now = utcnow()
-    cancelled = db.execute(
-        update(Sweep)
-        .where(Sweep.id == sweep_id, Sweep.status.in_([s.value for s in SWEEP_ACTIVE]))
-        .values(status=SweepStatus.cancelled.value, finished_at=now)
-        .execution_options(synchronize_session=False)
+    cancelled = cast(
+        CursorResult[Any],
+        db.execute(
+            update(Sweep)
+            .where(Sweep.id == sweep_id, Sweep.status.in_([s.value for s in SWEEP_ACTIVE]))
+            .values(status=SweepStatus.cancelled.value, finished_at=now)
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if not cancelled:
         raise HTTPException(409, detail=f"sweep {sweep_id} already ended ({sweep.status})")
