@@ -99,7 +99,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in TRANSIENT_ERRORS:
         # TRANSIENT_ERRORS is typed for `except` (BaseException); its members are Exceptions.
-        app.add_exception_handler(error, _database_unavailable)  # type: ignore[arg-type]
+        app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(DataError, _unstorable_value)
     # Added first, so it runs inside the size limit: an oversized body is a 413 unread.
     app.add_middleware(JSONDepthLimit, max_depth=settings.max_json_depth)

@@ -150,7 +150,7 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 T = TypeVar("T")
 
 # Errors that mean "the database is away for a moment", not "this statement is wrong".
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 def retry_transient(fn: Callable[[], T], *, give_up_after_s: float = 120.0, what: str = "") -> T:
