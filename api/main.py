@@ -98,7 +98,6 @@ def create_app() -> FastAPI:
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in TRANSIENT_ERRORS:
-        # TRANSIENT_ERRORS is typed for `except` (BaseException); its members are Exceptions.
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(DataError, _unstorable_value)
     # Added first, so it runs inside the size limit: an oversized body is a 413 unread.
