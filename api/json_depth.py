@@ -27,6 +27,8 @@ import json
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.limits import send_error
+
 SETTING = "BACKPROP_MAX_JSON_DEPTH"
 
 _QUOTE = 0x22
@@ -155,7 +157,7 @@ class JSONDepthLimit:
             while more:  # drain, so the client is not cut off while still sending
                 rest = await receive()
                 more = rest["type"] == "http.request" and rest.get("more_body", False)
-            await _refuse(send, self.max_depth)
+            await send_error(send, 400, too_deep_message(self.max_depth))
             return {"type": "http.disconnect"}
 
         async def tracking_send(message: Message) -> None:
@@ -172,18 +174,3 @@ class JSONDepthLimit:
             if not refused:
                 raise
             # The app failed only because its body was cut off; the client has its 400.
-
-
-async def _refuse(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": too_deep_message(limit)}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 400,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -75,18 +75,19 @@ class BodySizeLimit:
 
 
 async def _refuse(send: Send, limit: int, setting: str) -> None:
-    body = json.dumps(
-        {"detail": f"request body is larger than the limit of {limit} bytes ({setting})"}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    detail = f"request body is larger than the limit of {limit} bytes ({setting})"
+    await send_error(send, 413, detail, close=True)
+
+
+async def send_error(send: Send, status: int, detail: str, *, close: bool = False) -> None:
+    """Answer ``status`` with the API's error body ``{"detail": …}`` from ASGI middleware
+    (``close``: and end the connection, for a body left unread)."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
