@@ -17,11 +17,13 @@ and the queue kinds it takes (``small``/``large``/``default``) in a Redis hash e
 takes a slot while it is ``running`` or sent and not yet claimed. With no worker announced,
 nothing is sent, and runs wait safely in the database.
 
-Who dispatches: a thread in every worker's main process. It runs a round as soon as one is
-requested (:func:`request_dispatch`: a one-element Redis list, pushed by the API after a
-submit and by the worker process whose run ended or was handed back; one worker takes each
-request), and a full round every interval (:func:`maintain`). Dispatchers take turns: a
-PostgreSQL advisory lock, or SQLite's write lock.
+Who dispatches: the API inside a submit's transaction when no run is waiting (:func:`reserve`
+then :func:`send_reserved`), and a thread in every worker's main process. That thread runs a
+round as soon as one is requested (:func:`request_dispatch`: a one-element Redis list, pushed
+by the worker process whose run is ending — naming it as *freeing*, so the next message is on
+its way while it ends — or was handed back; one worker takes each request), and a full round
+every interval (:func:`maintain`). Rounds take turns: a PostgreSQL advisory lock, or SQLite's
+write lock.
 
 :func:`maintain` also notices lost messages. A marker key lives in the broker's Redis; if it
 is gone, Redis lost its data (restarted without persistence) and every sent-but-unclaimed
