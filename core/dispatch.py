@@ -306,46 +306,53 @@ _MARK_UNSENT = (
 
 @dataclass
 class Outlook:
-    """What a round needs from Redis: the workers' capacity, each owner's last turn, and the
-    runs that are finishing (their slots count as free: see :func:`request_dispatch`)."""
+    """What a round reads from Redis before its transaction: the workers' capacity and the
+    runs that are finishing (their slots count as free: see :func:`request_dispatch`). Each
+    owner's last turn is read under the dispatch lock instead (:func:`reserve`)."""
 
     capacity: Capacity
-    last_served: dict[str, int]
     freeing: list[str] = field(default_factory=list)
 
 
 def read_outlook(settings: Settings | None = None) -> Outlook | None:
-    """Capacity and turns in one Redis round trip; None when Redis does not answer or no
-    worker has room at all (then nothing can be sent)."""
+    """Capacity and finishing runs in one Redis round trip; None when Redis does not answer
+    or no worker has room at all (then nothing can be sent)."""
     settings = settings or get_settings()
     client = broker_redis(settings)
+    now = time.time()
     try:
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(_registry_key(settings.task_queue))
-        pipe.hgetall(_served_key(settings.task_queue))
-        pipe.smembers(_freeing_key(settings.task_queue))
-        entries, served, freeing = pipe.execute()
+        # A run announced as freeing longer than a lease ago is not ending any more (its
+        # worker died before it could say so): its slot counts as busy again.
+        pipe.zrangebyscore(_freeing_key(settings.task_queue), now - settings.lease_s, "+inf")
+        entries, freeing = pipe.execute()
     except redis.RedisError as exc:
         logger.debug("dispatch: broker unreachable (%s); runs wait in the database", exc)
         return None
     stale_after = max(10.0, 5 * settings.dispatch_interval_s)
-    capacity, stale = _capacity(entries, stale_after, time.time())
+    capacity, stale = _capacity(entries, stale_after, now)
     if stale:
         _forget(client, settings, stale)
     if capacity.total <= 0:
         return None
-    return Outlook(
-        capacity,
-        {owner.decode(): int(turn) for owner, turn in served.items()},
-        sorted(run_id.decode() for run_id in freeing),
-    )
+    return Outlook(capacity, sorted(run_id.decode() for run_id in freeing))
 
 
 def reserve(conn: Connection, outlook: Outlook, settings: Settings | None = None) -> list[Waiting]:
     """Inside the caller's transaction (which then commits): take the dispatch lock, pick the
-    runs to send and mark them sent. Send them with :func:`send_reserved` after the commit."""
+    runs to send, mark them sent and record their owners' turns. Send them with
+    :func:`send_reserved` after the commit."""
     settings = settings or get_settings()
     serialise_dispatch(conn, settings.task_queue)
+    # The turns are read and written under the lock: a round that waited for it sees the
+    # turns of the round before.
+    client = broker_redis(settings)
+    try:
+        # redis-py types its results for the sync and async clients alike; this one is sync.
+        turns = cast(dict[bytes, bytes], client.hgetall(_served_key(settings.task_queue)))
+    except redis.RedisError:
+        turns = {}  # fairness history only: without it, ties go to the oldest run
     # At most capacity.total runs of an owner and kind can go in one round.
     rows = conn.execute(
         _BUSY_AND_WAITING, {"per_owner": outlook.capacity.total, "freeing": outlook.freeing}
@@ -362,23 +369,22 @@ def reserve(conn: Connection, outlook: Outlook, settings: Settings | None = None
     free_by_kind = {
         kind: slots - busy.get(kind, 0) for kind, slots in outlook.capacity.by_kind.items()
     }
+    last_served = {owner.decode(): int(turn) for owner, turn in turns.items()}
     chosen = choose(
-        waiting, free_total=free_total, free_by_kind=free_by_kind, last_served=outlook.last_served
+        waiting, free_total=free_total, free_by_kind=free_by_kind, last_served=last_served
     )
     if not chosen:
         return []
     marked = set(
         conn.scalars(_MARK_SENT, {"ids": [run.id for run in chosen], "now": utcnow()}).all()
     )
-    return [run for run in chosen if run.id in marked]
+    taken = [run for run in chosen if run.id in marked]
+    _record_turns(client, taken, last_served, settings)
+    return taken
 
 
 def send_reserved(
-    chosen: list[Waiting],
-    last_served: dict[str, int],
-    *,
-    send: Send | None = None,
-    settings: Settings | None = None,
+    chosen: list[Waiting], *, send: Send | None = None, settings: Settings | None = None
 ) -> list[str]:
     """Send the runs :func:`reserve` marked (after its commit); returns the ids sent. A run
     whose message could not be sent is marked unsent again, for the next round."""
@@ -390,7 +396,6 @@ def send_reserved(
             sent.append(run.id)
         else:
             _unsend(run.id)
-    _record_turns(broker_redis(settings), chosen, last_served, settings)
     return sent
 
 
@@ -411,7 +416,7 @@ def dispatch(*, send: Send | None = None, settings: Settings | None = None) -> l
     except Exception as exc:  # the database is away for a moment: try again next time
         logger.warning("dispatch: could not choose runs to send (%s)", exc)
         return []
-    return send_reserved(chosen, outlook.last_served, send=send, settings=settings)
+    return send_reserved(chosen, send=send, settings=settings)
 
 
 def request_dispatch(settings: Settings | None = None, *, freeing: str | None = None) -> None:
@@ -429,8 +434,10 @@ def request_dispatch(settings: Settings | None = None, *, freeing: str | None = 
     try:
         pipe = broker_redis(settings).pipeline(transaction=False)
         if freeing is not None:
-            pipe.sadd(_freeing_key(settings.task_queue), freeing)
-            pipe.expire(_freeing_key(settings.task_queue), 300)
+            now = time.time()
+            pipe.zadd(_freeing_key(settings.task_queue), {freeing: now})
+            # Entries older than a lease are ignored by every round; drop them now and then.
+            pipe.zremrangebyscore(_freeing_key(settings.task_queue), 0, now - 10 * settings.lease_s)
         pipe.lpush(key, 1)
         pipe.ltrim(key, 0, 0)  # one pending request stands for any number
         pipe.execute()
@@ -443,7 +450,7 @@ def freed(run_id: str, settings: Settings | None = None) -> None:
     counts it as busy). Never raises."""
     settings = settings or get_settings()
     try:
-        broker_redis(settings).srem(_freeing_key(settings.task_queue), run_id)
+        broker_redis(settings).zrem(_freeing_key(settings.task_queue), run_id)
     except redis.RedisError as exc:
         logger.debug("could not clear run %s from the finishing runs (%s)", run_id, exc)
 

@@ -200,6 +200,9 @@ def _dispatch_loop(me: _Announcement) -> None:
                 logger.warning("dispatching failed (%s); retrying every %.0f s", exc, interval)
             failing = True
             _stop_loops.wait(interval)
+    # Shutting down: withdraw again, in case this loop's last announcement raced the one
+    # withdrawal made when the shutdown began.
+    withdraw_worker(me.worker_id)
 
 
 def _announcement(consumer: Any) -> _Announcement:

@@ -299,6 +299,7 @@ class RunTrainer:
             logger.info(
                 "run %s is not claimable (finished, cancelled or alive elsewhere)", self.run_id
             )
+            request_dispatch()  # this duplicate message held a slot: it is free again
             return None
         self._recorded_epochs = job.recorded_epochs
         if job.checkpoint is not None:

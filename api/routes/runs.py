@@ -49,7 +49,14 @@ from core.db.session import (
     get_autocommit_sessionmaker,
     get_sessionmaker,
 )
-from core.dispatch import BACKLOG, Waiting, read_outlook, reserve, send_reserved
+from core.dispatch import (
+    BACKLOG,
+    Waiting,
+    read_outlook,
+    request_dispatch,
+    reserve,
+    send_reserved,
+)
 from core.keys import Principal
 from core.settings import Settings
 from core.streams import EVENT_STATUS
@@ -153,35 +160,28 @@ def _insert_run(
     return db.execute(_INSERT_RUN, values).first(), bool(dataset.backlog)
 
 
-def _dispatch_here(
-    conn: Connection, backlog: bool, settings: Settings
-) -> tuple[list[Waiting], dict[str, int]]:
-    """A dispatch round inside the submit's transaction when a worker may be free: it
-    saves the hop to a worker's round, so an idle service starts the run at once. With a
-    backlog, no slot is free and the workers' rounds send the runs in turn."""
-    if backlog:
-        return [], {}
-    outlook = read_outlook(settings)
-    if outlook is None:
-        return [], {}
-    return reserve(conn, outlook, settings), outlook.last_served
-
-
 def _create_run(
     body: RunCreate, principal: Principal, settings: Settings, idempotency_key: str | None
 ) -> tuple[dict[str, Any], str] | Response:
     """Store the run (and its idempotency record) and, in the same transaction, a dispatch
-    round; send what it picked after the commit. In a worker thread."""
+    round when no other run waits; send what it picked after the commit. In a worker thread.
+
+    The round here saves the hop to a worker's round, so an idle service starts the run at
+    once. With runs waiting, the workers' rounds send them in turn: the submit only asks for
+    a round (a waiting run may be one whose kind has no free slot while others have).
+    """
     owner = principal.owner
     req_hash = idempotency.request_hash(body.model_dump_json().encode())
+    # Capacity is read before the transaction: no Redis round trip while the locks are held.
+    outlook = read_outlook(settings)
     picked: list[Waiting] = []
-    last_served: dict[str, int] = {}
+    waiting_before = [False]
 
     def create(db: Session) -> tuple[dict[str, Any], str]:
         row, backlog = _insert_run(db, body, principal, settings)
-        chosen, served = _dispatch_here(db.connection(), backlog, settings)
-        picked.extend(chosen)
-        last_served.update(served)
+        waiting_before[0] = backlog
+        if outlook is not None and not backlog:
+            picked.extend(reserve(db.connection(), outlook, settings))
         return run_record(row), f"/api/v1/runs/{row.id}"
 
     with get_sessionmaker()() as db:
@@ -190,8 +190,12 @@ def _create_run(
             db, owner=owner, endpoint="runs", key=idempotency_key, req_hash=req_hash,
             status_code=202, response_model=RunRecord, create=create,
         )  # fmt: skip
+    if isinstance(result, Response):
+        return result  # a replay: nothing of this request was committed, nothing to send
+    if waiting_before[0] or outlook is None:
+        request_dispatch(settings)
     # Only after the commit: the worker must find the run.
-    send_reserved(picked, last_served, settings=settings)
+    send_reserved(picked, settings=settings)
     return result
 
 
@@ -414,6 +418,7 @@ def cancel_run(
     db.commit()
     db.refresh(run)
     if cancelled_now:
+        request_dispatch()  # had it been sent, its slot is free again
         request.app.state.events.publish(
             run_id, EVENT_STATUS, {"status": RunStatus.cancelled.value}, final=True
         )

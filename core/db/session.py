@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ def get_engine(url: str | None = None) -> Engine:
 
 # Engines that pool even in a process that forks (see get_process_engine), by pid and URL.
 _process_engines: dict[tuple[int, str], Engine] = {}
+_process_engines_lock = threading.Lock()
 
 
 def get_process_engine(url: str | None = None) -> Engine:
@@ -62,12 +64,16 @@ def get_process_engine(url: str | None = None) -> Engine:
     connection per use costs more than the work. A forked child inherits the parent's
     entries in ``_process_engines``: it never uses them (the key holds the pid) and never
     closes them (they stay referenced, and pool processes end with ``os._exit``), so the
-    parent's sessions are not disturbed.
+    parent's sessions are not disturbed. SQLite pools nothing here: an open SQLite file must
+    not cross a fork, and opening one is cheap.
     """
-    key = (os.getpid(), normalize_url(url or get_settings().database_url))
-    engine = _process_engines.get(key)
-    if engine is None:
-        engine = _process_engines[key] = _make_engine(url, pooled=True, pool_size=2)
+    resolved = normalize_url(url or get_settings().database_url)
+    key = (os.getpid(), resolved)
+    with _process_engines_lock:
+        engine = _process_engines.get(key)
+        if engine is None:
+            pooled = not resolved.startswith("sqlite")
+            engine = _process_engines[key] = _make_engine(url, pooled=pooled, pool_size=2)
     return engine
 
 

@@ -6,6 +6,7 @@ the database (SQLite and PostgreSQL) and Redis are real.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -252,3 +253,19 @@ def test_the_slot_of_a_finishing_run_counts_as_free(service_settings: Settings) 
     freed("ending")
     key = f"backprop:freeing:{service_settings.task_queue}"
     assert broker_redis(service_settings).smembers(key) == set()
+
+
+def test_a_run_announced_as_freeing_long_ago_counts_as_busy_again(
+    service_settings: Settings,
+) -> None:
+    # Its worker died between announcing the end and ending: after a lease, the slot is
+    # the run's again (it may be running elsewhere by now).
+    _add_runs(("ending", "alice", 0, "small"), ("next", "alice", 0, "small"))
+    _set_status("ending", RunStatus.running.value)
+    announce_worker("host:1", 1, ["small"])
+    key = f"backprop:freeing:{service_settings.task_queue}"
+    long_ago = time.time() - service_settings.lease_s - 1
+    broker_redis(service_settings).zadd(key, {"ending": long_ago})
+    assert dispatch(send=Recorder()) == []
+    request_dispatch(freeing="ending")
+    assert dispatch(send=Recorder()) == ["next"]
