@@ -27,7 +27,7 @@ import json
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.limits import send_error
+from api.limits import BodyCheck
 
 SETTING = "BACKPROP_MAX_JSON_DEPTH"
 
@@ -140,37 +140,22 @@ class JSONDepthLimit:
             await self.app(scope, receive, send)
             return
         scanner = DepthScanner(self.max_depth)
-        started = False
-        refused = False
+        check = BodyCheck(send)
 
         async def scanning_receive() -> Message:
-            nonlocal refused
-            if refused:
+            if check.refused:
                 return {"type": "http.disconnect"}
             message = await receive()
-            if message["type"] != "http.request" or started:
+            if message["type"] != "http.request" or check.started:
                 return message
             more = message.get("more_body", False)
             if scanner.feed(message.get("body", b""), more):
                 return message
-            refused = True
+            check.refused = True  # from here on, the app gets nothing more of the body
             while more:  # drain, so the client is not cut off while still sending
                 rest = await receive()
                 more = rest["type"] == "http.request" and rest.get("more_body", False)
-            await send_error(send, 400, too_deep_message(self.max_depth))
+            await check.refuse(400, too_deep_message(self.max_depth))
             return {"type": "http.disconnect"}
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return  # the 400 has been sent; whatever the app says now is dropped
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, scanning_receive, tracking_send)
-        except Exception:
-            if not refused:
-                raise
-            # The app failed only because its body was cut off; the client has its 400.
+        await check.run(self.app, scope, scanning_receive)

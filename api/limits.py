@@ -37,46 +37,59 @@ class BodySizeLimit:
         limit, shown, setting = self._limit(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _refuse(send, shown, setting)
+                await send_error(send, 413, _too_large(shown, setting), close=True)
                 return
 
         received = 0
-        started = False
-        refused = False
+        check = BodyCheck(send)
 
         async def counting_receive() -> Message:
-            nonlocal received, refused
-            if refused:
+            nonlocal received
+            if check.refused:
                 return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit and not started:
+                if received > limit and not check.started:
                     # Answer now and tell the app the client went away, so it stops.
-                    refused = True
-                    await _refuse(send, shown, setting)
+                    await check.refuse(413, _too_large(shown, setting), close=True)
                     return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return  # the 413 has been sent; whatever the app says now is dropped
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        await check.run(self.app, scope, counting_receive)
 
+
+def _too_large(limit: int, setting: str) -> str:
+    return f"request body is larger than the limit of {limit} bytes ({setting})"
+
+
+class BodyCheck:
+    """Runs the app while a middleware checks the request body as it arrives, and lets the
+    middleware answer an error in the app's stead: once refused, whatever the app still
+    sends is dropped, and its failure (its body was cut off) is not an error."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False  # the app began its answer: too late to refuse
+        self.refused = False
+
+    async def refuse(self, status: int, detail: str, *, close: bool = False) -> None:
+        self.refused = True
+        await send_error(self._send, status, detail, close=close)
+
+    async def send(self, message: Message) -> None:
+        if self.refused:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+    async def run(self, app: ASGIApp, scope: Scope, receive: Receive) -> None:
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await app(scope, receive, self.send)
         except Exception:
-            if not refused:
+            if not self.refused:
                 raise
-            # The app failed only because its body was cut off; the client has its 413.
-
-
-async def _refuse(send: Send, limit: int, setting: str) -> None:
-    detail = f"request body is larger than the limit of {limit} bytes ({setting})"
-    await send_error(send, 413, detail, close=True)
 
 
 async def send_error(send: Send, status: int, detail: str, *, close: bool = False) -> None:
