@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from core.db.models import MetricRow, Run, RunStatus
 from core.db.session import get_sessionmaker
+from core.runs import timeline
 from core.streams import EVENT_METRIC, EVENT_STATUS, decode_event, stream_key
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Snapshot:
     status: str
     error: str | None
     items: list[dict[str, Any]] = field(default_factory=list)
+    reason: str | None = None  # why it has its status (its timeline's last reason)
 
 
 def parse_last_event_id(value: str | None) -> tuple[int, str | None]:
@@ -72,7 +74,10 @@ def load_snapshot(run_id: str, after_epoch: int) -> Snapshot | None:
             .where(MetricRow.run_id == run_id, MetricRow.epoch > after_epoch)
             .order_by(MetricRow.epoch)
         )
-        return Snapshot(run.status, run.error, [row.as_item() for row in rows])
+        items = [row.as_item() for row in rows]
+        return Snapshot(
+            run.status, run.error, items, timeline.latest_reason(db.connection(), run_id)
+        )
 
 
 class _Cursor:
@@ -89,9 +94,13 @@ class _Cursor:
         self.epoch = int(item["epoch"])
         return {"event": EVENT_METRIC, "id": self.event_id(), "data": json.dumps(item)}
 
-    def status_event(self, status: str, error: str | None = None) -> dict[str, Any]:
+    def status_event(
+        self, status: str, error: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
         self.status = status
         data: dict[str, Any] = {"status": status}
+        if reason:
+            data["reason"] = reason
         if error:
             data["error"] = error
         return {"event": EVENT_STATUS, "id": self.event_id(), "data": json.dumps(data)}
@@ -102,10 +111,10 @@ def _from_snapshot(cursor: _Cursor, snap: Snapshot) -> tuple[list[dict[str, Any]
     events: list[dict[str, Any]] = []
     terminal = RunStatus(snap.status).is_terminal
     if not terminal and snap.status != cursor.status:
-        events.append(cursor.status_event(snap.status))
+        events.append(cursor.status_event(snap.status, reason=snap.reason))
     events.extend(cursor.metric(item) for item in snap.items if item["epoch"] > cursor.epoch)
     if terminal and snap.status != cursor.status:
-        events.append(cursor.status_event(snap.status, snap.error))
+        events.append(cursor.status_event(snap.status, snap.error, snap.reason))
     return events, terminal
 
 
@@ -181,7 +190,12 @@ async def run_event_stream(
                         # Every epoch is in the database before the terminal status.
                         ended = await catch_up()
                         break
-                    await queue.put(cursor.status_event(status))
+                    reason = data.get("reason")
+                    await queue.put(
+                        cursor.status_event(
+                            status, reason=reason if isinstance(reason, str) else None
+                        )
+                    )
         while not queue.empty():
             yield queue.get_nowait()
         if ended:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -21,6 +21,9 @@ from sqlalchemy.orm import Session
 from core.db.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 200
+
+
+R = TypeVar("R")  # what a create answers: a record (a dict or a response model)
 
 
 def request_hash(body: bytes) -> str:
@@ -94,8 +97,8 @@ def create_once(
     req_hash: str,
     status_code: int,
     response_model: type[BaseModel],
-    create: Callable[[Session], tuple[dict[str, Any], str]],
-) -> JSONResponse | tuple[dict[str, Any], str]:
+    create: Callable[[Session], tuple[R, str]],
+) -> JSONResponse | tuple[R, str]:
     """Create something once per ``Idempotency-Key`` and commit; the one way every POST
     that creates does it.
 
@@ -124,3 +127,13 @@ def create_once(
             raise
         return replay
     return record, location
+
+
+def respond(result: Response | tuple[R, str], response: Response) -> R | Response:
+    """What a create route answers from :func:`create_once`'s result: a replay as it was
+    first answered, or the new record with its ``Location`` header."""
+    if isinstance(result, Response):
+        return result
+    record, location = result
+    response.headers["Location"] = location
+    return record

@@ -6,7 +6,16 @@ import copy
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    computed_field,
+    field_validator,
+)
 from pydantic.config import JsonDict
 
 from core.spec import NetworkSpec, TrainingConfig
@@ -105,15 +114,37 @@ class Progress(BaseModel):
     epochs: int
 
 
+RunStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class TransitionOut(BaseModel):
+    """One change of a run's status (core/runs/timeline.py)."""
+
+    status: RunStatusName
+    at: datetime
+    reason: str = Field(description='Why, for people: "claimed by worker w-1 (attempt 2)".')
+    attempt: int = Field(description="The run's attempt count after the change.")
+    worker: str | None = Field(description="The worker involved (host:pid), if any.")
+
+
 class RunRecord(BaseModel):
+    """A run's public record, read from the ``runs`` row's attributes (an ORM ``Run`` or
+    a Core row); the routes add ``transitions``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     name: str | None
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: RunStatusName
     dataset_id: str
     network: dict[str, Any]
     training: dict[str, Any]
-    progress: Progress
-    metrics: dict[str, float | None]
+    # Stored as two columns, shown as `progress`.
+    epoch: int = Field(exclude=True)
+    epochs: int = Field(exclude=True)
+    metrics: dict[str, float | None] = Field(
+        description="The latest epoch's metrics (`loss`: null before the first epoch)."
+    )
     error: str | None
     callback_url: str | None = None
     webhook_status: str | None = Field(
@@ -121,7 +152,9 @@ class RunRecord(BaseModel):
     )
     attempts: int = Field(description="How many times a worker took this run up.")
     worker: str | None = Field(
-        default=None, description="host:pid of the worker process training it now."
+        default=None,
+        validation_alias=AliasChoices("worker", "lease_owner"),
+        description="host:pid of the worker process training it now.",
     )
     created_at: datetime
     started_at: datetime | None
@@ -137,6 +170,25 @@ class RunRecord(BaseModel):
     stop_reason: str | None = Field(
         default=None, description="Why it stopped early: 'pruned', 'sweep_cancelled'."
     )
+    transitions: list[TransitionOut] = Field(
+        default_factory=list,
+        description="Every change of its status, oldest first, with the reason.",
+    )
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _no_metrics_yet(cls, value: Any) -> Any:
+        return value or {"loss": None}
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _default_priority(cls, value: Any) -> Any:
+        return value or 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def progress(self) -> Progress:
+        return Progress(epoch=self.epoch, epochs=self.epochs)
 
 
 class RunList(BaseModel):

@@ -13,7 +13,16 @@ Depends on ``httpx`` and ``pydantic`` only::
 
 from client.client import DEFAULT_URL, BackpropClient, EventStream
 from client.errors import BackpropConnectionError, BackpropError
-from client.models import Dataset, Event, MetricItem, Prediction, Progress, Run, Sweep
+from client.models import (
+    Dataset,
+    Event,
+    MetricItem,
+    Prediction,
+    Progress,
+    Run,
+    Sweep,
+    Transition,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -28,4 +37,5 @@ __all__ = [
     "Progress",
     "Run",
     "Sweep",
+    "Transition",
 ]

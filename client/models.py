@@ -40,6 +40,16 @@ class Progress(_Record):
     epochs: int
 
 
+class Transition(_Record):
+    """One change of a run's status: when, why, on which attempt and worker."""
+
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    at: datetime
+    reason: str
+    attempt: int
+    worker: str | None = None
+
+
 class Run(_Record):
     """A training run (``GET /api/v1/runs/{id}``)."""
 
@@ -60,6 +70,7 @@ class Run(_Record):
     sweep_id: str | None = None
     sweep_params: dict[str, Any] | None = None
     stop_reason: str | None = None
+    transitions: list[Transition] = []  # the run's timeline, oldest first
 
     @property
     def done(self) -> bool:

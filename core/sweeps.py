@@ -16,7 +16,7 @@
 - :func:`leaderboard` ranks trials (or, with cross-validation, configurations: the mean and
   standard deviation over their folds).
 
-No database, no Celery: the service's sweep code (``core/sweep_runs.py``, ``api/routes/
+No database, no Celery: the service's sweep code (``core/runs/sweeps.py``, ``api/routes/
 sweeps.py``) calls these.
 """
 
@@ -287,12 +287,16 @@ def asha_keep(
     fewer than ``eta`` values every trial continues; else only the best ``max(1, n // eta)``
     (ties continue).
     """
-    n = len(rung_values)
-    if n < eta or value is None:
+    if len(rung_values) < eta or value is None:
         return True
-    k = max(1, n // eta)
-    threshold = sorted(_worse(v, mode) for v in rung_values)[k - 1]
-    return _worse(value, mode) <= threshold
+    return _worse(value, mode) <= _worse(asha_cutoff(rung_values, eta, mode), mode)
+
+
+def asha_cutoff(rung_values: Sequence[float | None], eta: int, mode: str) -> float | None:
+    """The worst value that still continues past a rung: the ``max(1, n // eta)``-th best
+    of ``rung_values`` (``mode`` "min" or "max")."""
+    k = max(1, len(rung_values) // eta)
+    return sorted(rung_values, key=lambda v: _worse(v, mode))[k - 1]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from billiard.process import active_children
 from celery.signals import (
     task_postrun,
@@ -38,22 +39,21 @@ from celery.signals import (
     worker_ready,
     worker_shutting_down,
 )
-from sqlalchemy import or_, update
 from threadpoolctl import threadpool_limits
 
-from core.db.models import Run, RunStatus, utcnow
-from core.db.session import session_scope, set_pooling
+from core.db.session import get_engine, set_pooling
 from core.dispatch import (
     dispatch,
     kinds_of_queues,
     maintain,
-    request_dispatch,
     wait_for_request,
     withdraw_worker,
 )
 from core.logs import current_run_id
+from core.runs import lifecycle as runs
+from core.runs.sweeps import reconcile as reconcile_sweeps
 from core.settings import get_settings
-from core.sweep_runs import reconcile as reconcile_sweeps
+from core.streams import EventPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -124,36 +124,30 @@ def _ask_pool_to_hand_back(**_kwargs: object) -> None:
 
 
 def reclaim() -> list[str]:
-    """Put back in the queue the runs whose worker died; returns their ids.
+    """Put back in the queue the runs whose worker died (core.runs.lifecycle.reclaim);
+    returns their ids. The dispatcher sends them to free workers, where they resume from
+    their checkpoints."""
+    with get_engine().begin() as conn:
+        changes = runs.reclaim(conn)
+    for change in changes:
+        logger.warning("run %s: %s", change.run_id, change.reason)
+    runs.announce(changes, _events())
+    return [change.run_id for change in changes]
 
-    A running run with an expired lease lost its worker: it goes back to ``queued``, unsent,
-    and the dispatcher sends it to a free worker, where it resumes from its checkpoint. The
-    UPDATE … RETURNING picks each run once even with many workers reclaiming.
-    """
-    now = utcnow()
-    with session_scope() as s:
-        expired = list(
-            s.scalars(
-                update(Run)
-                .where(
-                    Run.status == RunStatus.running.value,
-                    or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
-                )
-                .values(
-                    status=RunStatus.queued.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    enqueued_at=None,
-                )
-                .returning(Run.id)
-                .execution_options(synchronize_session=False)
-            )
+
+_publisher: EventPublisher | None = None
+
+
+def _events() -> EventPublisher:
+    """The main process's publisher of status events (one Redis client, made on first use)."""
+    global _publisher
+    if _publisher is None:
+        settings = get_settings()
+        client = redis.Redis.from_url(settings.redis_url)
+        _publisher = EventPublisher(
+            client, maxlen=settings.stream_maxlen, ttl_s=settings.stream_ttl_s
         )
-    for run_id in expired:
-        logger.warning("run %s: its worker stopped renewing the lease; re-queued", run_id)
-    if expired:
-        request_dispatch()
-    return expired
+    return _publisher
 
 
 _stop_loops = threading.Event()

@@ -15,38 +15,32 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import redis
-from sqlalchemy import (
-    Connection,
-    CursorResult,
-    Table,
-    and_,
-    bindparam,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, CursorResult, Executable, Table, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from core.broker import enqueue_webhook
 from core.data import ParsedDataset, from_npz_bytes
-from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
-from core.db.session import TRANSIENT_ERRORS, get_autocommit_engine, retry_transient, session_scope
+from core.db.models import Checkpoint, MetricRow, ModelArtifact, utcnow
+from core.db.session import (
+    TRANSIENT_ERRORS,
+    get_autocommit_engine,
+    get_engine,
+    retry_transient,
+)
 from core.dispatch import freed, request_dispatch
 from core.engine import EngineError, Network
 from core.engine.training import validation_size
+from core.runs import lifecycle, timeline
+from core.runs.lifecycle import Change
+from core.runs.sweeps import PruneCheck
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
-from core.streams import EVENT_METRIC, EVENT_STATUS, EventPublisher, Publisher
-from core.sweep_runs import PruneCheck, after_run_end
-from core.telemetry import epoch_increments, run_ended_increments
+from core.streams import EVENT_METRIC, EventPublisher, Publisher
+from core.telemetry import epoch_increments
 from workers.lifecycle import handback_requested
 
 logger = logging.getLogger(__name__)
@@ -56,11 +50,6 @@ T = TypeVar("T")
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _dataset_column(column: Any) -> Any:
-    """``column`` of the run's dataset, as a subquery correlated to the updated run."""
-    return select(column).where(Dataset.id == Run.dataset_id).scalar_subquery().label(column.key)
 
 
 # Datasets never change once stored, so a worker keeps the last few it parsed: runs on
@@ -81,18 +70,9 @@ def _parsed_dataset(dataset_id: str, blob: bytes) -> ParsedDataset:
     return parsed
 
 
-# The per-epoch statements, built once: their values are parameters, so SQLAlchemy
-# compiles them a single time instead of once per epoch. (SQLAlchemy types a mapped class's
+# The per-epoch metric insert, built once: its values are parameters, so SQLAlchemy
+# compiles it a single time instead of once per epoch. (SQLAlchemy types a mapped class's
 # __table__ as FromClause; a declarative class has a Table.)
-_runs = cast(Table, Run.__table__)
-_RECORD_PROGRESS = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("run_id"), _runs.c.lease_owner == bindparam("me"))
-    .values(
-        epoch=bindparam("epoch"), metrics=bindparam("metrics"), lease_expires_at=bindparam("lease")
-    )  # fmt: skip
-    .returning(_runs.c.cancel_requested)
-)
 _INSERT_METRIC = insert(cast(Table, MetricRow.__table__))
 
 
@@ -138,10 +118,11 @@ class RunTrainer:
         self._train_samples = 0
         self._last_elapsed = 0.0
         self._cancel = False
-        self._stop_note: str | None = None  # why a cancelled run stopped (pruned)
-        self._prune_check = PruneCheck(run_id, self.me, sweep_id=None)
+        self._stop_reason: str | None = None  # runs.stop_reason of a stop request
+        self._stop_note: str | None = None  # the prune verdict, when pruning stopped it
+        self._prune_check = PruneCheck(run_id, sweep_id=None)
         self._sweep_id: str | None = None
-        self._has_webhook = False
+        self._claim_change: Change | None = None
         self._has_checkpoint = False
         self._recorded_epochs = 0
         self._epochs = 0
@@ -152,14 +133,13 @@ class RunTrainer:
         self._stopped_at: int | None = None
         self._deadline: float | None = None
         self._last_checkpoint = (0, time.monotonic())
-        self._slot_announced = False  # the next run was requested while this one ended
 
-    def _tx(self, what: str, body: Callable[[Session], T]) -> T:
+    def _tx(self, what: str, body: Callable[[Connection], T]) -> T:
         """Run ``body`` in a transaction of its own, retried while the database is away."""
 
         def attempt() -> T:
-            with session_scope() as s:
-                return body(s)
+            with get_engine().begin() as conn:
+                return body(conn)
 
         return retry_transient(
             attempt, give_up_after_s=self.settings.db_retry_s, what=f"{what} run {self.run_id}"
@@ -168,7 +148,7 @@ class RunTrainer:
     def _single(self, what: str, body: Callable[[Connection], T]) -> T:
         """Run ``body``'s statements each on its own (autocommit), retried while the
         database is away: one round trip per statement, no BEGIN/COMMIT. Only for steps
-        whose statements are safe one by one (see ``claim`` and ``_on_epoch``)."""
+        whose statements are safe one by one (see ``_on_epoch``)."""
 
         def attempt() -> T:
             with get_autocommit_engine().connect() as conn:
@@ -184,87 +164,21 @@ class RunTrainer:
 
         Returns ``("claimed", job)``, ``("cancelled", None)`` (cancel was asked while no
         worker held it), ``("gave up", None)`` (its workers died ``max_attempts`` times: it
-        is marked failed instead of tried again) or ``("not claimable", None)``. A first
-        attempt costs one statement (one round trip).
+        is marked failed instead of tried again) or ``("not claimable", None)``. The change
+        it made waits in ``self._claim_change`` to be announced.
         """
-        max_attempts = self.settings.max_attempts
 
-        def claim_statements(s: Connection) -> tuple[str, _Job | None]:
-            # The claim is one UPDATE … RETURNING (the dataset comes along by subquery):
-            # atomic on its own, so it needs no transaction around it.
-            now = utcnow()
-            claimable = and_(
-                Run.id == self.run_id,
-                or_(
-                    Run.status == RunStatus.queued.value,
-                    and_(
-                        Run.status == RunStatus.running.value,
-                        or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
-                    ),
-                ),
-            )
-            row = s.execute(
-                update(Run)
-                .where(claimable, Run.attempts < max_attempts, Run.cancel_requested.is_(False))
-                .values(
-                    status=RunStatus.running.value,
-                    lease_owner=self.me,
-                    lease_expires_at=now + timedelta(seconds=self.settings.lease_s),
-                    attempts=Run.attempts + 1,
-                    started_at=func.coalesce(Run.started_at, now),
-                )
-                .returning(
-                    Run.epoch,
-                    Run.network,
-                    Run.training,
-                    Run.sweep_id,
-                    Run.dataset_id,
-                    Run.callback_url,
-                    _dataset_column(Dataset.data),
-                    _dataset_column(Dataset.classes),
-                )  # fmt: skip
-                .execution_options(synchronize_session=False)
-            ).first()
+        def body(conn: Connection) -> tuple[lifecycle.Claim, _Job | None]:
+            claimed = lifecycle.claim(
+                conn, self.run_id, worker=self.me, lease_s=self.settings.lease_s,
+                max_attempts=self.settings.max_attempts,
+            )  # fmt: skip
+            row = claimed.row
             if row is None:
-                # Cancelled while its worker was away (it died or handed the run back):
-                # it ends here, untrained, rather than training one more epoch first.
-                cancelled = s.execute(
-                    update(Run)
-                    .where(claimable, Run.cancel_requested.is_(True))
-                    .values(
-                        status=RunStatus.cancelled.value,
-                        finished_at=now,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    )
-                    .returning(Run.callback_url, Run.sweep_id)
-                ).first()
-                if cancelled is not None:
-                    s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
-                    self._has_webhook, self._sweep_id = bool(cancelled[0]), cancelled[1]
-                    return "cancelled", None
-                gave_up = s.execute(
-                    update(Run)
-                    .where(claimable, Run.attempts >= max_attempts)
-                    .values(
-                        status=RunStatus.failed.value,
-                        error=f"gave up after {max_attempts} attempts: the worker training "
-                        "this run stopped unexpectedly each time (out of memory, or killed?)",
-                        finished_at=now,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    )
-                    .returning(Run.callback_url, Run.sweep_id)
-                    .execution_options(synchronize_session=False)
-                ).first()
-                if gave_up is None:
-                    return "not claimable", None
-                s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
-                self._has_webhook, self._sweep_id = bool(gave_up[0]), gave_up[1]
-                return "gave up", None
+                return claimed, None
             job = _Job(row.network, row.training, row.data, row.classes, row.dataset_id)
             if row.epoch > 0:  # an earlier attempt trained: it left metrics, maybe a checkpoint
-                checkpoint = s.execute(
+                checkpoint = conn.execute(
                     select(Checkpoint.epoch, Checkpoint.data).where(
                         Checkpoint.run_id == self.run_id
                     )
@@ -272,29 +186,28 @@ class RunTrainer:
                 if checkpoint is not None:
                     job.checkpoint_epoch, job.checkpoint = checkpoint[0], checkpoint[1]
                 job.recorded_epochs = (
-                    s.scalar(
+                    conn.scalar(
                         select(func.max(MetricRow.epoch)).where(MetricRow.run_id == self.run_id)
                     )
                     or 0
                 )
-            self._has_webhook, self._sweep_id = bool(row.callback_url), row.sweep_id
-            return "claimed", job
+            return claimed, job
 
-        return self._single("claiming", claim_statements)
+        claimed, job = self._tx("claiming", body)
+        self._claim_change = claimed.change
+        if claimed.change is not None:
+            self._sweep_id = claimed.change.sweep_id
+        return claimed.outcome, job
 
     # -- the whole job --------------------------------------------------------------
     def run(self) -> str | None:
         """Train the run to its end; returns the terminal status, or None if not ours."""
         outcome, job = self.claim()
-        if outcome == "cancelled":
-            logger.info("run %s cancelled before it could resume", self.run_id)
-            self._announce_end(RunStatus.cancelled, None, duration_s=None)
-            return RunStatus.cancelled.value
-        if outcome == "gave up":
-            logger.warning("run %s failed: its workers died %d times", self.run_id,
-                           self.settings.max_attempts)  # fmt: skip
-            self._announce_end(RunStatus.failed, None, duration_s=None)
-            return RunStatus.failed.value
+        if outcome in ("cancelled", "gave up"):
+            assert self._claim_change is not None
+            logger.info("run %s ended at its claim: %s", self.run_id, self._claim_change.reason)
+            lifecycle.announce([self._claim_change], self.events)
+            return self._claim_change.status.value
         if job is None:
             logger.info(
                 "run %s is not claimable (finished, cancelled or alive elsewhere)", self.run_id
@@ -305,9 +218,8 @@ class RunTrainer:
         if job.checkpoint is not None:
             self._last_checkpoint = (job.checkpoint_epoch, time.monotonic())
             self._has_checkpoint = True
-        self._prune_check = PruneCheck(self.run_id, self.me, sweep_id=self._sweep_id)
-
-        self.events.publish(self.run_id, EVENT_STATUS, {"status": RunStatus.running.value})
+        self._prune_check = PruneCheck(self.run_id, sweep_id=self._sweep_id)
+        lifecycle.announce([self._claim_change], self.events)  # the status event: running
 
         heartbeat = _Heartbeat(self)
         heartbeat.start()
@@ -359,25 +271,32 @@ class RunTrainer:
             raise
         except (EngineError, ValueError) as exc:
             logger.info("run %s failed: %s", self.run_id, exc)
-            return self._finish(RunStatus.failed, str(exc))
+            return self._finish(self._ending(lifecycle.fail, error=str(exc)))
         except Exception as exc:  # a bug must not take the worker down with it
             logger.exception("run %s failed unexpectedly", self.run_id)
-            return self._finish(RunStatus.failed, f"internal error: {type(exc).__name__}: {exc}")
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            return self._finish(self._ending(lifecycle.fail, error=error))
 
+        last_epoch = history[-1]["epoch"] if history else 0
         interrupted = (
             self._stopped_at is not None
             and bool(history)
-            and (history[-1]["epoch"] == self._stopped_at and self._stopped_at < config.epochs)
+            and (last_epoch == self._stopped_at and self._stopped_at < config.epochs)
         )
         if not interrupted:
-            return self._finish(RunStatus.succeeded, None, artifact=net.save())
+            reason = timeline.trained(config.epochs, last_epoch=last_epoch or None)
+            return self._finish(self._ending(lifecycle.succeed, reason=reason),
+                                artifact=net.save())  # fmt: skip
+        assert self._stopped_at is not None
         if self._cancel:
-            return self._finish(RunStatus.cancelled, self._stop_note)
-        if self._runtime_exceeded:
-            return self._finish(
-                RunStatus.failed,
-                f"exceeded max runtime of {training.get('max_runtime_s')} s",
+            reason = lifecycle.stop_reason_text(
+                self._stop_reason, after_epoch=self._stopped_at, note=self._stop_note
             )
+            return self._finish(self._ending(lifecycle.stop, reason=reason, error=self._stop_note))
+        if self._runtime_exceeded:
+            return self._finish(self._ending(
+                lifecycle.expire, max_runtime_s=config.max_runtime_s, epoch=self._stopped_at,
+            ))  # fmt: skip
         self._hand_back()
         return None
 
@@ -387,21 +306,15 @@ class RunTrainer:
         epoch = self._last_epoch = item["epoch"]
         latest = {k: v for k, v in item.items() if k not in ("epoch", "elapsed_s")}
 
-        def record(s: Connection) -> bool:
+        def record(s: Connection) -> lifecycle.EpochRecorded:
             # Two statements, each atomic on its own. Progress first: it also proves we
             # still hold the lease. Should we die between the two, the next attempt finds
             # this epoch's metric missing and records it when it trains the epoch again.
-            cancel = s.execute(
-                _RECORD_PROGRESS,
-                {
-                    "run_id": self.run_id,
-                    "me": self.me,
-                    "epoch": epoch,
-                    "metrics": latest,
-                    "lease": utcnow() + timedelta(seconds=self.settings.lease_s),
-                },
-            ).first()
-            if cancel is None:
+            recorded = lifecycle.record_epoch(
+                s, self.run_id, worker=self.me, epoch=epoch, metrics=latest,
+                lease_s=self.settings.lease_s,
+            )  # fmt: skip
+            if recorded is None:
                 raise LeaseLost(self.run_id)
             # A resumed run recomputes epochs after its checkpoint; the first record stays.
             if epoch > self._recorded_epochs:
@@ -415,7 +328,7 @@ class RunTrainer:
                 )
             ):
                 s.execute(_INSERT_METRIC, metric_row)
-            return bool(cancel[0])
+            return recorded
 
         metric_row = {
             "run_id": self.run_id,
@@ -426,7 +339,7 @@ class RunTrainer:
             "val_accuracy": item.get("val_accuracy"),
             "elapsed_s": item["elapsed_s"],
         }
-        self._cancel = self._single(f"recording epoch {epoch}", record) or self._cancel
+        self._note_stop_request(self._single(f"recording epoch {epoch}", record))
         # elapsed_s counts from the start of the fit (carried across a resume).
         seconds = max(item["elapsed_s"] - self._last_elapsed, 0.0)
         self._last_elapsed = item["elapsed_s"]
@@ -434,6 +347,10 @@ class RunTrainer:
             self.run_id, EVENT_METRIC, item,
             telemetry=epoch_increments(seconds, self._train_samples),
         )  # fmt: skip
+
+    def _note_stop_request(self, request: lifecycle.EpochRecorded) -> None:
+        if request.cancel_requested and not self._cancel:
+            self._cancel, self._stop_reason = True, request.stop_reason
 
     def _checkpoint_due(self, epoch: int) -> bool:
         """Asked by the engine after every epoch; only a due checkpoint is serialised."""
@@ -453,138 +370,105 @@ class RunTrainer:
         )
 
     def _on_checkpoint(self, epoch: int, data: bytes) -> None:
-        def tx(s: Session) -> None:
-            row = s.get(Checkpoint, self.run_id)
-            if row is None:
-                s.add(Checkpoint(run_id=self.run_id, epoch=epoch, data=data))
-            else:
-                row.epoch, row.data, row.created_at = epoch, data, utcnow()
+        def tx(conn: Connection) -> None:
+            values = {"epoch": epoch, "data": data, "created_at": utcnow()}
+            replaced = conn.execute(
+                update(Checkpoint).where(Checkpoint.run_id == self.run_id).values(**values)
+            )
+            if not cast(CursorResult[Any], replaced).rowcount:
+                conn.execute(insert(Checkpoint).values(run_id=self.run_id, **values))
 
         self._tx(f"checkpointing epoch {epoch}", tx)
         self._last_checkpoint = (epoch, time.monotonic())
         self._has_checkpoint = True
 
     def _should_stop(self) -> bool:
-        if not self._cancel and (note := self._prune_check(self._last_epoch)):
-            self._cancel, self._stop_note = True, note
+        if not self._cancel and (verdict := self._prune_check(self._last_epoch)):
+            self._prune(verdict)
         if self._cancel or self._runtime_exceeded or self._handing_back:
             self._stopped_at = self._last_epoch
             return True
         return False
 
+    def _prune(self, verdict: str) -> None:
+        """ASHA found this trial weak: flag it to stop, unless it is no longer ours."""
+        try:
+            flagged = self._single(
+                "pruning", lambda conn: lifecycle.prune(conn, self.run_id, worker=self.me)
+            )
+        except Exception as exc:  # pruning is an optimisation: never break the run for it
+            logger.warning("run %s: could not prune it (%s); continuing", self.run_id, exc)
+            return
+        if flagged:
+            logger.info("run %s: %s", self.run_id, verdict)
+            self._cancel, self._stop_note = True, verdict
+
     # -- outcome --------------------------------------------------------------------
-    def _finish(
-        self, status: RunStatus, error: str | None, *, artifact: bytes | None = None
-    ) -> str:
+    def _ending(self, transition: Callable[..., Change | None], **kwargs: Any) -> _Ending:
+        """``transition`` (succeed, fail, stop, expire) of this run, for :meth:`_finish`."""
+
+        def end(conn: Connection) -> Change | None:
+            return transition(conn, self.run_id, worker=self.me,
+                              drop_checkpoint=self._has_checkpoint, **kwargs)  # fmt: skip
+
+        return end
+
+    def _finish(self, end: _Ending, *, artifact: bytes | None = None) -> str:
         # The next run is chosen and sent while we write our last statements.
         request_dispatch(freeing=self.run_id)
-        self._slot_announced = True
 
-        def record(s: Connection) -> float | None:
-            # Statement by statement, in an order that is safe to stop anywhere: the model
-            # first (a retrained run stores the same bytes; a second copy is refused), then
-            # the status, guarded by the lease, then the checkpoint's removal.
+        def record(conn: Connection) -> Change:
+            # One transaction: the model (a retrained run stores the same bytes: a second
+            # copy is ignored), then the status, guarded by the lease, with its timeline
+            # row and the checkpoint's removal.
             if artifact is not None:
-                try:
-                    s.execute(insert(ModelArtifact).values(run_id=self.run_id, data=artifact))
-                except IntegrityError:
-                    pass
-            times = s.execute(
-                update(Run)
-                .where(Run.id == self.run_id, Run.lease_owner == self.me)
-                .values(
-                    status=status.value,
-                    error=error,
-                    finished_at=utcnow(),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .returning(Run.started_at, Run.finished_at)
-            ).first()
-            if times is None:
+                conn.execute(_insert_ignoring_duplicate(conn, self.run_id, artifact))
+            change = end(conn)
+            if change is None:
                 raise LeaseLost(self.run_id)
-            if self._has_checkpoint:
-                s.execute(delete(Checkpoint).where(Checkpoint.run_id == self.run_id))
-            started, finished = times
-            return (finished - started).total_seconds() if started and finished else None
+            return change
 
         try:
-            duration = self._single(f"recording status {status.value}", record)
+            change = self._tx("recording the end of", record)
         except BaseException:
             freed(self.run_id)  # not ours to end after all: its slot is not freeing
             raise
-        self._announce_end(status, error, duration_s=duration)
-        logger.info("run %s %s", self.run_id, status.value)
-        return status.value
-
-    def _announce_end(
-        self, status: RunStatus, error: str | None, *, duration_s: float | None
-    ) -> None:
-        """Tell watchers (stream), the sweep and the client's webhook that the run ended."""
-        data: dict[str, Any] = {"status": status.value}
-        if error:
-            data["error"] = error
-        self.events.publish(
-            self.run_id, EVENT_STATUS, data, final=True,
-            telemetry=run_ended_increments(status.value, duration_s),
-        )  # fmt: skip
-        if self._sweep_id is not None:
-            after_run_end(self.run_id, self._sweep_id)  # admit the sweep's next trials
-        if self._slot_announced:
-            freed(self.run_id)
-        else:  # ended at its claim: the slot is free now
-            request_dispatch()
-        if self._has_webhook:
-            enqueue_webhook(self.run_id)
+        lifecycle.announce([change], self.events, slot_announced=True)
+        logger.info("run %s %s: %s", self.run_id, change.status.value, change.reason)
+        return change.status.value
 
     def _hand_back(self) -> None:
         """Our worker is shutting down: re-queue the run to resume from its checkpoint."""
-
-        def tx(s: Session) -> int:
-            return cast(
-                CursorResult[Any],
-                s.execute(
-                    update(Run)
-                    .where(Run.id == self.run_id, Run.lease_owner == self.me)
-                    .values(
-                        status=RunStatus.queued.value,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        enqueued_at=None,  # the dispatcher sends it to another worker
-                        # A graceful hand-back is not a failed attempt.
-                        attempts=Run.attempts - 1,
-                    )
-                    .execution_options(synchronize_session=False)
-                ),
-            ).rowcount
-
-        if self._tx("handing back", tx) != 1:
+        checkpoint_epoch = self._last_checkpoint[0] if self._has_checkpoint else 0
+        change = self._tx("handing back", lambda conn: lifecycle.hand_back(
+            conn, self.run_id, worker=self.me, checkpoint_epoch=checkpoint_epoch
+        ))  # fmt: skip
+        if change is None:
             raise LeaseLost(self.run_id)
-        request_dispatch()
-        logger.info("run %s handed back at shutdown; it resumes from its checkpoint", self.run_id)
-        return None
+        lifecycle.announce([change], self.events)
+        logger.info("run %s: %s", self.run_id, change.reason)
 
     def renew_lease(self) -> bool:
-        with session_scope() as s:
-            return (
-                cast(
-                    CursorResult[Any],
-                    s.execute(
-                        update(Run)
-                        .where(Run.id == self.run_id, Run.lease_owner == self.me)
-                        .values(
-                            lease_expires_at=utcnow() + timedelta(seconds=self.settings.lease_s)
-                        )
-                        .execution_options(synchronize_session=False)
-                    ),
-                ).rowcount
-                == 1
+        with get_autocommit_engine().connect() as conn:
+            return lifecycle.renew_lease(
+                conn, self.run_id, worker=self.me, lease_s=self.settings.lease_s
             )
 
     def refresh_cancel_flag(self) -> None:
-        with session_scope() as s:
-            if s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)):
-                self._cancel = True
+        with get_autocommit_engine().connect() as conn:
+            self._note_stop_request(lifecycle.stop_requested(conn, self.run_id))
+
+
+_Ending = Callable[[Connection], Change | None]
+
+
+def _insert_ignoring_duplicate(conn: Connection, run_id: str, artifact: bytes) -> Executable:
+    """INSERT of the run's model that does nothing if it is stored already (PostgreSQL and
+    SQLite both say ON CONFLICT DO NOTHING)."""
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return (
+        dialect_insert(ModelArtifact).values(run_id=run_id, data=artifact).on_conflict_do_nothing()
+    )
 
 
 class _Heartbeat:

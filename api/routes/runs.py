@@ -4,21 +4,17 @@ predictions.py)."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, cast
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import (
     Connection,
-    CursorResult,
-    Table,
     bindparam,
-    delete,
     func,
-    insert,
     select,
-    update,
 )
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
@@ -29,20 +25,25 @@ from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE, run_event_stream
 from api.pagination import list_owned
 from api.routes.predictions import model_cache
-from api.schemas import BAD_CURSOR, MetricsOut, RunCreate, RunList, RunRecord, error_responses
+from api.schemas import (
+    BAD_CURSOR,
+    MetricsOut,
+    RunCreate,
+    RunList,
+    RunRecord,
+    TransitionOut,
+    error_responses,
+)
 from api.validation import new_run_values, validate_against
-from core.broker import enqueue_webhook
 from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
     SWEEP_ACTIVE,
-    Checkpoint,
     Dataset,
     MetricRow,
     Run,
     RunStatus,
     Sweep,
-    utcnow,
 )
 from core.db.session import (
     get_autocommit_engine,
@@ -58,8 +59,8 @@ from core.dispatch import (
     send_reserved,
 )
 from core.keys import Principal
+from core.runs import lifecycle, timeline
 from core.settings import Settings
-from core.streams import EVENT_STATUS
 from core.webhooks import WebhookTargetError, check_target
 
 logger = logging.getLogger(__name__)
@@ -67,33 +68,17 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
 
-def run_record(run: Run | Any) -> dict[str, Any]:
-    """The public record of a run (an ORM ``Run`` or any row with the same attributes)."""
-    return {
-        "id": run.id,
-        "name": run.name,
-        "status": run.status,
-        "dataset_id": run.dataset_id,
-        "network": run.network,
-        "training": run.training,
-        "progress": {"epoch": run.epoch, "epochs": run.epochs},
-        "metrics": run.metrics or {"loss": None},
-        "error": run.error,
-        "callback_url": run.callback_url,
-        "webhook_status": run.webhook_status,
-        "attempts": run.attempts,
-        "worker": run.lease_owner,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "queue": run.queue,
-        "priority": run.priority or 0,
-        "sweep_id": run.sweep_id,
-        "trial": run.trial,
-        "fold": run.fold,
-        "sweep_params": run.sweep_params,
-        "stop_reason": run.stop_reason,
-    }
+def run_records(conn: Connection, rows: Sequence[Any]) -> list[RunRecord]:
+    """The public records of ``rows`` (ORM ``Run``s or Core rows of ``runs``), each with
+    its timeline (one query for them all)."""
+    timelines = timeline.read_many(conn, [row.id for row in rows])
+    return [_with_timeline(row, timelines[row.id]) for row in rows]
+
+
+def _with_timeline(row: Any, transitions: list[dict[str, Any]]) -> RunRecord:
+    record = RunRecord.model_validate(row)
+    record.transitions = [TransitionOut.model_validate(t) for t in transitions]
+    return record
 
 
 # The dataset a run names, how many active runs its owner has and whether any run waits to
@@ -121,14 +106,10 @@ _DATASET_AND_ACTIVE = (
 )
 
 
-# SQLAlchemy types a mapped class's __table__ as FromClause; a declarative class has a Table.
-_INSERT_RUN = insert(cast(Table, Run.__table__)).returning(*Run.__table__.c)
-
-
 def _insert_run(
     db: Session | Connection, body: RunCreate, principal: Principal, settings: Settings
-) -> tuple[Any, bool]:
-    """Check ``body`` against its dataset and the limits, insert the run; the new row, and
+) -> tuple[RunRecord, bool]:
+    """Check ``body`` against its dataset and the limits, insert the run; its record, and
     whether other runs were waiting to be sent.
 
     Call inside a transaction that began with ``serialise_owner``: the active-run count is
@@ -155,14 +136,14 @@ def _insert_run(
             f"{settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
         )
     values = new_run_values(body, dataset, principal, settings, name=body.name)
-    # Values as parameters of one prebuilt statement (compiled once, not per request);
-    # the columns' Python defaults (id, created_at, …) fill in the rest.
-    return db.execute(_INSERT_RUN, values).first(), bool(dataset.backlog)
+    conn = db.connection() if isinstance(db, Session) else db
+    row, first = lifecycle.create(conn, values, reason=timeline.submitted())
+    return _with_timeline(row, [first]), bool(dataset.backlog)
 
 
 def _create_run(
     body: RunCreate, principal: Principal, settings: Settings, idempotency_key: str | None
-) -> tuple[dict[str, Any], str] | Response:
+) -> tuple[RunRecord, str] | Response:
     """Store the run (and its idempotency record) and, in the same transaction, a dispatch
     round when no other run waits; send what it picked after the commit. In a worker thread.
 
@@ -177,12 +158,12 @@ def _create_run(
     picked: list[Waiting] = []
     waiting_before = [False]
 
-    def create(db: Session) -> tuple[dict[str, Any], str]:
-        row, backlog = _insert_run(db, body, principal, settings)
+    def create(db: Session) -> tuple[RunRecord, str]:
+        record, backlog = _insert_run(db, body, principal, settings)
         waiting_before[0] = backlog
         if outlook is not None and not backlog:
             picked.extend(reserve(db.connection(), outlook, settings))
-        return run_record(row), f"/api/v1/runs/{row.id}"
+        return record, f"/api/v1/runs/{record.id}"
 
     with get_sessionmaker()() as db:
         serialise_owner(db.connection(), owner)
@@ -242,11 +223,7 @@ async def create_run(
     """
     idempotency.check_key(idempotency_key)
     result = await run_in_threadpool(_create_run, body, principal, settings, idempotency_key)
-    if isinstance(result, Response):
-        return result
-    record, location = result
-    response.headers["Location"] = location
-    return record
+    return idempotency.respond(result, response)
 
 
 @router.get(
@@ -268,7 +245,7 @@ def list_runs(
     `next_cursor` is null on the last page; otherwise pass it as `cursor` for the next one.
     """
     rows, next_cursor = list_owned(db, Run, owner, cursor, limit, status and status.value)
-    return {"items": [run_record(r) for r in rows], "next_cursor": next_cursor}
+    return {"items": run_records(db.connection(), rows), "next_cursor": next_cursor}
 
 
 # The polling endpoints do their database work in one worker-thread call, with a
@@ -284,18 +261,18 @@ _RUN_BY_ID = select(Run.__table__).where(Run.__table__.c.id == bindparam("run_id
     summary="Read a run",
     responses=error_responses(401, 404, 422, 503),
 )
-async def get_run(run_id: ResourceId, owner: OwnerDep) -> dict[str, Any]:
+async def get_run(run_id: ResourceId, owner: OwnerDep) -> RunRecord:
     """The run's record: its `status` (`queued`, `running`, `succeeded`, `failed` or
     `cancelled`), `progress` in epochs, the latest epoch's `metrics`, and `error` when it
     failed. Cheap enough to poll; `/events` streams the same changes as they happen.
     """
 
-    def read() -> dict[str, Any]:
+    def read() -> RunRecord:
         with get_autocommit_engine().connect() as conn:
             row = conn.execute(_RUN_BY_ID, {"run_id": run_id}).first()
-        if row is None or row.owner != owner:
-            raise HTTPException(404, detail=f"run {run_id} not found")
-        return run_record(row)
+            if row is None or row.owner != owner:
+                raise HTTPException(404, detail=f"run {run_id} not found")
+            return _with_timeline(row, timeline.read(conn, run_id))
 
     return await run_in_threadpool(read)
 
@@ -374,9 +351,7 @@ async def run_events(
         401, 404, (409, "The run already ended (succeeded, failed or cancelled)."), 422, 503
     ),
 )
-def cancel_run(
-    run_id: ResourceId, request: Request, db: SessionDep, owner: OwnerDep
-) -> dict[str, Any]:
+def cancel_run(run_id: ResourceId, request: Request, db: SessionDep, owner: OwnerDep) -> RunRecord:
     """Stop a queued or running run; 202 with its record.
 
     A queued run is `cancelled` at once and never starts. A running one is flagged and
@@ -387,44 +362,15 @@ def cancel_run(
     run = get_owned(db, Run, owner, run_id)
     if RunStatus(run.status).is_terminal:
         raise HTTPException(409, detail=f"run {run_id} already ended ({run.status})")
-
-    # A queued run is cancelled at once; a worker that receives it later finds it ended.
-    cancelled_now = cast(
-        CursorResult[Any],
-        db.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.queued.value)
-            .values(status=RunStatus.cancelled.value, cancel_requested=True, finished_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ),
-    ).rowcount
-    if cancelled_now:
-        # A run handed back or reclaimed may have left a checkpoint: it is not needed now.
-        db.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
-    else:
-        flagged = cast(
-            CursorResult[Any],
-            db.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status == RunStatus.running.value)
-                .values(cancel_requested=True)
-                .execution_options(synchronize_session=False)
-            ),
-        ).rowcount
-        if not flagged:  # it ended between our read and now
-            db.rollback()
-            db.refresh(run)
-            raise HTTPException(409, detail=f"run {run_id} already ended ({run.status})")
+    done = lifecycle.cancel(db.connection(), run_id)
+    if done.outcome == "ended":  # it ended between our read and now
+        db.rollback()
+        db.refresh(run)
+        raise HTTPException(409, detail=f"run {run_id} already ended ({run.status})")
     db.commit()
+    lifecycle.announce([done.change], request.app.state.events)
     db.refresh(run)
-    if cancelled_now:
-        request_dispatch()  # had it been sent, its slot is free again
-        request.app.state.events.publish(
-            run_id, EVENT_STATUS, {"status": RunStatus.cancelled.value}, final=True
-        )
-        if run.callback_url:
-            enqueue_webhook(run_id)
-    return run_record(run)
+    return run_records(db.connection(), [run])[0]
 
 
 @router.delete(

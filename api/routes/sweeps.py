@@ -2,7 +2,7 @@
 
 A sweep expands its search space into trials, validates every trial's run request exactly
 as ``POST /runs`` does, and stores them all as ``queued`` runs carrying its ``sweep_id``;
-``core/sweep_runs.py`` sends at most ``max_concurrent`` of them to the workers at a time.
+``core/runs/sweeps.py`` sends at most ``max_concurrent`` of them to the workers at a time.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from api.schemas import (
     error_responses,
 )
 from api.validation import new_run_values, validate_against
-from core.broker import enqueue_webhook
 from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
@@ -47,11 +46,11 @@ from core.db.models import (
     utcnow,
 )
 from core.db.session import get_sessionmaker
+from core.runs import lifecycle, timeline
+from core.runs.sweeps import dispatch, refresh
 from core.streams import EVENT_STATUS
-from core.sweep_runs import dispatch, refresh
 from core.sweeps import (
     STOP_PRUNED,
-    STOP_SWEEP_CANCELLED,
     SpaceError,
     apply,
     expand,
@@ -307,15 +306,17 @@ def create_sweep(
         )
         db.add(sweep)
         db.flush()
+        rows, reasons = [], []
         for index, fold, params, run_body in trials:
             label = f"{name or 'sweep'} trial {index}" + (
                 f" fold {fold}" if fold is not None else ""
             )
             values = new_run_values(run_body, dataset, principal, settings, name=label[:200])
-            # Held: released by core/sweep_runs.dispatch, max_concurrent at a time.
-            db.add(Run(**values, held=True, sweep_id=sweep.id, trial=index, fold=fold,
-                       sweep_params=params))  # fmt: skip
-        db.flush()
+            # Held: released by core/runs/sweeps.dispatch, max_concurrent at a time.
+            rows.append({**values, "held": True, "sweep_id": sweep.id, "trial": index,
+                         "fold": fold, "sweep_params": params})  # fmt: skip
+            reasons.append(timeline.submitted(sweep_id=sweep.id, trial=index, fold=fold))
+        lifecycle.create_many(db.connection(), rows, reasons=reasons)
         return sweep_record(db, sweep), f"/api/v1/sweeps/{sweep.id}"
 
     # The owner's active-run count stays exact until the commit (see core/db/locks.py).
@@ -324,14 +325,12 @@ def create_sweep(
         db, owner=owner, endpoint="sweeps", key=idempotency_key, req_hash=req_hash,
         status_code=202, response_model=SweepRecord, create=create,
     )  # fmt: skip
-    if isinstance(result, Response):
-        return result
-    record, location = result
-    dispatch(record["id"])  # after the commit: the workers must find the runs
-    logger.info("sweep %s: %d runs, %d at a time", record["id"],
-                record["progress"]["total"], record["max_concurrent"])  # fmt: skip
-    response.headers["Location"] = location
-    return record
+    if not isinstance(result, Response):
+        record = result[0]
+        dispatch(record["id"])  # after the commit: the workers must find the runs
+        logger.info("sweep %s: %d runs, %d at a time", record["id"],
+                    record["progress"]["total"], record["max_concurrent"])  # fmt: skip
+    return idempotency.respond(result, response)
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -411,33 +410,9 @@ def cancel_sweep(
     if not cancelled:
         raise HTTPException(409, detail=f"sweep {sweep_id} already ended ({sweep.status})")
     # Queued trials never start; running ones stop within an epoch (their worker sees the flag).
-    stopped = list(
-        db.execute(
-            update(Run)
-            .where(Run.sweep_id == sweep_id, Run.status == RunStatus.queued.value)
-            .values(
-                status=RunStatus.cancelled.value,
-                cancel_requested=True,
-                stop_reason=STOP_SWEEP_CANCELLED,
-                finished_at=now,
-            )
-            .returning(Run.id, Run.callback_url)
-            .execution_options(synchronize_session=False)
-        ).all()
-    )
-    db.execute(
-        update(Run)
-        .where(Run.sweep_id == sweep_id, Run.status == RunStatus.running.value)
-        .values(cancel_requested=True, stop_reason=STOP_SWEEP_CANCELLED)
-        .execution_options(synchronize_session=False)
-    )
+    stopped = lifecycle.cancel_sweep_trials(db.connection(), sweep_id)
     db.commit()
-    for run_id, callback_url in stopped:
-        request.app.state.events.publish(
-            run_id, EVENT_STATUS, {"status": RunStatus.cancelled.value}, final=True
-        )
-        if callback_url:
-            enqueue_webhook(run_id)
+    lifecycle.announce(stopped, request.app.state.events)
     db.refresh(sweep)
     return sweep_record(db, sweep)
 

@@ -159,6 +159,22 @@ class Run(Base):
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
 
 
+class RunTransition(Base):
+    """One change of a run's status, for its timeline: when, why, on which attempt and
+    worker. Written only by core/runs/lifecycle.py, in the transaction of the change."""
+
+    __tablename__ = "run_transitions"
+
+    # Ordered by id: a run's transitions are written one after another.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
 class SweepStatus(enum.StrEnum):
     queued = "queued"
     running = "running"

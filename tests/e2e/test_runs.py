@@ -113,7 +113,8 @@ def test_late_subscriber_gets_the_full_history(stack: Stack) -> None:
     assert stack.wait_done(run["id"])["status"] == "succeeded"
     events = read_events(stack.client, f"/api/v1/runs/{run['id']}/events", timeout=10)
     assert [e.data["epoch"] for e in events if e.event == "metric"] == list(range(1, 51))
-    assert events[-1].event == "status" and events[-1].data == {"status": "succeeded"}
+    assert events[-1].event == "status"
+    assert events[-1].data == {"status": "succeeded", "reason": "trained all 50 epochs"}
     # After the end, resuming from the last id gives nothing more and closes at once.
     assert read_events(stack.client, f"/api/v1/runs/{run['id']}/events",
                        last_event_id=events[-1].id, timeout=10) == []  # fmt: skip
@@ -158,14 +159,28 @@ def test_cancel_a_queued_run_never_starts_it(stack: Stack) -> None:
     assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
     for run in busy:
         stack.client.post(f"/api/v1/runs/{run['id']}/cancel")
-        assert stack.wait_done(run["id"], timeout=10)["status"] == "cancelled"
+        done = stack.wait_done(run["id"], timeout=10)
+        assert done["status"] == "cancelled"
+        # Its timeline: submitted, claimed, then stopped at the epoch it had reached.
+        steps = stack.client.get(f"/api/v1/runs/{run['id']}").json()["transitions"]
+        assert [t["status"] for t in steps] == ["queued", "running", "cancelled"]
+        assert steps[1]["reason"] == f"claimed by worker {steps[1]['worker']} (attempt 1)"
+        assert steps[2]["reason"] == (
+            f"cancelled by its owner; stopped after epoch {done['progress']['epoch']}"
+        )
     # Give the worker time to pick the queued task up: it must do nothing with it.
     time.sleep(1.0)
     final = stack.client.get(f"/api/v1/runs/{queued['id']}").json()
     assert final["status"] == "cancelled" and final["started_at"] is None
     assert stack.client.get(f"/api/v1/runs/{queued['id']}/metrics").json()["items"] == []
     events = read_events(stack.client, f"/api/v1/runs/{queued['id']}/events", timeout=10)
-    assert [e.data for e in events] == [{"status": "cancelled"}]
+    assert [e.data for e in events] == [{"status": "cancelled", "reason": "cancelled by its owner"}]
+    assert [
+        (t["status"], t["reason"], t["attempt"], t["worker"]) for t in final["transitions"]
+    ] == [
+        ("queued", "submitted by its owner", 0, None),
+        ("cancelled", "cancelled by its owner", 0, None),
+    ]
 
 
 def test_two_runs_train_at_the_same_time(stack: Stack) -> None:

@@ -7,6 +7,7 @@ hopeless ones; cancel stops them all; the leaderboard is the trials' own metrics
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import time
@@ -250,11 +251,20 @@ def test_asha_prunes_the_hopeless_half_and_still_finds_the_best(stack: Stack) ->
         assert run["status"] == "cancelled" and run["stop_reason"] == "pruned", run
         assert entry["stop_reason"] == "pruned"
         assert run["progress"]["epoch"] < epochs
-        assert "pruned at epoch" in run["error"] and "val_loss" in run["error"]
-        # It stopped at a rung, with its metrics so far kept.
+        # It stopped at a rung, with its metrics so far kept, and says where and why.
         assert run["progress"]["epoch"] in (2, 4, 8, 16)
         items = stack.client.get(f"/api/v1/runs/{run['id']}/metrics").json()["items"]
         assert len(items) == run["progress"]["epoch"]
+        verdict = re.fullmatch(
+            r"pruned at rung (\d) \(epoch (\d+)\): val_loss (\S+) above the cutoff (\S+), "
+            r"the best 1/2 of the (\d+) trials there",
+            run["error"],
+        )
+        assert verdict, run["error"]
+        assert int(verdict[2]) == run["progress"]["epoch"] == (2, 4, 8, 16)[int(verdict[1]) - 1]
+        assert verdict[3] == f"{items[-1]['val_loss']:.4g}"
+        assert float(verdict[3]) > float(verdict[4]) and int(verdict[5]) >= 2
+        assert run["transitions"][-1]["reason"] == run["error"]
     assert sweep["progress"]["pruned"] >= 4
     assert [e["status"] for e in board].index("cancelled") >= 1
 

@@ -18,7 +18,16 @@ import pytest
 from sqlalchemy import select, update
 
 from core.data import parse_json, to_npz_bytes
-from core.db.models import Checkpoint, Dataset, MetricRow, ModelArtifact, Run, RunStatus, utcnow
+from core.db.models import (
+    Checkpoint,
+    Dataset,
+    MetricRow,
+    ModelArtifact,
+    Run,
+    RunStatus,
+    RunTransition,
+    utcnow,
+)
 from core.db.session import session_scope
 from core.engine import Network
 from core.settings import Settings
@@ -99,6 +108,18 @@ def _epochs(run_id: str) -> list[int]:
         )
 
 
+def _timeline(run_id: str) -> list[tuple[str, str, int, str | None]]:
+    """The run's transitions as stored: (status, reason, attempt, worker), in order."""
+    with session_scope() as s:
+        rows = s.execute(
+            select(RunTransition.status, RunTransition.reason, RunTransition.attempt,
+                   RunTransition.worker)
+            .where(RunTransition.run_id == run_id)
+            .order_by(RunTransition.id)
+        )  # fmt: skip
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
 def _trainer(run_id: str, recorder: Recorder, worker: str = "host:1") -> RunTrainer:
     return RunTrainer(run_id, owner=worker, events=recorder)
 
@@ -125,6 +146,13 @@ def test_a_run_is_claimed_trained_and_recorded(service_settings: Settings) -> No
     assert run.started_at is not None and run.finished_at is not None
     assert _epochs(run_id) == list(range(1, 41))
     assert recorder.statuses() == ["running", "succeeded"] and recorder.events[-1][2] is True
+    assert _timeline(run_id) == [
+        ("running", "claimed by worker host:1 (attempt 1)", 1, "host:1"),
+        ("succeeded", "trained all 40 epochs", 1, "host:1"),
+    ]
+    # The status events carry the same reasons.
+    reasons = [data["reason"] for event, data, _ in recorder.events if event == "status"]
+    assert reasons == [reason for _, reason, _, _ in _timeline(run_id)]
     for got, want in zip(_stored_weights(run_id), _reference().weights, strict=True):
         np.testing.assert_array_equal(got["W"], want["W"])
     with session_scope() as s:  # no checkpoint is left behind
@@ -137,6 +165,7 @@ def test_a_duplicate_delivery_does_nothing(service_settings: Settings) -> None:
     again = Recorder()
     assert _trainer(run_id, again, worker="host:2").run() is None
     assert again.events == [] and _run(run_id).attempts == 1
+    assert [status for status, *_ in _timeline(run_id)] == ["running", "succeeded"]
     # Nor is a run that another worker holds under a live lease taken over.
     live = _new_run(status=RunStatus.running.value, lease_owner="host:9",
                     lease_expires_at=utcnow() + timedelta(seconds=60), attempts=1)  # fmt: skip
@@ -151,6 +180,12 @@ def test_a_cancel_asked_while_training_stops_the_run(service_settings: Settings)
     # The flag is read with the next epoch's record, which stops training after it.
     assert _epochs(run_id) == list(range(1, 7))
     assert _run(run_id).status == "cancelled" and recorder.statuses()[-1] == "cancelled"
+    assert _timeline(run_id)[-1] == (
+        "cancelled",
+        "cancelled by its owner; stopped after epoch 6",
+        1,
+        "host:1",
+    )
 
 
 def test_a_run_cancelled_while_no_worker_held_it_ends_at_its_claim(
@@ -160,6 +195,10 @@ def test_a_run_cancelled_while_no_worker_held_it_ends_at_its_claim(
     recorder = Recorder()
     assert _trainer(run_id, recorder).run() == "cancelled"
     assert _epochs(run_id) == [] and _run(run_id).attempts == 0
+    assert _timeline(run_id) == [("cancelled", "cancelled by its owner", 0, None)]
+    assert recorder.events == [
+        ("status", {"status": "cancelled", "reason": "cancelled by its owner"}, True)
+    ]
 
 
 def test_a_worker_that_lost_its_lease_stops_touching_the_run(service_settings: Settings) -> None:
@@ -170,6 +209,7 @@ def test_a_worker_that_lost_its_lease_stops_touching_the_run(service_settings: S
     assert (run.status, run.lease_owner) == ("running", "host:2")
     assert _epochs(run_id) == [1, 2, 3]  # epoch 4's record found the lease gone
     assert "succeeded" not in recorder.statuses()
+    assert [status for status, *_ in _timeline(run_id)] == ["running"]
 
 
 def test_a_hand_back_resumes_elsewhere_bit_for_bit(service_settings: Settings) -> None:
@@ -189,6 +229,12 @@ def test_a_hand_back_resumes_elsewhere_bit_for_bit(service_settings: Settings) -
         assert checkpoint is not None and checkpoint.epoch == 17
     assert _trainer(run_id, Recorder(), worker="host:2").run() == "succeeded"
     assert _epochs(run_id) == list(range(1, 41)) and _run(run_id).attempts == 1
+    assert _timeline(run_id) == [
+        ("running", "claimed by worker host:1 (attempt 1)", 1, "host:1"),
+        ("queued", "handed back at worker shutdown; resumes from epoch 18", 0, "host:1"),
+        ("running", "claimed by worker host:2 (attempt 1)", 1, "host:2"),
+        ("succeeded", "trained all 40 epochs", 1, "host:2"),
+    ]
     for got, want in zip(_stored_weights(run_id), _reference().weights, strict=True):
         np.testing.assert_array_equal(got["W"], want["W"])
         np.testing.assert_array_equal(got["b"], want["b"])
@@ -205,6 +251,12 @@ def test_reclaim_requeues_a_run_whose_lease_expired(service_settings: Settings) 
     assert _run(alive).status == "running"
     assert _trainer(expired, Recorder()).run() == "succeeded"
     assert _run(expired).attempts == 2
+    assert _timeline(expired)[:2] == [
+        ("queued", "lease expired; re-queued (worker host:dead stopped renewing it)", 1,
+         "host:dead"),
+        ("running", "claimed by worker host:1 (attempt 2)", 2, "host:1"),
+    ]  # fmt: skip
+    assert _timeline(alive) == []
 
 
 def test_a_run_whose_workers_keep_dying_ends_failed(service_settings: Settings) -> None:
@@ -218,6 +270,8 @@ def test_a_run_whose_workers_keep_dying_ends_failed(service_settings: Settings) 
     run = _run(run_id)
     assert run.status == "failed" and f"gave up after {attempts} attempts" in (run.error or "")
     assert recorder.statuses() == ["failed"]
+    [(status, reason, attempt, worker)] = _timeline(run_id)
+    assert (status, reason, attempt, worker) == ("failed", run.error, attempts, None)
 
 
 def test_a_diverging_run_fails_naming_the_epoch(service_settings: Settings) -> None:
@@ -227,6 +281,17 @@ def test_a_diverging_run_fails_naming_the_epoch(service_settings: Settings) -> N
     assert _trainer(run_id, Recorder()).run() == "failed"
     error = _run(run_id).error or ""
     assert "diverged" in error and "epoch" in error
+    assert _timeline(run_id)[-1] == ("failed", error, 1, "host:1")
+
+
+def test_a_run_past_its_max_runtime_fails_saying_so(service_settings: Settings) -> None:
+    run_id = _new_run({"max_runtime_s": 1e-6})
+    assert _trainer(run_id, Recorder()).run() == "failed"
+    run = _run(run_id)
+    # The clock is read after each epoch: the first one already ran past the deadline.
+    assert _epochs(run_id) == [1]
+    assert run.error == "exceeded its max runtime of 1e-06 s at epoch 1"
+    assert _timeline(run_id)[-1] == ("failed", run.error, 1, "host:1")
 
 
 @pytest.mark.parametrize("restore_best", [False, True])
@@ -242,3 +307,9 @@ def test_early_stopping_ends_the_run_early_and_succeeds(
     assert 3 < len(epochs) < 400 and epochs == list(range(1, len(epochs) + 1))
     for got, want in zip(_stored_weights(run_id), reference.weights, strict=True):
         np.testing.assert_array_equal(got["W"], want["W"])
+    assert _timeline(run_id)[-1] == (
+        "succeeded",
+        f"early stopped at epoch {len(epochs)} of 400",
+        1,
+        "host:1",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, pool
+from sqlalchemy import create_engine, inspect, pool, select, text
 
 from core.db import migrate
-from core.db.models import Base
+from core.db.models import Base, RunTransition
 from core.db.session import normalize_url
 from core.settings import get_settings
 
@@ -144,3 +145,46 @@ def test_migration_files_sort_in_revision_order() -> None:
         assert (
             f"Create Date: {stamp[:10]} {stamp[11:13]}:{stamp[13:15]}" in Path(rev.path).read_text()
         )
+
+
+def test_runs_stored_before_timelines_get_one_from_their_times(empty_url: str) -> None:
+    """0005 gives every existing run the timeline its columns can tell, in order."""
+    migrate.upgrade(empty_url, "0004")
+    engine = create_engine(normalize_url(empty_url), poolclass=pool.NullPool)
+    insert_run = text(
+        "INSERT INTO runs (id, owner, dataset_id, network, training, status, epoch, epochs, "
+        "metrics, cancel_requested, attempts, created_at, started_at, finished_at, updated_at) "
+        "VALUES (:id, 'me', 'd', '{}', '{}', :status, 0, 5, '{}', false, :attempts, "
+        ":created, :started, :finished, :created)"
+    )
+    t0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    minutes = [t0 + timedelta(minutes=k) for k in range(4)]
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert_run, [
+                {"id": "waiting", "status": "queued", "attempts": 0, "created": minutes[0],
+                 "started": None, "finished": None},
+                {"id": "done", "status": "succeeded", "attempts": 2, "created": minutes[1],
+                 "started": minutes[2], "finished": minutes[3]},
+            ])  # fmt: skip
+        migrate.upgrade(empty_url)
+        with engine.connect() as conn:  # through the model: its type reads SQLite's times
+            rows = conn.execute(
+                select(RunTransition.run_id, RunTransition.status, RunTransition.at,
+                       RunTransition.reason, RunTransition.attempt, RunTransition.worker)
+                .order_by(RunTransition.id)
+            ).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    by_run: dict[str, list[tuple[object, ...]]] = {}
+    for run_id, *rest in rows:
+        by_run.setdefault(run_id, []).append(tuple(rest))
+    note = " (recorded before run timelines existed)"
+    assert by_run == {
+        "waiting": [("queued", minutes[0], "submitted" + note, 0, None)],
+        "done": [
+            ("queued", minutes[1], "submitted" + note, 0, None),
+            ("running", minutes[2], "started" + note, 2, None),
+            ("succeeded", minutes[3], "succeeded" + note, 2, None),
+        ],
+    }

@@ -39,7 +39,7 @@ from core.db.models import (
 )
 from core.db.session import session_scope
 from core.dispatch import request_dispatch
-from core.sweeps import STOP_PRUNED, asha_keep, mode_of, rungs
+from core.sweeps import asha_cutoff, asha_keep, mode_of, rungs
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +187,15 @@ def reconcile(limit: int = 200) -> int:
 
 
 class PruneCheck:
-    """Asked after each epoch of a run: should it stop here (ASHA)? Returns the reason.
+    """Asked after each epoch of a run: should it stop here (ASHA)? Returns the verdict, a
+    sentence for the run's timeline; the worker then asks :func:`core.runs.lifecycle.prune`.
 
     The first call reads whether the run is a trial of a sweep with pruning; a run that is
     not costs that one query and nothing more.
     """
 
-    def __init__(self, run_id: str, lease_owner: str, *, sweep_id: str | None) -> None:
+    def __init__(self, run_id: str, *, sweep_id: str | None) -> None:
         self.run_id = run_id
-        self.me = lease_owner
         # Not a sweep's trial (known from the claim): nothing to load, nothing to check.
         self._loaded = sweep_id is None
         self._rungs: frozenset[int] = frozenset()
@@ -244,28 +244,16 @@ class PruneCheck:
             if self._fold is not None:
                 stmt = stmt.where(Run.fold == self._fold)
             at_rung = {run_id: value for run_id, value in s.execute(stmt).all()}
-            mine = at_rung.get(self.run_id)
-            values = list(at_rung.values())
-            mode = mode_of(self._metric)
-            if asha_keep(mine, values, self._eta, mode):
-                return None
-            assert mine is not None
-            note = (
-                f"pruned at epoch {epoch} (ASHA): {self._metric} {mine:.6g} is not among the "
-                f"best 1/{self._eta} of the {len(values)} trials that reached this epoch"
-            )
-            marked = _rowcount(
-                s,
-                update(Run)
-                .where(
-                    Run.id == self.run_id,
-                    Run.lease_owner == self.me,
-                    Run.status == RunStatus.running.value,
-                )
-                .values(cancel_requested=True, stop_reason=STOP_PRUNED)
-                .execution_options(synchronize_session=False),
-            )
-        if marked:
-            logger.info("run %s: %s", self.run_id, note)
-            return note
-        return None
+        mine = at_rung.get(self.run_id)
+        values = list(at_rung.values())
+        mode = mode_of(self._metric)
+        if asha_keep(mine, values, self._eta, mode):
+            return None
+        cutoff = asha_cutoff(values, self._eta, mode)
+        assert mine is not None and cutoff is not None  # else the trial would continue
+        rung = sorted(self._rungs).index(epoch) + 1
+        side = "above" if mode == "min" else "below"
+        return (
+            f"pruned at rung {rung} (epoch {epoch}): {self._metric} {mine:.4g} {side} the "
+            f"cutoff {cutoff:.4g}, the best 1/{self._eta} of the {len(values)} trials there"
+        )

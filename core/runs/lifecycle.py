@@ -1,0 +1,588 @@
+"""Every change of a run's status and lease, one function per transition, and its effects.
+
+This is the only module that writes ``runs.status`` (tests/core/test_run_lifecycle.py checks
+that statically). docs/architecture.md has the state machine as a table.
+
+::
+
+    create ──▶ queued ──claim──▶ running ──succeed──▶ succeeded
+                 ▲ │               │ │ ├──fail / expire──▶ failed
+                 │ │               │ │ └──stop (cancel or prune flag)──▶ cancelled
+                 │ └──cancel──▶ cancelled      │
+                 └──hand back / reclaim────────┘
+
+How to use it:
+
+- Each transition takes a ``Connection`` inside the caller's transaction, is a
+  compare-and-set (a conditional UPDATE) and returns what it changed: a :class:`Change`,
+  or ``None`` when its guard did not hold (another process got there first). The caller
+  commits; the run's timeline row (``run_transitions``) is written in the same transaction.
+- After the commit, the caller passes the changes to :func:`announce`, which carries out the
+  effects outside the database: the SSE ``status`` event (with the reason), the dispatcher
+  (a freed slot, a run to send), the sweep (its next trials, its status) and the webhook.
+  Effects inside the database (the lease, the checkpoint's removal) are part of the
+  transition itself.
+- ``record_epoch`` and ``renew_lease`` change the lease, not the status: no timeline row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, cast
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from core.broker import enqueue_webhook
+from core.db.models import Checkpoint, Dataset, Run, RunStatus, RunTransition, utcnow
+from core.dispatch import freed, request_dispatch
+from core.runs import timeline
+from core.runs.sweeps import after_run_end
+from core.streams import EVENT_STATUS, Publisher
+from core.sweeps import STOP_PRUNED, STOP_SWEEP_CANCELLED
+from core.telemetry import run_ended_increments
+
+logger = logging.getLogger(__name__)
+
+_runs = cast(Table, Run.__table__)
+_QUEUED, _RUNNING = RunStatus.queued.value, RunStatus.running.value
+
+
+@dataclass(frozen=True)
+class Change:
+    """A transition that applied: what :func:`announce` needs after the commit."""
+
+    run_id: str
+    status: RunStatus
+    reason: str
+    sweep_id: str | None = None
+    webhook: bool = False  # the run has a callback_url to call when it ends
+    error: str | None = None
+    duration_s: float | None = None  # from start to end, for telemetry
+    frees_slot: bool = False  # a worker slot, or a message that held one, is free again
+
+    @property
+    def final(self) -> bool:
+        return self.status.is_terminal
+
+
+def _note(
+    conn: Connection,
+    run_id: str,
+    status: RunStatus,
+    reason: str,
+    *,
+    attempt: int,
+    worker: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    conn.execute(
+        insert(RunTransition).values(
+            run_id=run_id, status=status.value, at=at or utcnow(), reason=reason,
+            attempt=attempt, worker=worker,
+        )
+    )  # fmt: skip
+
+
+# -- create ----------------------------------------------------------------------------------
+
+# SQLAlchemy types a mapped class's __table__ as FromClause; a declarative class has a Table.
+_INSERT_RUN = insert(_runs).returning(*_runs.c)
+_INSERT_TRANSITION = insert(cast(Table, RunTransition.__table__))
+
+
+def create(
+    conn: Connection, values: Mapping[str, Any], *, reason: str
+) -> tuple[Row[Any], dict[str, Any]]:
+    """Store a new ``queued`` run with the columns ``values`` (built by the API's
+    ``new_run_values``, for ``POST /runs`` and sweeps alike); returns the stored row and
+    its first transition, as :func:`core.runs.timeline.read` gives it."""
+    row = conn.execute(_INSERT_RUN, {**values, "status": _QUEUED}).one()
+    first = {"run_id": row.id, "status": _QUEUED, "at": row.created_at, "reason": reason,
+             "attempt": 0, "worker": None}  # fmt: skip
+    conn.execute(_INSERT_TRANSITION, first)
+    del first["run_id"]
+    return row, first
+
+
+def create_many(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], *, reasons: Sequence[str]
+) -> list[str]:
+    """Store many new ``queued`` runs (a sweep's trials) at once; returns their ids."""
+    now = utcnow()
+    ids = [
+        row.id
+        for row in conn.execute(
+            insert(_runs).returning(_runs.c.id, sort_by_parameter_order=True),
+            [{**values, "status": _QUEUED, "created_at": now} for values in rows],
+        )
+    ]
+    conn.execute(
+        _INSERT_TRANSITION,
+        [
+            {"run_id": run_id, "status": _QUEUED, "at": now, "reason": reason, "attempt": 0,
+             "worker": None}
+            for run_id, reason in zip(ids, reasons, strict=True)
+        ],
+    )  # fmt: skip
+    return ids
+
+
+# -- claim -----------------------------------------------------------------------------------
+
+
+def _dataset_column(column: Any) -> Any:
+    """``column`` of the run's dataset, as a subquery correlated to the updated run."""
+    return select(column).where(Dataset.id == Run.dataset_id).scalar_subquery().label(column.key)
+
+
+ClaimOutcome = Literal["claimed", "cancelled", "gave up", "not claimable"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :func:`claim` found: the claimed run's row (network, training, dataset bytes,
+    classes, epoch, sweep_id, callback_url), or the change that ended the run instead."""
+
+    outcome: ClaimOutcome
+    row: Row[Any] | None = None
+    change: Change | None = None
+
+
+def _claimable(run_id: str, now: datetime) -> Any:
+    return and_(
+        Run.id == run_id,
+        or_(
+            Run.status == _QUEUED,
+            and_(
+                Run.status == _RUNNING,
+                or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+            ),
+        ),
+    )
+
+
+def claim(
+    conn: Connection, run_id: str, *, worker: str, lease_s: float, max_attempts: int
+) -> Claim:
+    """queued (or running under an expired lease) → running, leased to ``worker``.
+
+    A run whose cancel was asked while no worker held it ends ``cancelled`` here, untrained;
+    one whose workers died ``max_attempts`` times ends ``failed`` instead of being tried
+    again. A first attempt costs two statements: the claim (an UPDATE … RETURNING that
+    brings the dataset along) and its timeline row.
+    """
+    now = utcnow()
+    claimable = _claimable(run_id, now)
+    row = conn.execute(
+        update(Run)
+        .where(claimable, Run.attempts < max_attempts, Run.cancel_requested.is_(False))
+        .values(
+            status=_RUNNING,
+            lease_owner=worker,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=Run.attempts + 1,
+            started_at=func.coalesce(Run.started_at, now),
+        )
+        .returning(
+            Run.attempts,
+            Run.epoch,
+            Run.network,
+            Run.training,
+            Run.sweep_id,
+            Run.dataset_id,
+            Run.callback_url,
+            _dataset_column(Dataset.data),
+            _dataset_column(Dataset.classes),
+        )  # fmt: skip
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is not None:
+        reason = timeline.claimed(worker, row.attempts)
+        _note(conn, run_id, RunStatus.running, reason, attempt=row.attempts, worker=worker, at=now)
+        change = Change(run_id, RunStatus.running, reason, sweep_id=row.sweep_id)
+        return Claim("claimed", row=row, change=change)
+
+    # Cancelled while its worker was away (it died or handed the run back).
+    ended = _end_unleased(conn, claimable & Run.cancel_requested.is_(True), RunStatus.cancelled,
+                          reason=None, now=now)  # fmt: skip
+    if ended is not None:
+        return Claim("cancelled", change=ended)
+    ended = _end_unleased(conn, claimable & (Run.attempts >= max_attempts), RunStatus.failed,
+                          reason=timeline.gave_up(max_attempts), now=now)  # fmt: skip
+    if ended is not None:
+        return Claim("gave up", change=ended)
+    return Claim("not claimable")
+
+
+def _end_unleased(
+    conn: Connection, guard: Any, status: RunStatus, *, reason: str | None, now: datetime
+) -> Change | None:
+    """End a run no worker holds (found at its claim); ``reason`` None: a cancel, said by
+    its stop_reason."""
+    values: dict[str, Any] = {"status": status.value, "finished_at": now,
+                              "lease_owner": None, "lease_expires_at": None}  # fmt: skip
+    if status is RunStatus.failed:
+        values["error"] = reason
+    ended = conn.execute(
+        update(Run)
+        .where(guard)
+        .values(**values)
+        .returning(
+            Run.id, Run.attempts, Run.callback_url, Run.sweep_id, Run.stop_reason, Run.epoch
+        )  # fmt: skip
+        .execution_options(synchronize_session=False)
+    ).first()
+    if ended is None:
+        return None
+    if reason is None:
+        reason = timeline.cancelled(_canceller(ended.stop_reason), after_epoch=ended.epoch or None)
+    conn.execute(delete(Checkpoint).where(Checkpoint.run_id == ended.id))
+    _note(conn, ended.id, status, reason, attempt=ended.attempts, at=now)
+    return Change(ended.id, status, reason, sweep_id=ended.sweep_id,
+                  webhook=bool(ended.callback_url), error=values.get("error"),
+                  frees_slot=True)  # fmt: skip
+
+
+def _canceller(stop_reason: str | None) -> str:
+    return {STOP_SWEEP_CANCELLED: "its sweep", STOP_PRUNED: "its sweep's pruning"}.get(
+        stop_reason or "", "its owner"
+    )
+
+
+# -- while training: epochs and the lease -------------------------------------------------------
+
+_RECORD_EPOCH = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("run_id"), _runs.c.lease_owner == bindparam("me"))
+    .values(
+        epoch=bindparam("epoch"), metrics=bindparam("metrics"), lease_expires_at=bindparam("lease")
+    )  # fmt: skip
+    .returning(_runs.c.cancel_requested, _runs.c.stop_reason)
+)
+
+
+@dataclass(frozen=True)
+class EpochRecorded:
+    cancel_requested: bool
+    stop_reason: str | None
+
+
+def record_epoch(
+    conn: Connection,
+    run_id: str,
+    *,
+    worker: str,
+    epoch: int,
+    metrics: dict[str, float],
+    lease_s: float,
+) -> EpochRecorded | None:
+    """running → running: the epoch's progress, and the lease renewed. ``None`` if
+    ``worker`` no longer holds the lease; else whether a stop was asked (cancel, prune)."""
+    row = conn.execute(
+        _RECORD_EPOCH,
+        {"run_id": run_id, "me": worker, "epoch": epoch, "metrics": metrics,
+         "lease": utcnow() + timedelta(seconds=lease_s)},
+    ).first()  # fmt: skip
+    return None if row is None else EpochRecorded(bool(row[0]), row[1])
+
+
+def renew_lease(conn: Connection, run_id: str, *, worker: str, lease_s: float) -> bool:
+    """Extend ``worker``'s lease on the run; False if it lost the lease."""
+    result = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == worker)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def stop_requested(conn: Connection, run_id: str) -> EpochRecorded:
+    """Whether a stop was asked for the run (read by the lease heartbeat)."""
+    row = conn.execute(
+        select(Run.cancel_requested, Run.stop_reason).where(Run.id == run_id)
+    ).first()
+    return EpochRecorded(bool(row and row[0]), row[1] if row else None)
+
+
+# -- back to the queue ----------------------------------------------------------------------------
+
+
+def hand_back(
+    conn: Connection, run_id: str, *, worker: str, checkpoint_epoch: int
+) -> Change | None:
+    """running → queued: ``worker`` is shutting down; the run resumes elsewhere from its
+    checkpoint of ``checkpoint_epoch`` (0: none). A graceful hand-back is not a failed
+    attempt."""
+    row = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == worker, Run.status == _RUNNING)
+        .values(
+            status=_QUEUED,
+            lease_owner=None,
+            lease_expires_at=None,
+            enqueued_at=None,  # the dispatcher sends it to another worker
+            attempts=Run.attempts - 1,
+        )
+        .returning(Run.attempts, Run.sweep_id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    reason = timeline.handed_back(checkpoint_epoch)
+    _note(conn, run_id, RunStatus.queued, reason, attempt=row.attempts, worker=worker)
+    return Change(run_id, RunStatus.queued, reason, sweep_id=row.sweep_id, frees_slot=True)
+
+
+def reclaim(conn: Connection, *, now: datetime | None = None, limit: int = 500) -> list[Change]:
+    """running → queued for every run whose lease expired (its worker died), unsent: the
+    dispatcher sends it to a free worker, where it resumes from its checkpoint. Each run
+    is a compare-and-set on its expired lease, so reclaimers racing take it once."""
+    now = now or utcnow()
+    expired_lease = and_(
+        Run.status == _RUNNING,
+        or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+    )
+    candidates = conn.execute(
+        select(Run.id, Run.lease_owner).where(expired_lease).limit(limit)
+    ).all()
+    changes = []
+    for run_id, worker in candidates:
+        row = conn.execute(
+            update(Run)
+            .where(Run.id == run_id, expired_lease)
+            .values(status=_QUEUED, lease_owner=None, lease_expires_at=None, enqueued_at=None)
+            .returning(Run.attempts, Run.sweep_id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            continue
+        reason = timeline.lease_expired(worker)
+        _note(conn, run_id, RunStatus.queued, reason, attempt=row.attempts, worker=worker, at=now)
+        changes.append(Change(run_id, RunStatus.queued, reason, sweep_id=row.sweep_id,
+                              frees_slot=True))  # fmt: skip
+    return changes
+
+
+# -- stop requests: cancel and prune --------------------------------------------------------------
+
+CancelOutcome = Literal["cancelled", "stopping", "ended"]
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """What :func:`cancel` did: ``cancelled`` at once (a queued run; ``change`` set),
+    ``stopping`` (a running run, flagged: its worker ends it within an epoch) or ``ended``
+    (nothing to cancel: it had ended)."""
+
+    outcome: CancelOutcome
+    change: Change | None = None
+
+
+def cancel(conn: Connection, run_id: str) -> Cancelled:
+    """Cancel by the run's owner: queued → cancelled at once; running → flagged."""
+    now = utcnow()
+    reason = timeline.cancelled("its owner")
+    row = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == _QUEUED)
+        .values(status=RunStatus.cancelled.value, cancel_requested=True, finished_at=now)
+        .returning(Run.attempts, Run.callback_url, Run.sweep_id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is not None:
+        # A run handed back or reclaimed may have left a checkpoint: it is not needed now.
+        conn.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
+        _note(conn, run_id, RunStatus.cancelled, reason, attempt=row.attempts, at=now)
+        # Had it been sent, the message that held a slot is void: the slot is free again.
+        return Cancelled("cancelled", Change(run_id, RunStatus.cancelled, reason,
+                                             sweep_id=row.sweep_id,
+                                             webhook=bool(row.callback_url),
+                                             frees_slot=True))  # fmt: skip
+    flagged = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == _RUNNING)
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    return Cancelled("stopping" if flagged.rowcount else "ended")
+
+
+def cancel_sweep_trials(conn: Connection, sweep_id: str) -> list[Change]:
+    """The sweep was cancelled: its queued trials → cancelled at once, its running ones
+    flagged (they stop within an epoch); all get ``stop_reason: sweep_cancelled``."""
+    now = utcnow()
+    reason = timeline.cancelled("its sweep")
+    stopped = conn.execute(
+        update(Run)
+        .where(Run.sweep_id == sweep_id, Run.status == _QUEUED)
+        .values(status=RunStatus.cancelled.value, cancel_requested=True,
+                stop_reason=STOP_SWEEP_CANCELLED, finished_at=now)
+        .returning(Run.id, Run.attempts, Run.callback_url)
+        .execution_options(synchronize_session=False)
+    ).all()  # fmt: skip
+    if stopped:
+        conn.execute(delete(Checkpoint).where(Checkpoint.run_id.in_([r.id for r in stopped])))
+        conn.execute(
+            _INSERT_TRANSITION,
+            [{"run_id": r.id, "status": RunStatus.cancelled.value, "at": now, "reason": reason,
+              "attempt": r.attempts, "worker": None} for r in stopped],
+        )  # fmt: skip
+    conn.execute(
+        update(Run)
+        .where(Run.sweep_id == sweep_id, Run.status == _RUNNING)
+        .values(cancel_requested=True, stop_reason=STOP_SWEEP_CANCELLED)
+        .execution_options(synchronize_session=False)
+    )
+    return [
+        Change(
+            r.id,
+            RunStatus.cancelled,
+            reason,
+            sweep_id=sweep_id,
+            webhook=bool(r.callback_url),
+            frees_slot=True,
+        )  # fmt: skip
+        for r in stopped
+    ]
+
+
+def prune(conn: Connection, run_id: str, *, worker: str) -> bool:
+    """Flag a running trial to stop (ASHA found it weak); its worker then ends it with
+    :func:`stop`. False if ``worker`` no longer holds the run."""
+    result = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == worker, Run.status == _RUNNING)
+        .values(cancel_requested=True, stop_reason=STOP_PRUNED)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+# -- the end --------------------------------------------------------------------------------------
+
+
+def _end(
+    conn: Connection,
+    run_id: str,
+    status: RunStatus,
+    *,
+    worker: str,
+    reason: str,
+    error: str | None,
+    drop_checkpoint: bool,
+) -> Change | None:
+    """running → ``status``, guarded by ``worker``'s lease."""
+    now = utcnow()
+    row = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.lease_owner == worker)
+        .values(status=status.value, error=error, finished_at=now, lease_owner=None,
+                lease_expires_at=None)
+        .returning(Run.started_at, Run.attempts, Run.callback_url, Run.sweep_id)
+    ).first()  # fmt: skip
+    if row is None:
+        return None
+    if drop_checkpoint:
+        conn.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
+    _note(conn, run_id, status, reason, attempt=row.attempts, worker=worker, at=now)
+    duration = (now - row.started_at).total_seconds() if row.started_at else None
+    return Change(run_id, status, reason, sweep_id=row.sweep_id, webhook=bool(row.callback_url),
+                  error=error, duration_s=duration, frees_slot=True)  # fmt: skip
+
+
+def succeed(conn: Connection, run_id: str, *, worker: str, reason: str,
+            drop_checkpoint: bool = True) -> Change | None:  # fmt: skip
+    """running → succeeded: its model is stored (by the caller, before this)."""
+    return _end(conn, run_id, RunStatus.succeeded, worker=worker, reason=reason, error=None,
+                drop_checkpoint=drop_checkpoint)  # fmt: skip
+
+
+def fail(conn: Connection, run_id: str, *, worker: str, error: str,
+         drop_checkpoint: bool = True) -> Change | None:  # fmt: skip
+    """running → failed: bad data, divergence, a bug. ``error`` is the reason too."""
+    return _end(conn, run_id, RunStatus.failed, worker=worker, reason=error, error=error,
+                drop_checkpoint=drop_checkpoint)  # fmt: skip
+
+
+def expire(conn: Connection, run_id: str, *, worker: str, max_runtime_s: float, epoch: int,
+           drop_checkpoint: bool = True) -> Change | None:  # fmt: skip
+    """running → failed: the run exceeded its ``max_runtime_s``."""
+    reason = timeline.runtime_exceeded(max_runtime_s, epoch)
+    return _end(conn, run_id, RunStatus.failed, worker=worker, reason=reason, error=reason,
+                drop_checkpoint=drop_checkpoint)  # fmt: skip
+
+
+def stop(conn: Connection, run_id: str, *, worker: str, reason: str, error: str | None = None,
+         drop_checkpoint: bool = True) -> Change | None:  # fmt: skip
+    """running → cancelled: the run stopped at a cancel or prune request, keeping its
+    metrics so far. ``reason`` says who asked (see :func:`stop_reason_text`); a pruned
+    trial also keeps its verdict as ``error`` (docs/sweeps.md)."""
+    return _end(conn, run_id, RunStatus.cancelled, worker=worker, reason=reason,
+                error=error, drop_checkpoint=drop_checkpoint)  # fmt: skip
+
+
+def stop_reason_text(stop_reason: str | None, *, after_epoch: int, note: str | None = None) -> str:
+    """The reason of a :func:`stop`: ``note`` when the worker has one (a prune's verdict),
+    else who cancelled (from ``runs.stop_reason``)."""
+    if note:
+        return note
+    return timeline.cancelled(_canceller(stop_reason), after_epoch=after_epoch)
+
+
+# -- effects --------------------------------------------------------------------------------------
+
+
+def announce(
+    changes: Iterable[Change | None], events: Publisher, *, slot_announced: bool = False
+) -> None:
+    """The effects of committed ``changes`` outside the database, in order: the status
+    event (with its reason), then, for a run that ended, its sweep and its webhook; then
+    one dispatch request for the slots they freed.
+
+    ``slot_announced``: the worker already told the dispatcher that this run's slot is
+    freeing (so the next run was chosen while it wrote its end): it now confirms instead
+    of requesting a round. Never raises for an effect that failed; each is retried or
+    reconciled elsewhere (the stream falls back to the database, the reclaimer refreshes
+    sweeps, webhooks have their own retries).
+    """
+    request = False
+    for change in changes:
+        if change is None:
+            continue
+        data: dict[str, Any] = {"status": change.status.value, "reason": change.reason}
+        if change.error:
+            data["error"] = change.error
+        telemetry = (
+            run_ended_increments(change.status.value, change.duration_s) if change.final else None
+        )
+        events.publish(change.run_id, EVENT_STATUS, data, final=change.final, telemetry=telemetry)
+        if change.final and change.sweep_id is not None:
+            after_run_end(change.run_id, change.sweep_id)  # admit the sweep's next trials
+        if change.final and change.webhook:
+            try:
+                enqueue_webhook(change.run_id)
+            except Exception as exc:  # the run's end is recorded; the webhook is best effort
+                logger.warning("run %s: could not queue its webhook: %s", change.run_id, exc)
+        if change.frees_slot:
+            if slot_announced:
+                freed(change.run_id)
+            else:
+                request = True
+    if request:
+        request_dispatch()

@@ -1,0 +1,119 @@
+"""A run's timeline: the sentences that say why its status changed, and reading them back.
+
+Each change of status (core/runs/lifecycle.py) stores one row in ``run_transitions`` with
+its time, reason, attempt and worker. The reasons are written for people: they are what
+``GET /runs/{id}`` shows as ``transitions``, what the SSE ``status`` events carry and what
+the dashboard's run page lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, bindparam, select
+
+from core.db.models import RunTransition
+
+_transitions = cast(Table, RunTransition.__table__)
+_COLUMNS = (
+    _transitions.c.run_id,
+    _transitions.c.status,
+    _transitions.c.at,
+    _transitions.c.reason,
+    _transitions.c.attempt,
+    _transitions.c.worker,
+)
+
+
+# -- reasons ------------------------------------------------------------------------------
+
+
+def submitted(*, sweep_id: str | None = None, trial: int | None = None,
+              fold: int | None = None) -> str:  # fmt: skip
+    if sweep_id is None:
+        return "submitted by its owner"
+    which = f"trial {trial}" + (f" (fold {fold})" if fold is not None else "")
+    return f"{which} of sweep {sweep_id}; starts when the sweep has a free slot"
+
+
+def claimed(worker: str, attempt: int) -> str:
+    return f"claimed by worker {worker} (attempt {attempt})"
+
+
+def handed_back(checkpoint_epoch: int) -> str:
+    """``checkpoint_epoch``: the epoch its checkpoint holds (0: none)."""
+    if checkpoint_epoch <= 0:
+        return "handed back at worker shutdown; starts again from epoch 1"
+    return f"handed back at worker shutdown; resumes from epoch {checkpoint_epoch + 1}"
+
+
+def lease_expired(worker: str | None) -> str:
+    who = f" (worker {worker} stopped renewing it)" if worker else ""
+    return f"lease expired; re-queued{who}"
+
+
+def cancelled(by: str, *, after_epoch: int | None = None) -> str:
+    """``by``: who cancelled, e.g. "its owner", "its sweep"."""
+    what = f"cancelled by {by}"
+    if after_epoch is None:
+        return what
+    return f"{what}; stopped after epoch {after_epoch}"
+
+
+def gave_up(attempts: int) -> str:
+    return (
+        f"gave up after {attempts} attempts: the worker training this run stopped "
+        "unexpectedly each time (out of memory, or killed?)"
+    )
+
+
+def trained(epochs: int, *, last_epoch: int | None = None, best_epoch: int | None = None) -> str:
+    """A run that ended well: all ``epochs``, or early stopping at ``last_epoch``."""
+    if last_epoch is None or last_epoch >= epochs:
+        return f"trained all {epochs} epochs"
+    best = f"; kept the weights of epoch {best_epoch}" if best_epoch is not None else ""
+    return f"early stopped at epoch {last_epoch} of {epochs}{best}"
+
+
+def runtime_exceeded(max_runtime_s: float, epoch: int) -> str:
+    return f"exceeded its max runtime of {max_runtime_s:g} s at epoch {epoch}"
+
+
+# -- reading ------------------------------------------------------------------------------
+
+_BY_RUN = select(*_COLUMNS).where(_transitions.c.run_id == bindparam("run_id"))
+_BY_RUNS = select(*_COLUMNS).where(_transitions.c.run_id.in_(bindparam("run_ids", expanding=True)))
+
+
+def _item(row: Any) -> dict[str, Any]:
+    return {"status": row.status, "at": row.at, "reason": row.reason,
+            "attempt": row.attempt, "worker": row.worker}  # fmt: skip
+
+
+def read(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    """The run's transitions in order: ``[{status, at, reason, attempt, worker}]``."""
+    return [
+        _item(row) for row in conn.execute(_BY_RUN.order_by(_transitions.c.id), {"run_id": run_id})
+    ]
+
+
+def read_many(conn: Connection, run_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """The transitions of each of ``run_ids`` (one query), in order; ``[]`` for none."""
+    ids = list(run_ids)
+    found: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in ids}
+    if ids:
+        rows = conn.execute(_BY_RUNS.order_by(_transitions.c.id), {"run_ids": ids})
+        for row in rows:
+            found[row.run_id].append(_item(row))
+    return found
+
+
+def latest_reason(conn: Connection, run_id: str) -> str | None:
+    """Why the run has its current status (the reason of its last transition)."""
+    return conn.scalar(
+        select(_transitions.c.reason)
+        .where(_transitions.c.run_id == run_id)
+        .order_by(_transitions.c.id.desc())
+        .limit(1)
+    )
