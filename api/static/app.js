@@ -410,6 +410,7 @@
     const config = h("pre", { id: "run-config", class: "json" });
     const errorBox = h("pre", { id: "run-error", class: "error", hidden: true });
     const meta = h("dl", { class: "meta", id: "run-meta" });
+    const timeline = h("ol", { class: "timeline", id: "run-timeline" });
 
     setView(
       "run",
@@ -418,6 +419,7 @@
       actions,
       errorBox,
       h("section", { class: "card" }, h("h2", { text: "Learning curves" }), chart, legend, latest),
+      h("section", { class: "card" }, h("h2", { text: "Timeline" }), timeline),
       h(
         "div",
         { class: "columns" },
@@ -441,6 +443,19 @@
       }
       errorBox.hidden = !run.error;
       errorBox.textContent = run.error || "";
+      // Every change of status, oldest first: when, what, why, on which worker.
+      timeline.replaceChildren(
+        ...(run.transitions || []).map((t) =>
+          h(
+            "li",
+            { class: "transition", "data-status": t.status },
+            h("time", { datetime: t.at, text: when(t.at) }),
+            statusBadge(t.status),
+            h("span", { class: "reason", text: t.reason }),
+            t.worker ? h("span", { class: "muted small", text: ` · ${t.worker}` }) : "",
+          ),
+        ),
+      );
       const specText = JSON.stringify(run.network, null, 2);
       if (spec.textContent !== specText) spec.textContent = specText;
       const configText = JSON.stringify(run.training, null, 2);
@@ -507,12 +522,10 @@
         },
         async status(data) {
           if (ui.run) renderHeader(Object.assign({}, ui.run, { status: data.status }));
-          if (TERMINAL.has(data.status)) {
-            try {
-              await refresh();
-            } catch (err) {
-              notice(err.message);
-            }
+          try {
+            await refresh(); // the record brings the new transition of the timeline
+          } catch (err) {
+            notice(err.message);
           }
         },
         state: setStream,

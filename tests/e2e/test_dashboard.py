@@ -217,6 +217,18 @@ def test_dashboard_follows_a_training_run_live(stack: Stack, browser: webdriver.
     assert final["points"] == len(stored) > after["points"] - 1
     assert "disabled" in browser.find_element(By.ID, "download-npz").get_attribute("class")
     assert not browser.find_element(By.ID, "cancel-run").is_displayed()
+    # The timeline lists every change of status with its reason, as the API records them.
+    steps = stack.client.get(f"/api/v1/runs/{run_id}").json()["transitions"]
+    assert [t["status"] for t in steps] == ["queued", "running", "cancelled"]
+    shown = browser.find_elements(By.CSS_SELECTOR, "#run-timeline li")
+    assert [li.get_attribute("data-status") for li in shown] == ["queued", "running", "cancelled"]
+    for li, step in zip(shown, steps, strict=True):
+        assert li.find_element(By.CSS_SELECTOR, ".reason").text == step["reason"]
+    assert (
+        shown[2]
+        .find_element(By.CSS_SELECTOR, ".reason")
+        .text.startswith("cancelled by its owner; stopped after epoch ")
+    )
     time.sleep(0.3)
     _shot(browser, "dashboard-run-cancelled.png")
 
