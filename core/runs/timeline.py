@@ -77,7 +77,7 @@ def trained(epochs: int, *, last_epoch: int | None = None, best_epoch: int | Non
 
 
 def runtime_exceeded(max_runtime_s: float, epoch: int) -> str:
-    return f"exceeded its max runtime of {max_runtime_s:g} s at epoch {epoch}"
+    return f"exceeded max runtime of {max_runtime_s:g} s at epoch {epoch}"
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -290,7 +290,7 @@ def test_a_run_past_its_max_runtime_fails_saying_so(service_settings: Settings) 
     run = _run(run_id)
     # The clock is read after each epoch: the first one already ran past the deadline.
     assert _epochs(run_id) == [1]
-    assert run.error == "exceeded its max runtime of 1e-06 s at epoch 1"
+    assert run.error == "exceeded max runtime of 1e-06 s at epoch 1"
     assert _timeline(run_id)[-1] == ("failed", run.error, 1, "host:1")
 
 
