@@ -313,16 +313,20 @@ def weights(
     run_id: RunArg,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write an .npz (W0, b0, W1, …); else print JSON."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the model as .npz (W0, b0, …, x_mean/x_std, meta); else print JSON.",
+        ),
     ] = None,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download a succeeded run's weights."""
+    """Download a succeeded run's model: weights, standardisation, classes (docs/models.md)."""
     with _session(url, api_key) as bp:
         if output is None:
-            _emit_json({"layers": bp.weights(run_id)})
+            _emit_json(_dump(bp.get_weights(run_id)))
             return
         try:
             path = bp.download_weights(run_id, output)

@@ -13,7 +13,16 @@ Depends on ``httpx`` and ``pydantic`` only::
 
 from client.client import DEFAULT_URL, BackpropClient, EventStream
 from client.errors import BackpropConnectionError, BackpropError
-from client.models import Dataset, Event, MetricItem, Prediction, Progress, Run, Sweep
+from client.models import (
+    Dataset,
+    Event,
+    MetricItem,
+    ModelWeights,
+    Prediction,
+    Progress,
+    Run,
+    Sweep,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -24,6 +33,7 @@ __all__ = [
     "Event",
     "EventStream",
     "MetricItem",
+    "ModelWeights",
     "Prediction",
     "Progress",
     "Run",

@@ -23,7 +23,7 @@ from typing import Any, Self
 import httpx
 
 from client.errors import BackpropConnectionError, BackpropError
-from client.models import Dataset, Event, MetricItem, Prediction, Run, Sweep
+from client.models import Dataset, Event, MetricItem, ModelWeights, Prediction, Run, Sweep
 from client.sse import iter_sse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -226,11 +226,22 @@ class BackpropClient:
         return [MetricItem.model_validate(item) for item in body["items"]]
 
     def weights(self, run_id: str) -> list[dict[str, Any]]:
-        """The trained weights: ``[{"W": [[...]], "b": [...]}, ...]``, W of shape (in, units)."""
+        """The trained layers: ``[{"W": [[...]], "b": [...]}, ...]``, W of shape (in, units).
+
+        Only the layers; :meth:`get_weights` has the whole model (standardisation, classes).
+        """
         return self._request("GET", f"{API}/runs/{run_id}/weights").json()["layers"]
 
+    def get_weights(self, run_id: str) -> ModelWeights:
+        """The whole trained model as JSON: ``dtype``, ``spec``, ``classes``,
+        ``preprocessing`` (``x_mean``/``x_std`` or None) and ``layers`` (docs/models.md)."""
+        resp = self._request("GET", f"{API}/runs/{run_id}/weights")
+        return ModelWeights.model_validate(resp.json())
+
     def download_weights(self, run_id: str, path: str | os.PathLike[str]) -> Path:
-        """Save the trained weights as ``.npz`` (arrays ``W0, b0, W1, b1, ...``) at ``path``."""
+        """Save the model artifact as ``.npz`` at ``path``: arrays ``W0, b0, W1, b1, ...``,
+        ``x_mean``/``x_std`` when standardised, and ``meta`` (JSON text: spec, dtype,
+        classes); docs/models.md runs it in plain NumPy."""
         resp = self._request("GET", f"{API}/runs/{run_id}/weights", params={"format": "npz"})
         out = Path(path)
         out.write_bytes(resp.content)

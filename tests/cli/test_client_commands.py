@@ -94,10 +94,16 @@ def test_json_submit_then_watch_runs_show_weights_and_predict(stack: Stack, tmp_
     model = tmp_path / "model.npz"
     wrote = as_json(backprop(stack, "weights", run_id, "-o", str(model), "--json"))
     assert wrote["path"] == str(model) and wrote["bytes"] == model.stat().st_size
+    printed = as_json(backprop(stack, "weights", run_id))
     with np.load(model, allow_pickle=False) as arrays:
         assert arrays["W0"].shape == (4, 16) and arrays["W1"].shape == (16, 3)
-        layers = as_json(backprop(stack, "weights", run_id))["layers"]
-        np.testing.assert_array_equal(arrays["b1"], layers[1]["b"])
+        np.testing.assert_array_equal(arrays["b1"], printed["layers"][1]["b"])
+        # the whole model, as file and as JSON: standardisation and class labels too
+        np.testing.assert_array_equal(arrays["x_mean"], printed["preprocessing"]["x_mean"])
+        np.testing.assert_array_equal(arrays["x_std"], printed["preprocessing"]["x_std"])
+        meta = json.loads(str(arrays["meta"]))
+    assert meta == {k: printed[k] for k in ("format", "version", "dtype", "spec", "classes")}
+    assert printed["classes"] == ["setosa", "versicolor", "virginica"]
 
     # The example file itself, header included, minus its target column.
     pred = as_json(

@@ -22,6 +22,7 @@ from client import (
     Dataset,
     Event,
     MetricItem,
+    ModelWeights,
     Run,
 )
 from tests.client.conftest import EXAMPLES, SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
@@ -185,8 +186,15 @@ def test_run_lifecycle_metrics_weights_and_predictions(bp: BackpropClient, tmp_p
     assert [np.shape(layer["b"]) for layer in layers] == [(2,), (2,)]
     path = bp.download_weights(run.id, tmp_path / "model.npz")
     with np.load(path, allow_pickle=False) as arrays:
-        assert sorted(arrays.files) == ["W0", "W1", "b0", "b1"]
+        assert sorted(arrays.files) == ["W0", "W1", "b0", "b1", "meta"]
         np.testing.assert_array_equal(arrays["W1"], layers[1]["W"])
+        meta = json.loads(str(arrays["meta"]))
+    model = bp.get_weights(run.id)
+    assert isinstance(model, ModelWeights)
+    assert (model.format, model.version, model.dtype) == (meta["format"], meta["version"],
+                                                          meta["dtype"])  # fmt: skip
+    assert model.spec == meta["spec"] and model.classes is None and model.preprocessing is None
+    assert [layer.model_dump() for layer in model.layers] == layers
 
     pred = bp.predict(run.id, np.array([[0.05, 0.10], [0.5, 0.5]]))
     assert np.shape(pred.outputs) == (2, 2) and pred.labels is None
