@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -125,7 +126,10 @@ def test_unreachable_server_is_a_connection_error() -> None:
 
 
 def test_dataset_uploads_from_arrays_csv_json_and_npz(bp: BackpropClient, tmp_path: Path) -> None:
-    from_arrays = bp.upload_dataset((np.array(SEED_X), np.array(SEED_Y)), name="arrays")
+    # dedupe=False: new records named as asked, whatever this module uploaded before
+    from_arrays = bp.upload_dataset(
+        (np.array(SEED_X), np.array(SEED_Y)), name="arrays", dedupe=False
+    )
     assert isinstance(from_arrays, Dataset)
     assert (from_arrays.n_samples, from_arrays.n_features, from_arrays.n_targets) == (1, 2, 2)
     assert from_arrays.name == "arrays" and from_arrays.task == "regression"
@@ -135,7 +139,7 @@ def test_dataset_uploads_from_arrays_csv_json_and_npz(bp: BackpropClient, tmp_pa
     assert (iris.n_samples, iris.n_features, iris.n_targets) == (150, 4, 3)
     assert sorted(iris.classes or []) == ["setosa", "versicolor", "virginica"]
 
-    seed = bp.upload_dataset(EXAMPLES / "seed" / "data.json")
+    seed = bp.upload_dataset(EXAMPLES / "seed" / "data.json", dedupe=False)
     assert (seed.n_samples, seed.n_features, seed.name) == (1, 2, "seed")
 
     npz = tmp_path / "xor.npz"
@@ -153,6 +157,20 @@ def test_dataset_uploads_from_arrays_csv_json_and_npz(bp: BackpropClient, tmp_pa
     with pytest.raises(BackpropError) as caught:
         bp.get_dataset(xor.id)
     assert caught.value.status_code == 404 and xor.id in caught.value.detail
+
+
+def test_content_uploaded_before_is_the_same_dataset(bp: BackpropClient, tmp_path: Path) -> None:
+    X = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).normal(size=(6, 3))
+    y = X.sum(axis=1)
+    first = bp.upload_dataset((X, y), name="first")
+    assert first.name == "first"
+    assert bp.upload_dataset((X, y), name="again") == first  # the first record, as it is
+    as_file = tmp_path / "same.npz"
+    np.savez(as_file, X=X, y=y)
+    assert bp.upload_dataset(as_file) == first  # another format, the same parsed content
+    copy = bp.upload_dataset((X, y), name="copy", dedupe=False)
+    assert copy.id != first.id and copy.sha256 == first.sha256 and copy.name == "copy"
+    assert [d.id for d in bp.list_datasets() if d.sha256 == first.sha256] == [copy.id, first.id]
 
 
 def test_bad_uploads_carry_the_servers_detail(bp: BackpropClient, tmp_path: Path) -> None:
