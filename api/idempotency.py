@@ -103,15 +103,42 @@ def create_once(
     that creates does it.
 
     ``create(db)`` adds the thing to ``db``'s transaction and returns its record and
-    location. With a ``key``, an earlier answer to it is returned instead (a replay), and the
-    record is remembered in the same transaction; a concurrent request with the same key
-    that commits first makes this one return that request's answer.
+    location; the answer's status is ``status_code``. See :func:`create_or_find_once`.
+    """
+    result = create_or_find_once(
+        db, owner=owner, endpoint=endpoint, key=key, req_hash=req_hash,
+        response_model=response_model, create=lambda s: (*create(s), status_code),
+    )  # fmt: skip
+    if isinstance(result, JSONResponse):
+        return result
+    record, location, _ = result
+    return record, location
+
+
+def create_or_find_once(
+    db: Session,
+    *,
+    owner: str,
+    endpoint: str,
+    key: str | None,
+    req_hash: str,
+    response_model: type[BaseModel],
+    create: Callable[[Session], tuple[R, str, int]],
+) -> JSONResponse | tuple[R, str, int]:
+    """Create something once per ``Idempotency-Key`` and commit, where ``create`` may find
+    the thing already there instead.
+
+    ``create(db)`` adds the thing to ``db``'s transaction (or finds an existing one) and
+    returns its record, its location and the answer's status (201 created, 200 found). With
+    a ``key``, an earlier answer to it is returned instead (a replay), and the answer is
+    remembered in the same transaction; a concurrent request with the same key that commits
+    first makes this one return that request's answer.
     """
     if key is not None:
         replay = find(db, owner, endpoint, key, req_hash)
         if replay is not None:
             return replay
-    record, location = create(db)
+    record, location, status_code = create(db)
     if key is not None:
         remember(
             db, owner=owner, endpoint=endpoint, key=key, req_hash=req_hash,
@@ -126,7 +153,7 @@ def create_once(
         if replay is None:
             raise
         return replay
-    return record, location
+    return record, location, status_code
 
 
 def respond(result: Response | tuple[R, str], response: Response) -> R | Response:

@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from core.spec import NetworkSpec, TrainingConfig
+from core.spec import DTypeName, InitName, LayerSpec, NetworkSpec, TrainingConfig
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
 
 SEED_NETWORK_EXAMPLE: JsonDict = {
@@ -213,12 +213,50 @@ class MetricsOut(BaseModel):
 
 
 class LayerWeights(BaseModel):
-    W: list[list[float]]
-    b: list[float]
+    """One dense layer: `a_out = activation(a_in @ W + b)`."""
+
+    W: list[list[float]] = Field(description="Shape (inputs, units): column j feeds unit j.")
+    b: list[float] = Field(description="Shape (units,).")
+
+
+class ModelSpec(BaseModel):
+    """The network spec of API.md §2 as the model was built (`initial_weights` left out)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input_dim: int = Field(description="Features per input row.")
+    layers: list[LayerSpec] = Field(description="Units and activation of each dense layer.")
+    init: InitName = Field(description="The initialiser it started from (before training).")
+
+
+class Preprocessing(BaseModel):
+    """The feature standardisation applied before the first layer: `(x - x_mean) / x_std`."""
+
+    x_mean: list[float] = Field(description="Shape (input_dim,): the training part's means.")
+    x_std: list[float] = Field(description="Shape (input_dim,): its standard deviations.")
 
 
 class WeightsOut(BaseModel):
-    layers: list[LayerWeights]
+    """A trained model, self-contained: what a forward pass needs without the service.
+
+    The `.npz` form (`?format=npz`) holds the same: arrays `W0, b0, …`, `x_mean`/`x_std`,
+    and `meta` (JSON text with `format`, `version`, `dtype`, `spec` and `classes`).
+    """
+
+    format: Literal["backprop-model"] = Field(description="What this document is.")
+    version: int = Field(description="Version of the format (1).")
+    dtype: DTypeName = Field(
+        description="The float type it trained and predicts in; the values below are exact."
+    )
+    spec: ModelSpec
+    classes: list[Any] | None = Field(
+        description="Class label of each output column (for one sigmoid output: `[negative, "
+        "positive]`, the positive one when the output is above 0.5); null for regression."
+    )
+    preprocessing: Preprocessing | None = Field(
+        description="The feature standardisation, null when the run trained without one."
+    )
+    layers: list[LayerWeights] = Field(description="The dense layers, input to output.")
 
 
 class PredictIn(BaseModel):

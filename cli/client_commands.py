@@ -188,7 +188,22 @@ def _watch(bp: BackpropClient, run: Run, as_json: bool) -> int:
 
 def submit(
     network: Annotated[Path, typer.Option(help="Network spec (JSON, API.md §2).")],
-    data: Annotated[Path, typer.Option(help="Dataset file: .csv (with header), .npz or .json.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset file to upload: .csv (with header), .npz or .json (content you "
+            "uploaded before is not stored again).",
+            show_default=False,
+        ),
+    ] = None,
+    dataset_id: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset-id",
+            help="Train on a dataset already stored (instead of --data).",
+            show_default=False,
+        ),
+    ] = None,
     training: Annotated[
         Path | None,
         typer.Option(help="Training config (JSON, API.md §3); server defaults if none."),
@@ -207,20 +222,29 @@ def submit(
     api_key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload a dataset file, then submit a training run on it."""
+    """Submit a training run on a dataset file (uploaded first) or a stored dataset."""
     code = EXIT_OK
     with _session(url, api_key) as bp:
         net = _read_json(network, "network")
         train = _read_json(training, "training") if training is not None else None
-        if data.suffix.lower() not in DATA_SUFFIXES:
-            raise UsageProblem(f"--data {data}: use a .csv, .npz or .json file")
-        if not data.is_file():
-            raise UsageProblem(f"--data {data}: no such file")
-        if data.suffix.lower() == ".csv" and not target:
-            raise UsageProblem("--target is required with a .csv dataset (the target column)")
-        if task not in (None, "classification", "regression"):
-            raise UsageProblem("--task must be 'classification' or 'regression'")
-        dataset = bp.upload_dataset(data, target=target, name=name, task=task)
+        if data is not None and dataset_id is not None:
+            raise UsageProblem("give --data FILE or --dataset-id ID, not both")
+        if dataset_id is not None:
+            if target is not None or task is not None:
+                raise UsageProblem("--target and --task describe a --data file, not --dataset-id")
+            dataset = bp.get_dataset(dataset_id)
+        elif data is not None:
+            if data.suffix.lower() not in DATA_SUFFIXES:
+                raise UsageProblem(f"--data {data}: use a .csv, .npz or .json file")
+            if not data.is_file():
+                raise UsageProblem(f"--data {data}: no such file")
+            if data.suffix.lower() == ".csv" and not target:
+                raise UsageProblem("--target is required with a .csv dataset (the target column)")
+            if task not in (None, "classification", "regression"):
+                raise UsageProblem("--task must be 'classification' or 'regression'")
+            dataset = bp.upload_dataset(data, target=target, name=name, task=task)
+        else:
+            raise UsageProblem("give --data FILE (to upload) or --dataset-id ID (stored)")
         run = bp.submit_run(dataset.id, net, train, name=name)
         if not as_json:
             out.print(
@@ -313,16 +337,20 @@ def weights(
     run_id: RunArg,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write an .npz (W0, b0, W1, …); else print JSON."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the model as .npz (W0, b0, …, x_mean/x_std, meta); else print JSON.",
+        ),
     ] = None,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download a succeeded run's weights."""
+    """Download a succeeded run's model: weights, standardisation, classes (docs/models.md)."""
     with _session(url, api_key) as bp:
         if output is None:
-            _emit_json({"layers": bp.weights(run_id)})
+            _emit_json(_dump(bp.get_weights(run_id)))
             return
         try:
             path = bp.download_weights(run_id, output)

@@ -23,7 +23,7 @@ from typing import Any, Self
 import httpx
 
 from client.errors import BackpropConnectionError, BackpropError
-from client.models import Dataset, Event, MetricItem, Prediction, Run, Sweep
+from client.models import Dataset, Event, MetricItem, ModelWeights, Prediction, Run, Sweep
 from client.sse import iter_sse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -131,6 +131,7 @@ class BackpropClient:
         target: str | Sequence[str] | None = None,
         name: str | None = None,
         task: str | None = None,
+        dedupe: bool = True,
     ) -> Dataset:
         """Upload a dataset and return its record.
 
@@ -138,16 +139,21 @@ class BackpropClient:
         column(s)), a ``.npz`` (arrays ``X`` and ``y``) or a ``.json`` file
         (``{"X": [[...]], "y": [...]}``), or an ``(X, y)`` pair of lists or arrays.
         ``task`` (``"classification"`` / ``"regression"``) overrides the server's guess.
+
+        Content you uploaded before is not stored again: the record returned is then the
+        existing dataset's (its id and name). ``dedupe=False`` stores a copy anyway.
         """
+        params = {} if dedupe else {"dedupe": "false"}
         if isinstance(data, tuple):
             X, y = data
-            return self._upload_json({"X": _rows(X), "y": _rows(y)}, name, task)
+            return self._upload_json({"X": _rows(X), "y": _rows(y)}, name, task, params)
         path = Path(data)
         if path.suffix.lower() == ".json":
             payload = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(payload, dict) or "X" not in payload or "y" not in payload:
                 raise ValueError(f"{path}: a JSON dataset is an object with keys 'X' and 'y'")
-            return self._upload_json(payload, name or payload.get("name") or path.stem, task)
+            name = name or payload.get("name") or path.stem
+            return self._upload_json(payload, name, task, params)
         fields: dict[str, str] = {"name": name or path.stem}
         if target is not None:
             fields["target"] = target if isinstance(target, str) else ",".join(target)
@@ -156,17 +162,21 @@ class BackpropClient:
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         with path.open("rb") as fh:
             resp = self._request(
-                "POST", f"{API}/datasets", data=fields, files={"file": (path.name, fh, media)}
-            )
+                "POST", f"{API}/datasets", params=params, data=fields,
+                files={"file": (path.name, fh, media)},
+            )  # fmt: skip
         return Dataset.model_validate(resp.json())
 
-    def _upload_json(self, payload: dict[str, Any], name: str | None, task: str | None) -> Dataset:
+    def _upload_json(
+        self, payload: dict[str, Any], name: str | None, task: str | None, params: dict[str, str]
+    ) -> Dataset:
         body = {"X": payload["X"], "y": payload["y"]}
         if name is not None:
             body["name"] = name
         if task or payload.get("task"):
             body["task"] = task or payload["task"]
-        return Dataset.model_validate(self._request("POST", f"{API}/datasets", json=body).json())
+        resp = self._request("POST", f"{API}/datasets", params=params, json=body)
+        return Dataset.model_validate(resp.json())
 
     def list_datasets(self, limit: int | None = None) -> list[Dataset]:
         """All datasets, newest first (at most ``limit``)."""
@@ -226,11 +236,22 @@ class BackpropClient:
         return [MetricItem.model_validate(item) for item in body["items"]]
 
     def weights(self, run_id: str) -> list[dict[str, Any]]:
-        """The trained weights: ``[{"W": [[...]], "b": [...]}, ...]``, W of shape (in, units)."""
+        """The trained layers: ``[{"W": [[...]], "b": [...]}, ...]``, W of shape (in, units).
+
+        Only the layers; :meth:`get_weights` has the whole model (standardisation, classes).
+        """
         return self._request("GET", f"{API}/runs/{run_id}/weights").json()["layers"]
 
+    def get_weights(self, run_id: str) -> ModelWeights:
+        """The whole trained model as JSON: ``dtype``, ``spec``, ``classes``,
+        ``preprocessing`` (``x_mean``/``x_std`` or None) and ``layers`` (docs/models.md)."""
+        resp = self._request("GET", f"{API}/runs/{run_id}/weights")
+        return ModelWeights.model_validate(resp.json())
+
     def download_weights(self, run_id: str, path: str | os.PathLike[str]) -> Path:
-        """Save the trained weights as ``.npz`` (arrays ``W0, b0, W1, b1, ...``) at ``path``."""
+        """Save the model artifact as ``.npz`` at ``path``: arrays ``W0, b0, W1, b1, ...``,
+        ``x_mean``/``x_std`` when standardised, and ``meta`` (JSON text: spec, dtype,
+        classes); docs/models.md runs it in plain NumPy."""
         resp = self._request("GET", f"{API}/runs/{run_id}/weights", params={"format": "npz"})
         out = Path(path)
         out.write_bytes(resp.content)

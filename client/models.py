@@ -124,6 +124,33 @@ class MetricItem(_Record):
     elapsed_s: float
 
 
+class Preprocessing(_Record):
+    """The feature standardisation a model applies first: ``(x - x_mean) / x_std``."""
+
+    x_mean: list[float]  # (input_dim,)
+    x_std: list[float]  # (input_dim,)
+
+
+class LayerWeights(_Record):
+    """One dense layer, ``a_out = activation(a_in @ W + b)``."""
+
+    W: list[list[float]]  # (inputs, units)
+    b: list[float]  # (units,)
+
+
+class ModelWeights(_Record):
+    """A trained model as ``GET /api/v1/runs/{id}/weights`` returns it (docs/models.md):
+    all a forward pass needs, without the service."""
+
+    format: str  # "backprop-model"
+    version: int
+    dtype: Literal["float32", "float64"]
+    spec: dict[str, Any]  # the network spec (API.md §2) without initial_weights
+    classes: list[Any] | None = None  # label of each output column; None for regression
+    preprocessing: Preprocessing | None = None
+    layers: list[LayerWeights]
+
+
 class Prediction(_Record):
     """Outputs of ``predict``: one row per input row, plus class labels for classification."""
 

@@ -31,6 +31,7 @@ import psycopg
 import pytest
 
 from cli.processes import free_port
+from tests.doc_blocks import blocks, markers_before_fences
 from tests.e2e.stack import REDIS_URL, Stack, start_stack, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,20 +39,8 @@ README = ROOT / "README.md"
 CLIENT_MD = ROOT / "docs" / "client.md"
 VENV_BIN = Path(sys.prefix) / "bin"
 
-MARKED_BLOCK = re.compile(r"^<!-- test: (\w+) -->\n```(\w+)\n(.*?)^```$", re.M | re.S)
 # The seed article's output-layer weights after its one step (w5, w7 / w6, w8).
 SEED_W2_AFTER_ONE_STEP = [[0.35891648, 0.51130127], [0.40866619, 0.56137012]]
-
-
-def blocks(markdown: Path, name: str, language: str) -> list[str]:
-    """The code of every fenced block marked ``<!-- test: name -->``, in order."""
-    found = [
-        code
-        for tag, lang, code in MARKED_BLOCK.findall(markdown.read_text())
-        if tag == name and lang == language
-    ]
-    assert found, f"{markdown.name} has no ```{language} block marked <!-- test: {name} -->"
-    return found
 
 
 def checkout(folder: Path) -> Path:
@@ -216,9 +205,7 @@ def compose_script(database_url: str) -> str:
 
 def test_the_marked_blocks_and_the_files_they_name_exist() -> None:
     for markdown in (README, CLIENT_MD):
-        text = markdown.read_text()
-        markers = re.findall(r"^<!-- test: (\w+) -->$", text, re.M)
-        assert len(markers) == len(MARKED_BLOCK.findall(text)), (
+        assert markers_before_fences(markdown), (
             f"{markdown.name}: a <!-- test: … --> marker is not right before a fence"
         )
     assert len(blocks(README, "quickstart", "sh")) >= 2

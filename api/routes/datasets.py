@@ -8,7 +8,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import CursorResult, delete, exists
+from sqlalchemy import CursorResult, delete, exists, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
@@ -30,7 +30,7 @@ from core.data import (
     sha256_hex,
     to_npz_bytes,
 )
-from core.db.locks import lock_dataset_for_delete
+from core.db.locks import lock_dataset_for_delete, serialise_dataset_content
 from core.db.models import ACTIVE_STATUSES, Dataset, Run
 from core.db.session import get_sessionmaker
 from core.settings import Settings
@@ -59,6 +59,41 @@ UPLOAD_OPENAPI = {
             "application/json": {"schema": DatasetCreateJSON.model_json_schema()},
         },
     }
+}
+
+
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": DatasetRecord,
+        "description": "This owner uploaded the same content before: that dataset's record, "
+        "nothing stored (unless `dedupe=false`).",
+    },
+    **error_responses(
+        (
+            400,
+            "Malformed upload: a multipart body, CSV or NPZ file that cannot be read, "
+            "ragged rows, a JSON body that is not JSON or nests deeper than "
+            "BACKPROP_MAX_JSON_DEPTH, or a bad Idempotency-Key header.",
+        ),
+        401,
+        (
+            413,
+            "The upload is larger than BACKPROP_MAX_UPLOAD_BYTES, or has more cells than "
+            "BACKPROP_MAX_DATASET_CELLS.",
+        ),
+        (
+            415,
+            "The body is neither multipart/form-data nor application/json, or the file is "
+            "neither a .csv nor a .npz.",
+        ),
+        (
+            422,
+            "Invalid data, naming the row and column: a missing value, NaN or infinity, "
+            "text where a number belongs, a `target` that names no column, zero rows, a bad "
+            "`task`; or an `Idempotency-Key` reused with another body.",
+        ),
+        503,
+    ),
 }
 
 
@@ -159,20 +194,7 @@ async def _parse_json(
     "",
     status_code=201,
     response_model=DatasetRecord,
-    responses=error_responses(
-        (400, "Malformed upload: a multipart body, CSV or NPZ file that cannot be read, "
-         "ragged rows, a JSON body that is not JSON or nests deeper than "
-         "BACKPROP_MAX_JSON_DEPTH, or a bad Idempotency-Key header."),
-        401,
-        (413, "The upload is larger than BACKPROP_MAX_UPLOAD_BYTES, or has more cells than "
-         "BACKPROP_MAX_DATASET_CELLS."),
-        (415, "The body is neither multipart/form-data nor application/json, or the file is "
-         "neither a .csv nor a .npz."),
-        (422, "Invalid data, naming the row and column: a missing value, NaN or infinity, "
-         "text where a number belongs, a `target` that names no column, zero rows, a bad "
-         "`task`; or an `Idempotency-Key` reused with another body."),
-        503,
-    ),
+    responses=UPLOAD_RESPONSES,
     openapi_extra=UPLOAD_OPENAPI,
     summary="Upload a dataset (multipart CSV/NPZ file, or JSON arrays)",
     response_description="The dataset's record; its URL in the `Location` header.",
@@ -183,8 +205,22 @@ async def create_dataset(
     owner: OwnerDep,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    dedupe: Annotated[
+        bool,
+        Query(
+            description="Answer with your existing dataset of the same content (200) "
+            "instead of storing a copy; `false` always stores a new one (201)."
+        ),
+    ] = True,
 ) -> Any:
     """Store a dataset and answer 201 with its record and a `Location` header.
+
+    The same content uploaded again by the same owner is not stored twice: the answer is
+    200 with the existing dataset's record (its id, name and time). The same content means
+    the same parsed data, so the same `sha256`: `X`, `y`, the task, the classes and a CSV's
+    column names; the file's name and the `name` field do not count. `?dedupe=false`
+    stores a copy anyway (201). Another owner's identical upload is a dataset of its own.
+    Simultaneous identical uploads of one owner make one dataset: they take turns.
 
     Two kinds of body:
 
@@ -220,8 +256,24 @@ async def create_dataset(
     if name and "\x00" in name:  # PostgreSQL cannot store it (was a 500)
         raise HTTPException(422, detail="name: must not contain NUL (\\u0000) characters")
 
-    def create(db: Session) -> tuple[dict[str, Any], str]:
+    if not dedupe:  # the same body and key with and without dedupe are two requests
+        req_hash = idempotency.request_hash(req_hash.encode() + b"&dedupe=false")
+
+    def create(db: Session) -> tuple[dict[str, Any], str, int]:
         blob = to_npz_bytes(parsed)
+        digest = sha256_hex(blob)
+        if dedupe:
+            # A twin upload of the same owner and content waits here until this one
+            # commits, then finds its dataset.
+            serialise_dataset_content(db.connection(), owner, digest)
+            existing = db.scalar(
+                select(Dataset)
+                .where(Dataset.owner == owner, Dataset.sha256 == digest)
+                .order_by(Dataset.created_at, Dataset.id)
+                .limit(1)
+            )
+            if existing is not None:
+                return dataset_record(existing), f"/api/v1/datasets/{existing.id}", 200
         ds = Dataset(
             owner=owner,
             name=(name or "dataset")[:200],
@@ -230,25 +282,26 @@ async def create_dataset(
             n_targets=parsed.n_targets,
             task=parsed.task,
             classes=parsed.classes,
-            sha256=sha256_hex(blob),
+            sha256=digest,
             size_bytes=len(blob),
             data=blob,
         )
         db.add(ds)
         db.flush()
-        return dataset_record(ds), f"/api/v1/datasets/{ds.id}"
+        return dataset_record(ds), f"/api/v1/datasets/{ds.id}", 201
 
     def store() -> Any:
         with get_sessionmaker()() as db:
-            return idempotency.create_once(
+            return idempotency.create_or_find_once(
                 db, owner=owner, endpoint="datasets", key=idempotency_key, req_hash=req_hash,
-                status_code=201, response_model=DatasetRecord, create=create,
+                response_model=DatasetRecord, create=create,
             )  # fmt: skip
 
     result = await run_in_threadpool(store)
     if isinstance(result, Response):
         return result
-    record, location = result
+    record, location, status_code = result
+    response.status_code = status_code
     response.headers["Location"] = location
     return record
 

@@ -3,7 +3,6 @@ ONNX) and ``POST /runs/{id}/predict``."""
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from threading import Lock
 from typing import Annotated, Any
@@ -16,9 +15,22 @@ from sqlalchemy.orm import Session
 from api.deps import OwnerDep, ResourceId, SessionDep, get_owned
 from api.schemas import PredictIn, PredictOut, WeightsOut, error_responses
 from core.db.models import ModelArtifact, Run, RunStatus
-from core.engine import Network
+from core.engine import Network, model_document
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+
+
+def stored_artifact(db: Session, run: Run) -> bytes:
+    """The engine's model artifact of a succeeded run, as stored (``.npz`` bytes that
+    ``core.engine.load_model`` reads); 409 before the run succeeded."""
+    if run.status != RunStatus.succeeded.value:
+        raise HTTPException(
+            409, detail=f"run {run.id} is {run.status}; weights exist once it succeeded"
+        )
+    blob = db.scalar(select(ModelArtifact.data).where(ModelArtifact.run_id == run.id))
+    if blob is None:
+        raise HTTPException(409, detail=f"run {run.id} has no stored model")
+    return blob
 
 
 class ModelCache:
@@ -30,18 +42,12 @@ class ModelCache:
         self._lock = Lock()
 
     def get(self, db: Session, run: Run) -> Network:
+        """The run's model, loaded once; 409 before the run succeeded."""
         with self._lock:
             if run.id in self._items:
                 self._items.move_to_end(run.id)
                 return self._items[run.id]
-        if run.status != RunStatus.succeeded.value:
-            raise HTTPException(
-                409, detail=f"run {run.id} is {run.status}; weights exist once it succeeded"
-            )
-        blob = db.scalar(select(ModelArtifact.data).where(ModelArtifact.run_id == run.id))
-        if blob is None:
-            raise HTTPException(409, detail=f"run {run.id} has no stored model")
-        net = Network.load(blob)
+        net = Network.load(stored_artifact(db, run))
         with self._lock:
             self._items[run.id] = net
             while len(self._items) > self._size:
@@ -74,15 +80,31 @@ def get_weights(
     owner: OwnerDep,
     format: Annotated[str, Query(pattern="^(json|npz|onnx)$")] = "json",
 ) -> Any:
-    """The weights of a succeeded run, in the orientation of API.md §2 (`W` is
-    `(inputs, units)`, so column j holds the weights into unit j).
+    """A succeeded run's model: everything a forward pass needs, without this service.
+    `W` is `(inputs, units)` as in API.md §2, so column j holds the weights into unit j.
 
-    - `format=json` (default): `{"layers": [{"W": [[...]], "b": [...]}, ...]}`.
-    - `format=npz`: an `.npz` file with the arrays `W0, b0, W1, b1, ...`.
+    - `format=json` (default): `{"format": "backprop-model", "version": 1, "dtype",
+      "spec", "classes", "preprocessing": {"x_mean", "x_std"} | null, "layers": [{"W",
+      "b"}, ...]}`. `spec` is the network spec (without `initial_weights`), `classes` the
+      labels of the output columns (null for regression), `preprocessing` the feature
+      standardisation that `/predict` applies first (`(x - x_mean) / x_std`).
+    - `format=npz`: the engine's model artifact as stored: arrays `W0, b0, W1, b1, ...`,
+      `x_mean` and `x_std` when the run standardised, and `meta`, a JSON text with the
+      same `format`, `version`, `dtype`, `spec` and `classes` (loads with
+      `allow_pickle=False`; `core.engine.load_model` reads it back).
     - `format=onnx`: an ONNX model (input `input`, output `output`, float32) that computes
       what `/predict` computes, the stored standardisation included.
+
+    docs/models.md shows the forward pass in plain NumPy.
     """
-    net = model_cache.get(db, get_owned(db, Run, owner, run_id))
+    run = get_owned(db, Run, owner, run_id)
+    if format == "npz":
+        return Response(
+            stored_artifact(db, run),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="run-{run_id}-weights.npz"'},
+        )
+    net = model_cache.get(db, run)
     if format == "onnx":
         from api.onnx_export import network_to_onnx  # imports onnx only when asked for
 
@@ -91,22 +113,7 @@ def get_weights(
             media_type="application/onnx",
             headers={"Content-Disposition": f'attachment; filename="run-{run_id}.onnx"'},
         )
-    if format == "npz":
-        arrays: dict[str, np.ndarray] = {}
-        for i, layer in enumerate(net.weights):
-            arrays[f"W{i}"] = layer["W"]
-            arrays[f"b{i}"] = layer["b"]
-        buf = io.BytesIO()
-        # mypy matches **arrays against savez's `allow_pickle: bool` too; no array has that name.
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
-        return Response(
-            buf.getvalue(),
-            media_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="run-{run_id}-weights.npz"'},
-        )
-    return {
-        "layers": [{"W": layer["W"].tolist(), "b": layer["b"].tolist()} for layer in net.weights]
-    }
+    return model_document(net)
 
 
 @router.post(

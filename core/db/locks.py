@@ -10,6 +10,10 @@ Two rules need them:
 - "A run was accepted" and "its dataset was deleted" exclude each other: the submit reads
   the dataset row ``FOR SHARE`` and the delete locks it ``FOR UPDATE`` before it checks for
   active runs, so whichever comes second sees what the first one did.
+- An owner's uploads of the same content make one dataset: "look for the owner's dataset
+  with this SHA-256, else insert one" must not interleave with the same upload's twin. A
+  transaction-scoped advisory lock per owner and digest serialises only such twins (other
+  uploads, and the owner's submits, go on); on SQLite, ``BEGIN IMMEDIATE`` as above.
 
 On SQLite each function must come before the transaction's first write (it begins the
 transaction); later calls in the same transaction are covered by the first.
@@ -24,6 +28,7 @@ from core.db.models import Dataset
 # Classes of advisory locks (the first key of the two-key form), one per purpose.
 OWNER_LOCK = 1
 DISPATCH_LOCK = 2
+DATASET_CONTENT_LOCK = 3
 
 
 def _begin_immediate(conn: Connection) -> None:
@@ -54,6 +59,12 @@ def serialise_owner(conn: Connection, owner: str) -> None:
 def serialise_dispatch(conn: Connection, task_queue: str) -> None:
     """One dispatcher of ``task_queue`` at a time, until this transaction ends."""
     _serialise(conn, DISPATCH_LOCK, task_queue)
+
+
+def serialise_dataset_content(conn: Connection, owner: str, sha256: str) -> None:
+    """Until this transaction ends, no other transaction that called this for the same
+    ``owner`` and dataset digest ``sha256`` runs (nor, on SQLite, any other writer)."""
+    _serialise(conn, DATASET_CONTENT_LOCK, f"{owner}:{sha256}")
 
 
 def lock_dataset_for_delete(conn: Connection, dataset_id: str) -> None:

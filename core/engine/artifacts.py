@@ -2,8 +2,11 @@
 
 The archive holds ``W0, b0, W1, b1, ...`` in the orientation of API.md §2, the feature
 standardisation ``x_mean``/``x_std`` when the model has one, and a JSON document ``meta`` with
-the network spec (without ``initial_weights``), the class labels and the dtype. Loading never
-unpickles anything (``allow_pickle=False``).
+the format and version, the network spec (without ``initial_weights``), the class labels and
+the dtype. Loading never unpickles anything (``allow_pickle=False``).
+
+``model_document`` is the same model as one JSON-able dict (the service's
+``GET /runs/{id}/weights``): the keys of ``meta``, ``preprocessing`` and ``layers``.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ FORMAT = "backprop-model"
 VERSION = 1
 
 
-def save_model(net: Network) -> bytes:
-    """``net`` -> ``.npz`` bytes."""
+def _meta_text(net: Network) -> str:
+    """The artifact's ``meta`` as JSON text; ``EngineError`` if the class labels are not
+    JSON-able."""
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -37,10 +41,14 @@ def save_model(net: Network) -> bytes:
     }
     try:
         # NumPy scalars among the class labels become plain Python values.
-        text = json.dumps(meta, default=lambda o: o.item() if isinstance(o, np.generic) else o)
+        return json.dumps(meta, default=lambda o: o.item() if isinstance(o, np.generic) else o)
     except (TypeError, ValueError) as exc:
         raise EngineError(f"classes must be JSON-able labels: {exc}") from exc
-    arrays: dict[str, np.ndarray] = {"meta": np.array(text)}
+
+
+def save_model(net: Network) -> bytes:
+    """``net`` -> ``.npz`` bytes."""
+    arrays: dict[str, np.ndarray] = {"meta": np.array(_meta_text(net))}
     for i, layer in enumerate(net.layers):
         arrays[f"W{i}"] = layer.W
         arrays[f"b{i}"] = layer.b
@@ -51,6 +59,29 @@ def save_model(net: Network) -> bytes:
     # mypy matches **arrays against savez's `allow_pickle: bool` too; no array has that name.
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
+
+
+def model_document(net: Network) -> dict[str, Any]:
+    """``net`` as the JSON form of its artifact, plain Python values only::
+
+        {"format": "backprop-model", "version": 1, "dtype": "float64",
+         "spec": {...},                  # API.md §2 without initial_weights
+         "classes": [...] | None,        # labels of the output columns
+         "preprocessing": {"x_mean": [...], "x_std": [...]} | None,   # (n_in,) each
+         "layers": [{"W": [[...]], "b": [...]}, ...]}                # (n_in, units), (units,)
+
+    Floats are the stored values (float32 ones widened exactly), so a forward pass over
+    this document computes what one over the ``.npz`` computes.
+    """
+    document: dict[str, Any] = json.loads(_meta_text(net))
+    standardised = net.x_mean is not None and net.x_std is not None
+    document["preprocessing"] = (
+        {"x_mean": np.asarray(net.x_mean).tolist(), "x_std": np.asarray(net.x_std).tolist()}
+        if standardised
+        else None
+    )
+    document["layers"] = [{"W": layer.W.tolist(), "b": layer.b.tolist()} for layer in net.layers]
+    return document
 
 
 @dataclass

@@ -94,10 +94,16 @@ def test_json_submit_then_watch_runs_show_weights_and_predict(stack: Stack, tmp_
     model = tmp_path / "model.npz"
     wrote = as_json(backprop(stack, "weights", run_id, "-o", str(model), "--json"))
     assert wrote["path"] == str(model) and wrote["bytes"] == model.stat().st_size
+    printed = as_json(backprop(stack, "weights", run_id))
     with np.load(model, allow_pickle=False) as arrays:
         assert arrays["W0"].shape == (4, 16) and arrays["W1"].shape == (16, 3)
-        layers = as_json(backprop(stack, "weights", run_id))["layers"]
-        np.testing.assert_array_equal(arrays["b1"], layers[1]["b"])
+        np.testing.assert_array_equal(arrays["b1"], printed["layers"][1]["b"])
+        # the whole model, as file and as JSON: standardisation and class labels too
+        np.testing.assert_array_equal(arrays["x_mean"], printed["preprocessing"]["x_mean"])
+        np.testing.assert_array_equal(arrays["x_std"], printed["preprocessing"]["x_std"])
+        meta = json.loads(str(arrays["meta"]))
+    assert meta == {k: printed[k] for k in ("format", "version", "dtype", "spec", "classes")}
+    assert printed["classes"] == ["setosa", "versicolor", "virginica"]
 
     # The example file itself, header included, minus its target column.
     pred = as_json(
@@ -125,6 +131,37 @@ def test_json_submit_then_watch_runs_show_weights_and_predict(stack: Stack, tmp_
     assert human.returncode == 0, human.stderr
     lines = human.stdout.splitlines()
     assert any("setosa" in line for line in lines) and any("virginica" in line for line in lines)
+
+
+def test_submit_on_a_stored_dataset_with_dataset_id(stack: Stack, tmp_path: Path) -> None:
+    data = tmp_path / "data.json"
+    X = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).normal(size=(8, 2))
+    data.write_text(json.dumps({"X": X.tolist(), "y": (X @ [[1.0, 0.0], [0.0, -1.0]]).tolist()}))
+    seed = EXAMPLES / "seed"
+    submit = ["submit", "--network", str(seed / "network.json"),
+              "--training", str(seed / "training.json")]  # fmt: skip
+    first = as_json(backprop(stack, *submit, "--data", str(data), "--json"))
+    # the same file again is the same dataset, not a second copy
+    second = as_json(backprop(stack, *submit, "--data", str(data), "--json"))
+    assert second["dataset_id"] == first["dataset_id"] and second["id"] != first["id"]
+    dataset_id = first["dataset_id"]
+
+    human = backprop(stack, *submit, "--dataset-id", dataset_id, "--name", "by-id")
+    assert human.returncode == 0, human.stderr
+    assert f"dataset {dataset_id} (8 samples, regression)" in human.stdout
+    watched = as_json(backprop(stack, *submit, "--dataset-id", dataset_id, "--watch", "--json"))
+    assert watched["dataset_id"] == dataset_id and watched["status"] == "succeeded"
+    runs = as_json(backprop(stack, "runs", "--json", "--limit", "10"))
+    assert any(r["name"] == "by-id" and r["dataset_id"] == dataset_id for r in runs)
+
+    unknown = backprop(stack, *submit, "--dataset-id", "no-such-dataset")
+    assert unknown.returncode == 3 and "no-such-dataset not found" in unknown.stderr
+    both = backprop(stack, *submit, "--dataset-id", dataset_id, "--data", str(data))
+    assert both.returncode == 2 and "not both" in both.stderr
+    neither = backprop(stack, *submit)
+    assert neither.returncode == 2 and "--data FILE" in neither.stderr
+    target = backprop(stack, *submit, "--dataset-id", dataset_id, "--target", "y")
+    assert target.returncode == 2 and "--target" in target.stderr
 
 
 def test_cancel_and_watching_a_cancelled_run_exits_1(stack: Stack, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from client import (
     Dataset,
     Event,
     MetricItem,
+    ModelWeights,
     Run,
 )
 from tests.client.conftest import EXAMPLES, SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
@@ -124,7 +126,10 @@ def test_unreachable_server_is_a_connection_error() -> None:
 
 
 def test_dataset_uploads_from_arrays_csv_json_and_npz(bp: BackpropClient, tmp_path: Path) -> None:
-    from_arrays = bp.upload_dataset((np.array(SEED_X), np.array(SEED_Y)), name="arrays")
+    # dedupe=False: new records named as asked, whatever this module uploaded before
+    from_arrays = bp.upload_dataset(
+        (np.array(SEED_X), np.array(SEED_Y)), name="arrays", dedupe=False
+    )
     assert isinstance(from_arrays, Dataset)
     assert (from_arrays.n_samples, from_arrays.n_features, from_arrays.n_targets) == (1, 2, 2)
     assert from_arrays.name == "arrays" and from_arrays.task == "regression"
@@ -134,7 +139,7 @@ def test_dataset_uploads_from_arrays_csv_json_and_npz(bp: BackpropClient, tmp_pa
     assert (iris.n_samples, iris.n_features, iris.n_targets) == (150, 4, 3)
     assert sorted(iris.classes or []) == ["setosa", "versicolor", "virginica"]
 
-    seed = bp.upload_dataset(EXAMPLES / "seed" / "data.json")
+    seed = bp.upload_dataset(EXAMPLES / "seed" / "data.json", dedupe=False)
     assert (seed.n_samples, seed.n_features, seed.name) == (1, 2, "seed")
 
     npz = tmp_path / "xor.npz"
@@ -152,6 +157,20 @@ def test_dataset_uploads_from_arrays_csv_json_and_npz(bp: BackpropClient, tmp_pa
     with pytest.raises(BackpropError) as caught:
         bp.get_dataset(xor.id)
     assert caught.value.status_code == 404 and xor.id in caught.value.detail
+
+
+def test_content_uploaded_before_is_the_same_dataset(bp: BackpropClient, tmp_path: Path) -> None:
+    X = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).normal(size=(6, 3))
+    y = X.sum(axis=1)
+    first = bp.upload_dataset((X, y), name="first")
+    assert first.name == "first"
+    assert bp.upload_dataset((X, y), name="again") == first  # the first record, as it is
+    as_file = tmp_path / "same.npz"
+    np.savez(as_file, X=X, y=y)
+    assert bp.upload_dataset(as_file) == first  # another format, the same parsed content
+    copy = bp.upload_dataset((X, y), name="copy", dedupe=False)
+    assert copy.id != first.id and copy.sha256 == first.sha256 and copy.name == "copy"
+    assert [d.id for d in bp.list_datasets() if d.sha256 == first.sha256] == [copy.id, first.id]
 
 
 def test_bad_uploads_carry_the_servers_detail(bp: BackpropClient, tmp_path: Path) -> None:
@@ -185,8 +204,15 @@ def test_run_lifecycle_metrics_weights_and_predictions(bp: BackpropClient, tmp_p
     assert [np.shape(layer["b"]) for layer in layers] == [(2,), (2,)]
     path = bp.download_weights(run.id, tmp_path / "model.npz")
     with np.load(path, allow_pickle=False) as arrays:
-        assert sorted(arrays.files) == ["W0", "W1", "b0", "b1"]
+        assert sorted(arrays.files) == ["W0", "W1", "b0", "b1", "meta"]
         np.testing.assert_array_equal(arrays["W1"], layers[1]["W"])
+        meta = json.loads(str(arrays["meta"]))
+    model = bp.get_weights(run.id)
+    assert isinstance(model, ModelWeights)
+    assert (model.format, model.version, model.dtype) == (meta["format"], meta["version"],
+                                                          meta["dtype"])  # fmt: skip
+    assert model.spec == meta["spec"] and model.classes is None and model.preprocessing is None
+    assert [layer.model_dump() for layer in model.layers] == layers
 
     pred = bp.predict(run.id, np.array([[0.05, 0.10], [0.5, 0.5]]))
     assert np.shape(pred.outputs) == (2, 2) and pred.labels is None

@@ -135,9 +135,12 @@ class Stack:
         self.client.close()
 
     # -- conveniences used by many tests ------------------------------------------------
-    def upload_json(self, X, y, **extra) -> dict:  # type: ignore[no-untyped-def]
-        resp = self.client.post("/api/v1/datasets", json={"X": X, "y": y, **extra})
-        assert resp.status_code == 201, resp.text
+    def upload_json(self, X, y, *, dedupe: bool = True, **extra) -> dict:  # type: ignore[no-untyped-def]
+        """The dataset of ``X`` and ``y``: a new one (201), or with ``dedupe`` the one this
+        owner already has of the same content (200)."""
+        params = {} if dedupe else {"dedupe": "false"}
+        resp = self.client.post("/api/v1/datasets", params=params, json={"X": X, "y": y, **extra})
+        assert resp.status_code in ((200, 201) if dedupe else (201,)), resp.text
         return resp.json()
 
     def submit(self, dataset_id: str, network: dict, training: dict, **extra) -> dict:  # type: ignore[no-untyped-def]

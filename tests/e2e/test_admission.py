@@ -3,17 +3,21 @@
 - The active-run limit holds exactly when hundreds of submits arrive at once.
 - "A run was accepted" and "its dataset was deleted" never both happen.
 - One owner's backlog does not delay another owner's new run by more than one run.
+- Identical uploads of one owner at the same moment make one dataset; another owner's
+  identical upload is its own.
 
 Each on SQLite and PostgreSQL: the locks that make them exact differ between the two.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.e2e.conftest import stack_on
@@ -86,7 +90,10 @@ def test_a_run_is_never_accepted_for_a_dataset_deleted_at_the_same_time(stack: S
     outcomes = {"run": 0, "delete": 0}
     with client_for(stack, made["key"]) as runs, client_for(stack, made["key"]) as deletes:
         for _ in range(60):
-            ds = runs.post("/api/v1/datasets", json={"X": SEED_X, "y": SEED_Y}).json()
+            # A new dataset each round (not the last round's, which may still be in use).
+            ds = runs.post(
+                "/api/v1/datasets", params={"dedupe": "false"}, json={"X": SEED_X, "y": SEED_Y}
+            ).json()
             submit, delete = _all_at_once(2, lambda i, ds=ds: (
                 runs.post("/api/v1/runs", json=_body(ds["id"])) if i == 0
                 else deletes.delete(f"/api/v1/datasets/{ds['id']}")
@@ -104,6 +111,34 @@ def test_a_run_is_never_accepted_for_a_dataset_deleted_at_the_same_time(stack: S
                 outcomes["delete"] += 1
                 assert "no dataset" in submit.text and not still_there
     assert sum(outcomes.values()) == 60
+
+
+def test_identical_uploads_at_once_make_one_dataset_per_owner(stack: Stack) -> None:
+    keys = {owner: make_key(stack, owner)["key"] for owner in ("erin", "frank")}
+    clients = {owner: [client_for(stack, key) for _ in range(8)] for owner, key in keys.items()}
+    rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+    X = rng.normal(size=(200, 3)).tolist()
+    body = {"X": X, "y": [sum(row) for row in X]}
+    owners = ["erin"] * 16 + ["frank"] * 8
+    try:
+        answers = _all_at_once(len(owners), lambda i: clients[owners[i]][i % 8].post(
+            "/api/v1/datasets", json={**body, "name": f"upload {i}"}
+        ))  # fmt: skip
+        for owner in ("erin", "frank"):
+            mine = [r for r, o in zip(answers, owners, strict=True) if o == owner]
+            assert sorted(r.status_code for r in mine) == [200] * (len(mine) - 1) + [201]
+            ids = {r.json()["id"] for r in mine}
+            assert len(ids) == 1, ids
+            # and it is the one stored: the owner's list holds that content once
+            listed = clients[owner][0].get("/api/v1/datasets", params={"limit": 500}).json()
+            sha = mine[0].json()["sha256"]
+            assert [d["id"] for d in listed["items"] if d["sha256"] == sha] == list(ids)
+        erin = {r.json()["id"] for r, o in zip(answers, owners, strict=True) if o == "erin"}
+        frank = {r.json()["id"] for r, o in zip(answers, owners, strict=True) if o == "frank"}
+        assert erin.isdisjoint(frank)
+    finally:
+        for client in (c for group in clients.values() for c in group):
+            client.close()
 
 
 def test_another_owners_new_run_starts_ahead_of_a_backlog(stack: Stack) -> None:

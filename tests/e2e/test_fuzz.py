@@ -171,7 +171,7 @@ def _seed(fuzzed: Fuzzed) -> None:
     stack = fuzzed.stack
     ds = stack.upload_json(X, Y, name="fuzz regression")
     class_ds = stack.upload_json(X, LABELS, name="fuzz classification")
-    spare_ds = stack.upload_json(X, Y, name="fuzz spare")
+    spare_ds = stack.upload_json(X, Y, name="fuzz spare", dedupe=False)  # its own, to delete
     class_network = {
         **NETWORK,
         "layers": [NETWORK["layers"][0], {"units": 2, "activation": "softmax"}],

@@ -59,7 +59,7 @@ def test_seed_network_through_the_api_matches_the_engine(stack: Stack) -> None:
     npz = stack.client.get(f"/api/v1/runs/{run['id']}/weights", params={"format": "npz"})
     assert npz.status_code == 200
     arrays = np.load(io.BytesIO(npz.content), allow_pickle=False)
-    assert sorted(arrays.files) == ["W0", "W1", "b0", "b1"]
+    assert sorted(arrays.files) == ["W0", "W1", "b0", "b1", "meta"]  # no standardisation
     np.testing.assert_array_equal(arrays["W1"], reference.weights[1]["W"])
 
     metrics = stack.client.get(f"/api/v1/runs/{run['id']}/metrics").json()

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from core.engine import EngineError, Network
+from core.engine import EngineError, Network, model_document
 
 SPEC = {
     "input_dim": 4,
@@ -55,6 +55,32 @@ def test_archive_holds_plain_arrays_in_api_orientation(trained):
         np.testing.assert_array_equal(npz["W1"], net.weights[1]["W"])
         meta = json.loads(str(npz["meta"]))
     assert meta["classes"] == ["cat", "dog", "eel"] and meta["dtype"] == "float32"
+
+
+def test_the_json_document_holds_what_the_archive_holds(trained):
+    net, _ = trained
+    document = json.loads(json.dumps(model_document(net)))  # plain JSON values only
+    with np.load(io.BytesIO(net.save()), allow_pickle=False) as npz:
+        meta = json.loads(str(npz["meta"]))
+        assert {k: document[k] for k in meta} == meta
+        assert set(document) == {*meta, "preprocessing", "layers"}
+        assert meta["format"] == "backprop-model" and meta["version"] == 1
+        assert meta["spec"] == SPEC and meta["dtype"] == "float32"
+        # float32 values widen to float64 exactly, so the lists hold the stored values
+        for key in ("x_mean", "x_std"):
+            np.testing.assert_array_equal(document["preprocessing"][key], npz[key])
+        assert len(document["layers"]) == 2
+        for i, layer in enumerate(document["layers"]):
+            for key in ("W", "b"):
+                assert np.shape(layer[key]) == npz[f"{key}{i}"].shape
+                np.testing.assert_array_equal(layer[key], npz[f"{key}{i}"])
+
+
+def test_a_model_without_standardisation_or_classes_says_so_in_json():
+    net = Network.from_spec(SPEC, seed=2)
+    document = model_document(net)
+    assert document["preprocessing"] is None and document["classes"] is None
+    assert document["dtype"] == "float64"
 
 
 def test_untrained_model_without_standardisation_round_trips():
