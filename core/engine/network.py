@@ -24,6 +24,7 @@ from .errors import EngineError
 from .initializers import get_initializer
 from .layers import Dense, LayerWorkspace
 from .losses import Loss, get_loss
+from .targets import encode_labels, one_hot
 from .training import fit
 
 # Rows per chunk when running forward over many samples outside training.
@@ -249,20 +250,29 @@ class Network:
                 prev_act.backward(prev.z, prev.a, prev.d, prev)
         return value
 
-    def prepare_targets(self, Y: Any, loss: str, n: int) -> np.ndarray:
-        """Targets as ``(n, units_last)`` in the model dtype (class indices become one-hot)."""
-        y = np.asarray(Y)
+    def prepare_targets(
+        self, Y: Any, loss: str, n: int, *, record_classes: bool = False
+    ) -> np.ndarray:
+        """Targets as ``(n, units_last)`` in the model dtype.
+
+        With a cross-entropy loss, one column of class labels is encoded by class (one-hot,
+        or 0/1 for one sigmoid output; the rule is in ``targets.py``). ``record_classes``
+        makes the labels this network's ``classes``; class indices ``0 … k-1`` keep the
+        names the caller gave them in ``classes``, if any.
+        """
         k = self.n_out
-        if y.ndim == 1 and loss == "categorical_crossentropy" and k > 1:
-            if not np.issubdtype(y.dtype, np.integer):
-                if not np.issubdtype(y.dtype, np.floating) or np.any(y != np.round(y)):
-                    raise EngineError("1-D Y for categorical_crossentropy must be class indices")
-            if y.size and (y.min() < 0 or y.max() >= k):
-                raise EngineError(f"class indices in Y must be in [0, {k - 1}]")
-            onehot = np.zeros((y.shape[0], k), self._dtype)
-            onehot[np.arange(y.shape[0]), y.astype(np.intp)] = 1
-            y = onehot
-        elif y.ndim == 1 and k == 1:
+        encoding = encode_labels(Y, loss, k)
+        if encoding is None:
+            y = np.asarray(Y)
+        elif k == 1:
+            y = encoding.codes.astype(self._dtype).reshape(-1, 1)
+        else:
+            y = one_hot(encoding.codes, k, self._dtype)
+        if record_classes and encoding is not None:
+            named = encoding.indices and self.classes is not None and len(self.classes) == k
+            if not named:
+                self.classes = encoding.classes
+        if y.ndim == 1 and k == 1:
             y = y.reshape(-1, 1)
         if y.ndim != 2 or y.shape != (n, k):
             raise EngineError(f"Y must have shape ({n}, {k}), got {y.shape}")
@@ -305,7 +315,8 @@ class Network:
         on_checkpoint: Callable[[int, bytes], None] | None = None,
         resume_from: bytes | None = None,
     ) -> list[dict[str, Any]]:
-        """Train on ``X`` ``(n, n_in)`` and ``Y`` ``(n, units_last)``; see ``training.fit``."""
+        """Train on ``X`` ``(n, n_in)`` and ``Y`` ``(n, units_last)``, or one column of class
+        labels under a cross-entropy loss (which then sets ``classes``); see ``training.fit``."""
         return fit(
             self,
             X,
