@@ -46,6 +46,7 @@ __all__ = [
     "parse_npz",
     "parse_upload",
     "sha256_hex",
+    "targets_from_npz_bytes",
     "to_npz_bytes",
 ]
 
@@ -795,3 +796,14 @@ def from_npz_bytes(data: bytes) -> ParsedDataset:
     if task is None:
         task = "regression" if classes is None else "classification"
     return ParsedDataset(X=X, y=y, task=task, classes=classes, feature_names=names)
+
+
+def targets_from_npz_bytes(data: bytes) -> np.ndarray:
+    """Only the targets ``y`` ``(n_samples, n_targets)`` of what :func:`to_npz_bytes` wrote:
+    ``X`` is not decompressed."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            y: np.ndarray = z["y"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"stored dataset is unreadable: {e}", 400) from None
+    return y
