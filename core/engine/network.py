@@ -226,6 +226,46 @@ class Network:
             return indices
         return [self.classes[i] for i in indices]
 
+    def evaluate(self, X: Any, Y: Any, loss: str) -> tuple[float, np.ndarray]:
+        """The mean ``loss`` on ``(X, Y)`` and the outputs ``(n_samples, units_last)``.
+
+        Computed as ``fit`` computes ``val_loss``: the stored standardisation applied, in the
+        model dtype, in chunks, cross-entropy in its fused form after its matching output
+        activation. ``Y`` is ``(n_samples, units_last)`` (or taken as ``fit`` takes it); the
+        outputs are those of ``predict``.
+        """
+        X = self._check_X(X)
+        n = X.shape[0]
+        if n == 0:
+            raise EngineError("X has no samples")
+        targets = self.prepare_targets(Y, loss, n)
+        loss_obj = get_loss(loss)
+        fused = self.is_fused(loss_obj)
+        out = np.empty((n, self.n_out), self._dtype)
+        mean = std = None
+        if self.x_mean is not None:
+            assert self.x_std is not None, "fit sets x_mean and x_std together"
+            mean, std = self.x_mean.astype(self._dtype), self.x_std.astype(self._dtype)
+        total = 0.0
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            for start in range(0, n, _CHUNK):
+                stop = min(start + _CHUNK, n)
+                ws = Workspace(stop - start, self)  # private: threads may share the model
+                ws.x[...] = X[start:stop]
+                if mean is not None:
+                    ws.x -= mean
+                    ws.x /= std
+                ws.y[...] = targets[start:stop]
+                out[start:stop] = self._forward_ws(ws)
+                last = ws.layers[-1]
+                if fused:
+                    value = loss_obj.fused_value(last.z, last.a, ws.y, last)
+                else:
+                    value = loss_obj.value(last.a, ws.y, last)
+                # Every loss is a mean over rows (times a constant), so chunks weigh by rows.
+                total += value * (stop - start)
+        return total / n, out
+
     # -- loss and gradients -------------------------------------------------------------
 
     def is_fused(self, loss: Loss) -> bool:
