@@ -40,6 +40,7 @@ __all__ = [
     "TASKS",
     "DatasetError",
     "ParsedDataset",
+    "feature_names_from_npz_bytes",
     "from_npz_bytes",
     "parse_csv",
     "parse_json",
@@ -807,3 +808,16 @@ def targets_from_npz_bytes(data: bytes) -> np.ndarray:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise DatasetError(f"stored dataset is unreadable: {e}", 400) from None
     return y
+
+
+def feature_names_from_npz_bytes(data: bytes) -> list[str] | None:
+    """Only the ``feature_names`` of what :func:`to_npz_bytes` wrote (None when the data did
+    not come from a CSV): neither ``X`` nor ``y`` is decompressed."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if "feature_names" not in z.files:
+                return None
+            names: list[str] | None = json.loads(str(z["feature_names"][()]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"stored dataset is unreadable: {e}", 400) from None
+    return names
