@@ -13,14 +13,27 @@ Depends on ``httpx`` and ``pydantic`` only::
 
 from client.client import DEFAULT_URL, BackpropClient, EventStream
 from client.errors import BackpropConnectionError, BackpropError
-from client.models import Dataset, Event, MetricItem, Prediction, Progress, Run, Sweep
+from client.models import (
+    ClassMetrics,
+    Dataset,
+    Evaluation,
+    Event,
+    MetricItem,
+    Prediction,
+    Progress,
+    Run,
+    Sweep,
+    TargetMetrics,
+)
 
 __all__ = [
     "DEFAULT_URL",
     "BackpropClient",
     "BackpropConnectionError",
     "BackpropError",
+    "ClassMetrics",
     "Dataset",
+    "Evaluation",
     "Event",
     "EventStream",
     "MetricItem",
@@ -28,4 +41,5 @@ __all__ = [
     "Progress",
     "Run",
     "Sweep",
+    "TargetMetrics",
 ]
