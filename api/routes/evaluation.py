@@ -29,7 +29,7 @@ from api.schemas import (
 )
 from core.data import feature_names_from_npz_bytes, from_npz_bytes
 from core.db.models import Dataset, Run
-from core.engine import Network
+from core.engine import EngineError, Network
 from core.engine.targets import CROSS_ENTROPY, one_hot
 from core.evaluation import (
     EvaluationError,
@@ -115,6 +115,17 @@ def _finite(figures: dict[str, Any], outputs: np.ndarray, dataset_id: str) -> No
         )
 
 
+def _scored(
+    net: Network, X: np.ndarray, Y: np.ndarray, loss_name: str, dataset_id: str
+) -> tuple[float, np.ndarray]:
+    """The run's loss on ``(X, Y)`` and its outputs in float64; 422 if the engine refuses."""
+    try:
+        loss, outputs = net.evaluate(X, Y, loss_name)
+    except EngineError as exc:
+        raise _unprocessable(f"dataset {dataset_id}: {exc}") from None
+    return float(loss), np.asarray(outputs, dtype=np.float64)
+
+
 @router.post(
     "/{run_id}/evaluate", response_model=EvaluationOut,
     summary="Evaluate a trained run on a dataset",
@@ -166,8 +177,7 @@ def evaluate(run_id: ResourceId, body: EvaluateIn, db: SessionDep, owner: OwnerD
         except EvaluationError as exc:
             raise _unprocessable(f"dataset {dataset.id}: {exc}") from None
         targets = codes.reshape(-1, 1).astype(np.float64) if k == 1 else one_hot(codes, k)
-        loss, outputs = net.evaluate(data.X, targets, loss_name)
-        outputs = np.asarray(outputs, dtype=np.float64)
+        loss, outputs = _scored(net, data.X, targets, loss_name, dataset.id)
         figures = classification_metrics(codes, outputs, classes)
         result.update(task="classification", classes=classes, **figures)
     else:
@@ -176,10 +186,9 @@ def evaluate(run_id: ResourceId, body: EvaluateIn, db: SessionDep, owner: OwnerD
                 f"dataset {dataset.id} has {_columns(data.n_targets, 'target')} but run {run.id} "
                 f"predicts {k}"
             )
-        loss, outputs = net.evaluate(data.X, data.y, loss_name)
-        outputs = np.asarray(outputs, dtype=np.float64)
+        loss, outputs = _scored(net, data.X, data.y, loss_name, dataset.id)
         figures = regression_metrics(data.y, outputs)
         result.update(task="regression", **figures)
-    result["loss"] = float(loss)
+    result["loss"] = loss
     _finite(result, outputs, dataset.id)
     return result
