@@ -24,7 +24,7 @@ from api.json_depth import JSONDepthLimit
 from api.limits import BodySizeLimit
 from api.metrics import HTTPMetricsMiddleware, build_registry
 from api.metrics import router as metrics_router
-from api.routes import datasets, health, plots, predictions, runs, sweeps, ui
+from api.routes import datasets, evaluation, health, plots, predictions, runs, sweeps, ui
 from core.db.session import TRANSIENT_ERRORS
 from core.settings import get_settings
 from core.streams import EventPublisher
@@ -120,6 +120,7 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(runs.router)
     app.include_router(predictions.router)
+    app.include_router(evaluation.router)
     app.include_router(sweeps.router)
     app.include_router(plots.router)
     app.include_router(ui.router)

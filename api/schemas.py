@@ -421,3 +421,76 @@ class SweepRecord(BaseModel):
 class SweepList(BaseModel):
     items: list[SweepRecord]
     next_cursor: str | None
+
+
+class EvaluateIn(BaseModel):
+    """What to evaluate a run on (``POST /runs/{id}/evaluate``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"dataset_id": "3f0b8c6e-0000-4000-8000-000000000000"}]},
+    )
+
+    dataset_id: str = Field(
+        min_length=1,
+        max_length=64,
+        description="A dataset of yours with the columns of the run's training data.",
+    )
+
+
+class ClassMetrics(BaseModel):
+    """One class's figures; 0 where a ratio's denominator is 0."""
+
+    label: Any = Field(description="The class label, as in `classes`.")
+    precision: float = Field(description="TP / (TP + FP).")
+    recall: float = Field(description="TP / (TP + FN).")
+    f1: float = Field(description="2 TP / (2 TP + FP + FN).")
+    support: int = Field(description="Rows whose true class this is.")
+
+
+class TargetMetrics(BaseModel):
+    """One target column's figures."""
+
+    target: int = Field(description="The target column, counting from 0.")
+    mse: float
+    rmse: float
+    mae: float
+    r2: float | None = Field(description="1 - SS_res / SS_tot; null for fewer than two rows.")
+
+
+class _EvaluationBase(BaseModel):
+    run_id: str
+    dataset_id: str
+    n_samples: int = Field(description="Rows evaluated: all the dataset's rows.")
+    loss_name: str = Field(description="The run's loss function (`training.loss`).")
+    loss: float = Field(description="The mean loss, computed as training computes `val_loss`.")
+
+
+class ClassificationEvaluation(_EvaluationBase):
+    """A classifier's figures (the run's loss is a cross-entropy)."""
+
+    task: Literal["classification"]
+    accuracy: float
+    macro_f1: float = Field(
+        description="Mean F1 over the classes that occur in the true or the predicted labels."
+    )
+    log_loss: float = Field(
+        description="Mean -log p(true class), p clipped to [eps, 1 - eps] (float64 eps)."
+    )
+    classes: list[Any] = Field(description="The run's classes: the order of the rows below.")
+    per_class: list[ClassMetrics]
+    confusion_matrix: list[list[int]] = Field(
+        description="Row i: rows of true class `classes[i]`; column j: predicted `classes[j]`."
+    )
+
+
+class RegressionEvaluation(_EvaluationBase):
+    """A regression's figures, averaged over the targets with equal weights (each figure
+    separately, so `rmse` is the mean of the per-target RMSEs), then per target."""
+
+    task: Literal["regression"]
+    mse: float
+    rmse: float
+    mae: float
+    r2: float | None = Field(description="Mean R² over the targets; null for fewer than two rows.")
+    per_target: list[TargetMetrics]

@@ -1,18 +1,32 @@
 """What a run request must satisfy before it is stored, and the columns of its new row:
-shared by ``POST /runs`` and by sweeps, which create runs too."""
+shared by ``POST /runs`` and by sweeps, which create runs too.
+
+The loss decides the task (API.md §3): a cross-entropy loss on a dataset of one target column
+trains on its class labels, so the output layer must fit the labels (the engine's rule,
+``core.engine.targets``, asked here before the run is queued); a regression loss on one-hot
+classes needs ``training.regression_on_classes``. Both need more of the dataset than its
+shape; what they find is cached by dataset id (datasets never change).
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from threading import Lock
 from typing import Any
 
 from fastapi import HTTPException
+from sqlalchemy import select
 
 from api.schemas import RunCreate
+from core.data import DatasetError, targets_from_npz_bytes
 from core.db.models import Dataset, RunStatus
+from core.db.session import get_unpooled_engine
+from core.engine import EngineError
+from core.engine.targets import CROSS_ENTROPY, label_classes
 from core.keys import Principal
 from core.queues import count_parameters, job_size, queue_kind
 from core.settings import Settings
-from core.spec import check_compatible
+from core.spec import check_compatible, regression_on_classes_problem
 
 
 def queue_of(body: RunCreate, dataset: Dataset | Any, settings: Any) -> str:
@@ -52,24 +66,111 @@ def new_run_values(
     }
 
 
+class _Cache:
+    """A small LRU of what was learnt about datasets, by key; thread-safe."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._size = size
+        self._lock = Lock()
+
+    def get(self, key: Any) -> tuple[bool, Any]:
+        with self._lock:
+            if key not in self._items:
+                return False, None
+            self._items.move_to_end(key)
+            return True, self._items[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_label_problems = _Cache()  # (dataset id, loss, units) -> the problem, or None
+_tasks = _Cache()  # dataset id -> "regression" | "classification"
+
+
+def _dataset_column(dataset: Dataset | Any, column: Any) -> Any:
+    """``column`` of ``dataset``: an attribute of an ORM row (its session loads a deferred
+    one), else read by id on a connection of its own, unpooled: the caller holds a pooled one
+    in its transaction (see ``get_unpooled_engine``). The row is committed and locked
+    against deletion by the caller, so this read finds it."""
+    if isinstance(dataset, Dataset):
+        return getattr(dataset, column.key)
+    with get_unpooled_engine().connect() as conn:
+        return conn.execute(select(column).where(Dataset.id == dataset.id)).scalar_one()
+
+
+def _label_problem(dataset: Dataset | Any, loss: str, units: int) -> str | None:
+    """Why the class labels of ``dataset``'s one target column cannot train ``units`` outputs
+    under ``loss`` (the engine's words), or None when they can."""
+    key = (dataset.id, loss, units)
+    known, problem = _label_problems.get(key)
+    if known:
+        return problem
+    try:
+        y = targets_from_npz_bytes(_dataset_column(dataset, Dataset.data))
+        label_classes(y, loss, units)
+        problem = None
+    except (EngineError, DatasetError) as exc:
+        problem = str(exc)
+    _label_problems.put(key, problem)
+    return problem
+
+
+def _task_of(dataset: Dataset | Any) -> str:
+    known, task = _tasks.get(dataset.id)
+    if not known:
+        task = _dataset_column(dataset, Dataset.task)
+        _tasks.put(dataset.id, task)
+    return str(task)
+
+
 def validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> None:
-    """422 listing every way ``body`` does not fit ``dataset`` or the service's limits."""
+    """422 listing every way ``body`` does not fit ``dataset`` or the service's limits.
+
+    ``dataset`` is a ``Dataset`` row, or any object with its ``id``, ``n_features`` and
+    ``n_targets``; what else the rules need is read by id.
+    """
     net, cfg = body.network, body.training
     problems: list[str] = []
+    last, units = len(net.layers) - 1, net.layers[-1].units
     if net.input_dim != dataset.n_features:
         problems.append(
             f"network.input_dim is {net.input_dim} but dataset {dataset.id} has "
             f"{dataset.n_features} features"
         )
-    if net.layers[-1].units != dataset.n_targets:
+    if cfg.loss in CROSS_ENTROPY and dataset.n_targets == 1:
+        # One target column under a cross-entropy loss: its labels decide the outputs.
+        problem = _label_problem(dataset, cfg.loss, units)
+        if problem is not None:
+            problems.append(
+                f"dataset {dataset.id}: {problem} (network.layers[{last}].units is {units}, "
+                f"training.loss is {cfg.loss})"
+            )
+    elif units != dataset.n_targets:
+        hint = ""
+        if dataset.n_targets == 1 and units > 1:
+            hint = (
+                "; a column of class labels trains one unit per class under a cross-entropy "
+                "loss (categorical_crossentropy with a softmax output)"
+            )
         problems.append(
-            f"network.layers[{len(net.layers) - 1}].units is {net.layers[-1].units} but dataset "
-            f"{dataset.id} has {dataset.n_targets} targets"
+            f"network.layers[{last}].units is {units} but dataset "
+            f"{dataset.id} has {dataset.n_targets} targets{hint}"
         )
     try:
         check_compatible(net, cfg)
     except ValueError as exc:
         problems.append(str(exc))
+    if dataset.n_targets > 1 and net.layers[last].activation != "softmax":  # (else said above)
+        problem = regression_on_classes_problem(
+            cfg, f"dataset {dataset.id} holds {dataset.n_targets} classes (one-hot targets)"
+        )
+        if problem is not None and _task_of(dataset) == "classification":
+            problems.append(problem)
     n_params = count_parameters(net)
     if n_params > settings.max_parameters:
         problems.append(

@@ -1,4 +1,5 @@
-"""Client commands of ``backprop``: submit, runs, show, watch, cancel, weights, predict.
+"""Client commands of ``backprop``: submit, runs, show, watch, cancel, weights, predict,
+evaluate.
 
 They talk to a running service over HTTP through :class:`client.BackpropClient` and import
 nothing of the service itself. Every command takes ``--url`` / ``--api-key`` (defaults
@@ -33,7 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client import BackpropClient, BackpropConnectionError, BackpropError, Run
+from client import BackpropClient, BackpropConnectionError, BackpropError, Evaluation, Run
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -429,9 +430,83 @@ def predict(
     out.print(table)
 
 
+def _evaluation_tables(result: Evaluation) -> list[Table]:
+    """The figures, then per class (with the confusion matrix) or per target."""
+    figures = Table("figure", "value", title="figures", title_justify="left")
+    figures.add_row(f"loss ({result.loss_name})", _fmt(result.loss))
+    names = (
+        (("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("log-loss", "log_loss"))
+        if result.task == "classification"
+        else (("MSE", "mse"), ("RMSE", "rmse"), ("MAE", "mae"), ("R²", "r2"))
+    )
+    for shown, key in names:
+        figures.add_row(shown, _fmt(getattr(result, key)))
+    tables = [figures]
+    if result.task == "classification":
+        per_class = Table("class", "precision", "recall", "F1", "support",
+                          title="per class", title_justify="left")  # fmt: skip
+        for c in result.per_class or []:
+            per_class.add_row(escape(str(c.label)), _fmt(c.precision), _fmt(c.recall),
+                              _fmt(c.f1), str(c.support))  # fmt: skip
+        labels = [escape(str(c)) for c in result.classes or []]
+        matrix = Table("true \\ predicted", *labels, title="confusion matrix",
+                       title_justify="left")  # fmt: skip
+        for label, row in zip(labels, result.confusion_matrix or [], strict=True):
+            matrix.add_row(label, *(str(n) for n in row))
+        tables += [per_class, matrix]
+    else:
+        per_target = Table("target", "MSE", "RMSE", "MAE", "R²", title="per target (averaged "
+                           "above with equal weights)", title_justify="left")  # fmt: skip
+        for t in result.per_target or []:
+            per_target.add_row(str(t.target), _fmt(t.mse), _fmt(t.rmse), _fmt(t.mae), _fmt(t.r2))
+        tables.append(per_target)
+    return tables
+
+
+def evaluate(
+    run_id: RunArg,
+    dataset: Annotated[
+        str,
+        typer.Argument(
+            metavar="DATASET",
+            help="Id of a dataset with the columns of the run's training data, or a .csv, "
+            ".npz or .json file to upload first.",
+            show_default=False,
+        ),
+    ],
+    target: Annotated[
+        str | None, typer.Option(help="Target column(s) of a CSV DATASET, comma-separated.")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a succeeded run on a dataset: its loss, and accuracy, per-class F1 and the
+    confusion matrix, or MSE, RMSE, MAE and R²."""
+    with _session(url, api_key) as bp:
+        dataset_id = dataset
+        path = Path(dataset)
+        if path.suffix.lower() in DATA_SUFFIXES:
+            if not path.is_file():
+                raise UsageProblem(f"DATASET {dataset}: no such file")
+            if path.suffix.lower() == ".csv" and not target:
+                raise UsageProblem("--target is required with a .csv dataset (the target column)")
+            dataset_id = bp.upload_dataset(path, target=target).id
+        result = bp.evaluate(run_id, dataset_id)
+    if as_json:
+        _emit_json(_dump(result))
+        return
+    out.print(
+        f"run [bold]{result.run_id}[/] on dataset [bold]{result.dataset_id}[/]: "
+        f"{result.n_samples} rows, {result.task}"
+    )
+    for table in _evaluation_tables(result):
+        out.print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to ``app``."""
-    for command in (submit, runs, show, watch, cancel, weights, predict):
+    for command in (submit, runs, show, watch, cancel, weights, predict, evaluate):
         app.command()(command)
     app.add_typer(sweep_app, name="sweep")
 

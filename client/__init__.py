@@ -14,7 +14,9 @@ Depends on ``httpx`` and ``pydantic`` only::
 from client.client import DEFAULT_URL, BackpropClient, EventStream
 from client.errors import BackpropConnectionError, BackpropError
 from client.models import (
+    ClassMetrics,
     Dataset,
+    Evaluation,
     Event,
     MetricItem,
     ModelWeights,
@@ -22,6 +24,7 @@ from client.models import (
     Progress,
     Run,
     Sweep,
+    TargetMetrics,
     Transition,
 )
 
@@ -30,7 +33,9 @@ __all__ = [
     "BackpropClient",
     "BackpropConnectionError",
     "BackpropError",
+    "ClassMetrics",
     "Dataset",
+    "Evaluation",
     "Event",
     "EventStream",
     "MetricItem",
@@ -39,5 +44,6 @@ __all__ = [
     "Progress",
     "Run",
     "Sweep",
+    "TargetMetrics",
     "Transition",
 ]

@@ -23,7 +23,16 @@ from typing import Any, Self
 import httpx
 
 from client.errors import BackpropConnectionError, BackpropError
-from client.models import Dataset, Event, MetricItem, ModelWeights, Prediction, Run, Sweep
+from client.models import (
+    Dataset,
+    Evaluation,
+    Event,
+    MetricItem,
+    ModelWeights,
+    Prediction,
+    Run,
+    Sweep,
+)
 from client.sse import iter_sse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -137,7 +146,9 @@ class BackpropClient:
 
         ``data`` is a path to a ``.csv`` (with a header row; ``target`` names the target
         column(s)), a ``.npz`` (arrays ``X`` and ``y``) or a ``.json`` file
-        (``{"X": [[...]], "y": [...]}``), or an ``(X, y)`` pair of lists or arrays.
+        (``{"X": [[...]], "y": [...]}``), or an ``(X, y)`` pair of lists or arrays, as
+        scikit-learn takes them: ``y`` may be 1-D integer (or text) class labels, which a run
+        with a cross-entropy loss trains as classes (API.md §3).
         ``task`` (``"classification"`` / ``"regression"``) overrides the server's guess.
 
         Content you uploaded before is not stored again: the record returned is then the
@@ -262,6 +273,13 @@ class BackpropClient:
         body = {"inputs": _rows(inputs)}
         resp = self._request("POST", f"{API}/runs/{run_id}/predict", json=body)
         return Prediction.model_validate(resp.json())
+
+    def evaluate(self, run_id: str, dataset_id: str) -> Evaluation:
+        """Score a succeeded run's model on every row of a dataset with the columns of its
+        training data: the run's loss, and classification or regression figures."""
+        body = {"dataset_id": dataset_id}
+        resp = self._request("POST", f"{API}/runs/{run_id}/evaluate", json=body)
+        return Evaluation.model_validate(resp.json())
 
     def wait(self, run_id: str, timeout: float | None = None, poll: float = 0.5) -> Run:
         """Poll until the run ends and return its final record.

@@ -158,6 +158,55 @@ class Prediction(_Record):
     labels: list[Any] | None = None
 
 
+class ClassMetrics(_Record):
+    """One class's figures in an :class:`Evaluation` (0 where a ratio's denominator is 0)."""
+
+    label: Any
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class TargetMetrics(_Record):
+    """One target column's figures in an :class:`Evaluation`."""
+
+    target: int
+    mse: float
+    rmse: float
+    mae: float
+    r2: float | None = None
+
+
+class Evaluation(_Record):
+    """A run's model scored on a dataset (``POST /api/v1/runs/{id}/evaluate``).
+
+    Every evaluation has ``n_samples`` and the run's own ``loss`` (``loss_name``). A
+    classification (the run's loss is a cross-entropy) has ``accuracy``, ``macro_f1``,
+    ``log_loss``, ``classes``, ``per_class`` and ``confusion_matrix`` (rows true classes,
+    columns predicted ones, in ``classes`` order); a regression has ``mse``, ``rmse``, ``mae``
+    and ``r2`` averaged over the targets, and ``per_target``.
+    """
+
+    run_id: str
+    dataset_id: str
+    task: Literal["classification", "regression"]
+    n_samples: int
+    loss_name: str
+    loss: float
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    log_loss: float | None = None
+    classes: list[Any] | None = None
+    per_class: list[ClassMetrics] | None = None
+    confusion_matrix: list[list[int]] | None = None
+    mse: float | None = None
+    rmse: float | None = None
+    mae: float | None = None
+    r2: float | None = None
+    per_target: list[TargetMetrics] | None = None
+
+
 class Event(BaseModel):
     """One Server-Sent Event of a run's stream.
 

@@ -40,12 +40,14 @@ __all__ = [
     "TASKS",
     "DatasetError",
     "ParsedDataset",
+    "feature_names_from_npz_bytes",
     "from_npz_bytes",
     "parse_csv",
     "parse_json",
     "parse_npz",
     "parse_upload",
     "sha256_hex",
+    "targets_from_npz_bytes",
     "to_npz_bytes",
 ]
 
@@ -795,3 +797,27 @@ def from_npz_bytes(data: bytes) -> ParsedDataset:
     if task is None:
         task = "regression" if classes is None else "classification"
     return ParsedDataset(X=X, y=y, task=task, classes=classes, feature_names=names)
+
+
+def targets_from_npz_bytes(data: bytes) -> np.ndarray:
+    """Only the targets ``y`` ``(n_samples, n_targets)`` of what :func:`to_npz_bytes` wrote:
+    ``X`` is not decompressed."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            y: np.ndarray = z["y"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"stored dataset is unreadable: {e}", 400) from None
+    return y
+
+
+def feature_names_from_npz_bytes(data: bytes) -> list[str] | None:
+    """Only the ``feature_names`` of what :func:`to_npz_bytes` wrote (None when the data did
+    not come from a CSV): neither ``X`` nor ``y`` is decompressed."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if "feature_names" not in z.files:
+                return None
+            names: list[str] | None = json.loads(str(z["feature_names"][()]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise DatasetError(f"stored dataset is unreadable: {e}", 400) from None
+    return names

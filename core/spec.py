@@ -190,6 +190,9 @@ class TrainingConfig(_Strict):
     early_stopping: EarlyStopping | None = None
     max_runtime_s: StrictFloat | None = Field(None, gt=0)
     validation_fold: ValidationFold | None = None
+    #: The explicit opt-in to fit a softmax output or one-hot classes with a regression loss
+    #: (``mse``, ``mae``), which is refused otherwise: see ``check_compatible``.
+    regression_on_classes: StrictBool = False
 
     @model_validator(mode="after")
     def _one_validation_scheme(self) -> TrainingConfig:
@@ -216,13 +219,33 @@ class TrainingConfig(_Strict):
 
 
 _OUTPUT_FOR_LOSS = {"categorical_crossentropy": "softmax", "binary_crossentropy": "sigmoid"}
+REGRESSION_LOSSES = frozenset({"mse", "mae"})
+
+
+def regression_on_classes_problem(training: TrainingConfig, what: str) -> str | None:
+    """Why ``training.loss`` must not fit ``what`` (class probabilities or one-hot classes),
+    or None when the loss is no regression loss or the config opts in explicitly.
+
+    The loss decides the task: a regression loss on classes trains a model whose accuracy is
+    never reported, which is seldom what was meant, so it must be asked for by name.
+    """
+    if training.loss not in REGRESSION_LOSSES or training.regression_on_classes:
+        return None
+    return (
+        f"training.loss: {training.loss} is a regression loss, but {what}; train classes with "
+        "categorical_crossentropy (softmax output) or binary_crossentropy (sigmoid output), "
+        f"which report accuracy, or set training.regression_on_classes: true to fit them with "
+        f"{training.loss} anyway"
+    )
 
 
 def check_compatible(network: NetworkSpec, training: TrainingConfig) -> None:
     """Raise ``ValueError`` naming the field when ``training.loss`` does not fit the output layer.
 
     Cross-entropy losses are computed in their fused, numerically stable form, which needs the
-    matching output activation: softmax for categorical, sigmoid for binary cross-entropy.
+    matching output activation: softmax for categorical, sigmoid for binary cross-entropy. A
+    regression loss on a softmax output (class probabilities) needs
+    ``training.regression_on_classes: true``.
     """
     needed = _OUTPUT_FOR_LOSS.get(training.loss)
     last = len(network.layers) - 1
@@ -232,3 +255,10 @@ def check_compatible(network: NetworkSpec, training: TrainingConfig) -> None:
             f"training.loss: {training.loss} needs a {needed} output layer "
             f"(network.layers[{last}].activation is '{actual}')"
         )
+    if actual == "softmax":
+        problem = regression_on_classes_problem(
+            training,
+            f"network.layers[{last}] is a softmax, whose outputs are class probabilities",
+        )
+        if problem is not None:
+            raise ValueError(problem)

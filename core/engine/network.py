@@ -24,6 +24,7 @@ from .errors import EngineError
 from .initializers import get_initializer
 from .layers import Dense, LayerWorkspace
 from .losses import Loss, get_loss
+from .targets import encode_labels, one_hot
 from .training import fit
 
 # Rows per chunk when running forward over many samples outside training.
@@ -225,6 +226,46 @@ class Network:
             return indices
         return [self.classes[i] for i in indices]
 
+    def evaluate(self, X: Any, Y: Any, loss: str) -> tuple[float, np.ndarray]:
+        """The mean ``loss`` on ``(X, Y)`` and the outputs ``(n_samples, units_last)``.
+
+        Computed as ``fit`` computes ``val_loss``: the stored standardisation applied, in the
+        model dtype, in chunks, cross-entropy in its fused form after its matching output
+        activation. ``Y`` is ``(n_samples, units_last)`` (or taken as ``fit`` takes it); the
+        outputs are those of ``predict``.
+        """
+        X = self._check_X(X)
+        n = X.shape[0]
+        if n == 0:
+            raise EngineError("X has no samples")
+        targets = self.prepare_targets(Y, loss, n)
+        loss_obj = get_loss(loss)
+        fused = self.is_fused(loss_obj)
+        out = np.empty((n, self.n_out), self._dtype)
+        mean = std = None
+        if self.x_mean is not None:
+            assert self.x_std is not None, "fit sets x_mean and x_std together"
+            mean, std = self.x_mean.astype(self._dtype), self.x_std.astype(self._dtype)
+        total = 0.0
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            for start in range(0, n, _CHUNK):
+                stop = min(start + _CHUNK, n)
+                ws = Workspace(stop - start, self)  # private: threads may share the model
+                ws.x[...] = X[start:stop]
+                if mean is not None:
+                    ws.x -= mean
+                    ws.x /= std
+                ws.y[...] = targets[start:stop]
+                out[start:stop] = self._forward_ws(ws)
+                last = ws.layers[-1]
+                if fused:
+                    value = loss_obj.fused_value(last.z, last.a, ws.y, last)
+                else:
+                    value = loss_obj.value(last.a, ws.y, last)
+                # Every loss is a mean over rows (times a constant), so chunks weigh by rows.
+                total += value * (stop - start)
+        return total / n, out
+
     # -- loss and gradients -------------------------------------------------------------
 
     def is_fused(self, loss: Loss) -> bool:
@@ -249,20 +290,29 @@ class Network:
                 prev_act.backward(prev.z, prev.a, prev.d, prev)
         return value
 
-    def prepare_targets(self, Y: Any, loss: str, n: int) -> np.ndarray:
-        """Targets as ``(n, units_last)`` in the model dtype (class indices become one-hot)."""
-        y = np.asarray(Y)
+    def prepare_targets(
+        self, Y: Any, loss: str, n: int, *, record_classes: bool = False
+    ) -> np.ndarray:
+        """Targets as ``(n, units_last)`` in the model dtype.
+
+        With a cross-entropy loss, one column of class labels is encoded by class (one-hot,
+        or 0/1 for one sigmoid output; the rule is in ``targets.py``). ``record_classes``
+        makes the labels this network's ``classes``; class indices ``0 … k-1`` keep the
+        names the caller gave them in ``classes``, if any.
+        """
         k = self.n_out
-        if y.ndim == 1 and loss == "categorical_crossentropy" and k > 1:
-            if not np.issubdtype(y.dtype, np.integer):
-                if not np.issubdtype(y.dtype, np.floating) or np.any(y != np.round(y)):
-                    raise EngineError("1-D Y for categorical_crossentropy must be class indices")
-            if y.size and (y.min() < 0 or y.max() >= k):
-                raise EngineError(f"class indices in Y must be in [0, {k - 1}]")
-            onehot = np.zeros((y.shape[0], k), self._dtype)
-            onehot[np.arange(y.shape[0]), y.astype(np.intp)] = 1
-            y = onehot
-        elif y.ndim == 1 and k == 1:
+        encoding = encode_labels(Y, loss, k)
+        if encoding is None:
+            y = np.asarray(Y)
+        elif k == 1:
+            y = encoding.codes.astype(self._dtype).reshape(-1, 1)
+        else:
+            y = one_hot(encoding.codes, k, self._dtype)
+        if record_classes and encoding is not None:
+            named = encoding.indices and self.classes is not None and len(self.classes) == k
+            if not named:
+                self.classes = encoding.classes
+        if y.ndim == 1 and k == 1:
             y = y.reshape(-1, 1)
         if y.ndim != 2 or y.shape != (n, k):
             raise EngineError(f"Y must have shape ({n}, {k}), got {y.shape}")
@@ -305,7 +355,8 @@ class Network:
         on_checkpoint: Callable[[int, bytes], None] | None = None,
         resume_from: bytes | None = None,
     ) -> list[dict[str, Any]]:
-        """Train on ``X`` ``(n, n_in)`` and ``Y`` ``(n, units_last)``; see ``training.fit``."""
+        """Train on ``X`` ``(n, n_in)`` and ``Y`` ``(n, units_last)``, or one column of class
+        labels under a cross-entropy loss (which then sets ``classes``); see ``training.fit``."""
         return fit(
             self,
             X,

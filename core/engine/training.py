@@ -106,7 +106,10 @@ class _Trainer:
         if n == 0:
             raise EngineError("X has no samples")
         # The only cast/copy of the data: the training dtype, C order.
-        self.Y = np.ascontiguousarray(net.prepare_targets(Y, cfg.loss, n), dtype=dtype)
+        # Class labels under a cross-entropy loss become one-hot rows and the net's classes.
+        self.Y = np.ascontiguousarray(
+            net.prepare_targets(Y, cfg.loss, n, record_classes=True), dtype=dtype
+        )
         self.X = np.ascontiguousarray(X, dtype=dtype)
         _check_finite(self.X, "X")
         _check_finite(self.Y, "Y")
@@ -362,7 +365,11 @@ def fit(
     on_checkpoint: Callable[[int, bytes], None] | None = None,
     resume_from: bytes | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``net`` on ``X`` ``(n, n_in)``, ``Y`` ``(n, units_last)`` (or class indices).
+    """Train ``net`` on ``X`` ``(n, n_in)``, ``Y`` ``(n, units_last)``.
+
+    Under a cross-entropy loss ``Y`` may also be one column ``(n,)`` or ``(n, 1)`` of class
+    labels (integers or text), as scikit-learn takes ``y``: it is encoded by class and the
+    labels become ``net.classes`` (``targets.py`` has the rule).
 
     ``on_checkpoint(epoch, data)`` receives a checkpoint every ``checkpoint_every`` epochs,
     or after each epoch for which ``checkpoint_due(epoch)`` is true (the two are exclusive);

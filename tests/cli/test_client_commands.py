@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn import metrics as skm
+from sklearn.datasets import load_digits
 
 from cli.processes import free_port
 from tests.client.conftest import EXAMPLES, SEED_NETWORK, SEED_TRAINING, running_stack
@@ -162,6 +164,79 @@ def test_submit_on_a_stored_dataset_with_dataset_id(stack: Stack, tmp_path: Path
     assert neither.returncode == 2 and "--data FILE" in neither.stderr
     target = backprop(stack, *submit, "--dataset-id", dataset_id, "--target", "y")
     assert target.returncode == 2 and "--target" in target.stderr
+
+
+def test_integer_labels_scikit_learn_style_then_evaluate_prints_the_figures(
+    stack: Stack, tmp_path: Path
+) -> None:
+    X, y = load_digits(return_X_y=True)  # labels 0 … 9, as scikit-learn gives them
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:1300], order[1300:]
+    np.savez(tmp_path / "digits-train.npz", X=X[train], y=y[train])
+    np.savez(tmp_path / "digits-test.npz", X=X[test], y=y[test])
+    folder = EXAMPLES / "digits"
+    submitted = as_json(backprop(
+        stack, "submit", "--network", str(folder / "network.json"), "--training",
+        str(folder / "training.json"), "--data", str(tmp_path / "digits-train.npz"), "--json",
+    ))  # fmt: skip
+    final = as_json(backprop(stack, "watch", submitted["id"], "--json", timeout=120))
+    assert final["status"] == "succeeded", final
+    assert final["metrics"]["val_accuracy"] >= 0.9  # trained as 10 classes, not a regression
+
+    result = as_json(
+        backprop(stack, "evaluate", submitted["id"], str(tmp_path / "digits-test.npz"), "--json")
+    )
+    assert result["task"] == "classification" and result["classes"] == list(range(10))
+    assert result["n_samples"] == len(test)
+    resp = stack.client.post(
+        f"/api/v1/runs/{submitted['id']}/predict", json={"inputs": X[test].tolist()}
+    )
+    predicted = resp.json()["labels"]
+    assert result["accuracy"] == pytest.approx(skm.accuracy_score(y[test], predicted), rel=1e-12)
+    assert result["confusion_matrix"] == skm.confusion_matrix(y[test], predicted).tolist()
+    macro = skm.f1_score(y[test], predicted, average="macro", zero_division=0)
+    assert result["macro_f1"] == pytest.approx(macro, rel=1e-12)
+
+    # By dataset id, for people: the figures, per class, the confusion matrix.
+    human = backprop(stack, "evaluate", submitted["id"], result["dataset_id"])
+    assert human.returncode == 0, human.stderr
+    text = human.stdout
+    assert f"{len(test)} rows, classification" in text
+    assert "loss (categorical_crossentropy)" in text and f"{result['accuracy']:.6g}" in text
+    assert f"{result['macro_f1']:.6g}" in text and f"{result['log_loss']:.6g}" in text
+    assert "per class" in text and "confusion matrix" in text and "true \\ predicted" in text
+    matrix = text[text.index("confusion matrix") :].splitlines()
+    row_of_9 = next(line for line in matrix if line.replace("│", " ").split()[:1] == ["9"])
+    counts = [int(n) for n in row_of_9.replace("│", " ").split()[1:]]
+    assert counts == result["confusion_matrix"][9]
+
+
+def test_evaluate_a_regression_and_what_it_refuses(stack: Stack, tmp_path: Path) -> None:
+    run = as_json(backprop(stack, *example("seed", "data.json"), "--json"))
+    assert as_json(backprop(stack, "watch", run["id"], "--json"))["status"] == "succeeded"
+    data = EXAMPLES / "seed" / "data.json"
+    human = backprop(stack, "evaluate", run["id"], str(data))
+    assert human.returncode == 0, human.stderr
+    for word in ("1 rows, regression", "loss (mse)", "MSE", "RMSE", "MAE", "R²", "per target"):
+        assert word in human.stdout, (word, human.stdout)
+    result = as_json(backprop(stack, "evaluate", run["id"], str(data), "--json"))
+    assert result["r2"] is None and len(result["per_target"]) == 2
+    outputs = stack.client.post(
+        f"/api/v1/runs/{run['id']}/predict", json={"inputs": [[0.05, 0.10]]}
+    ).json()["outputs"]
+    assert result["mse"] == pytest.approx(
+        skm.mean_squared_error([[0.01, 0.99]], outputs), rel=1e-12
+    )
+
+    missing = backprop(stack, "evaluate", run["id"], "no-such-dataset")
+    assert missing.returncode == 3 and "404" in missing.stderr and "not found" in missing.stderr
+    no_file = backprop(stack, "evaluate", run["id"], str(tmp_path / "absent.csv"))
+    assert no_file.returncode == 2 and "no such file" in no_file.stderr
+    no_target = backprop(stack, "evaluate", run["id"], str(EXAMPLES / "iris" / "iris.csv"))
+    assert no_target.returncode == 2 and "--target is required" in no_target.stderr
+    other = backprop(stack, "evaluate", run["id"], str(EXAMPLES / "iris" / "iris.csv"),
+                     "--target", "species")  # fmt: skip
+    assert other.returncode == 3 and "feature columns" in other.stderr
 
 
 def test_cancel_and_watching_a_cancelled_run_exits_1(stack: Stack, tmp_path: Path) -> None:

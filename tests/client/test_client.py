@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn import metrics as skm
+from sklearn.datasets import load_iris
 
 from cli.processes import free_port
 from client import (
@@ -21,6 +23,7 @@ from client import (
     BackpropConnectionError,
     BackpropError,
     Dataset,
+    Evaluation,
     Event,
     MetricItem,
     ModelWeights,
@@ -235,6 +238,39 @@ def test_classification_predictions_have_labels(bp: BackpropClient) -> None:
     assert (done.metrics["val_accuracy"] or 0) >= 0.85
     pred = bp.predict(run.id, [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
     assert pred.labels == ["setosa", "virginica"]
+
+
+def test_scikit_learn_style_integer_labels_train_a_classifier_that_evaluates(
+    bp: BackpropClient,
+) -> None:
+    X, y = load_iris(return_X_y=True)  # y: integer classes 0, 1, 2
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:100], order[100:]
+    ds = bp.upload_dataset((X[train], y[train]), name="iris ints")
+    assert ds.task == "regression" and ds.n_targets == 1  # numbers, until the loss decides
+    network = json.loads((EXAMPLES / "iris" / "network.json").read_text())
+    training = json.loads((EXAMPLES / "iris" / "training.json").read_text())
+    run = bp.submit_run(ds.id, network, training)
+    done = bp.wait(run.id, timeout=60, poll=0.1)
+    assert done.status == "succeeded", done.error
+    assert (done.metrics["val_accuracy"] or 0) >= 0.85
+
+    pred = bp.predict(run.id, X[test])
+    assert pred.labels is not None and set(pred.labels) <= {0, 1, 2}
+    held_out = bp.upload_dataset((X[test], y[test]), name="iris ints test")
+    result = bp.evaluate(run.id, held_out.id)
+    assert isinstance(result, Evaluation)
+    assert (result.task, result.n_samples, result.classes) == ("classification", 50, [0, 1, 2])
+    assert result.accuracy == pytest.approx(skm.accuracy_score(y[test], pred.labels), rel=1e-12)
+    macro = skm.f1_score(y[test], pred.labels, average="macro", zero_division=0)
+    assert result.macro_f1 == pytest.approx(macro, rel=1e-12)
+    assert result.confusion_matrix == skm.confusion_matrix(y[test], pred.labels).tolist()
+    assert result.per_class is not None and [c.label for c in result.per_class] == [0, 1, 2]
+    assert result.mse is None and result.per_target is None
+
+    with pytest.raises(BackpropError) as caught:
+        bp.evaluate(run.id, "no-such-dataset")
+    assert caught.value.status_code == 404 and "no-such-dataset" in caught.value.detail
 
 
 def test_list_runs_follows_every_page(stack: Stack) -> None:

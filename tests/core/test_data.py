@@ -12,12 +12,14 @@ import pytest
 from core.data import (
     DatasetError,
     ParsedDataset,
+    feature_names_from_npz_bytes,
     from_npz_bytes,
     parse_csv,
     parse_json,
     parse_npz,
     parse_upload,
     sha256_hex,
+    targets_from_npz_bytes,
     to_npz_bytes,
 )
 
@@ -501,6 +503,8 @@ def test_npz_bytes_round_trip(ds: ParsedDataset) -> None:
     assert back.classes == ds.classes
     assert [type(c) for c in back.classes or []] == [type(c) for c in ds.classes or []]
     assert back.feature_names == ds.feature_names
+    np.testing.assert_array_equal(targets_from_npz_bytes(blob), ds.y)
+    assert feature_names_from_npz_bytes(blob) == ds.feature_names
     # Plain arrays only: loadable without pickle, and re-parseable as an upload.
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         assert {"X", "y"} <= set(z.files)
@@ -510,6 +514,8 @@ def test_npz_bytes_round_trip(ds: ParsedDataset) -> None:
 
 def test_from_npz_bytes_rejects_garbage() -> None:
     rejects(from_npz_bytes, b"nope", status=400, parts=["unreadable"])
+    rejects(targets_from_npz_bytes, b"nope", status=400, parts=["unreadable"])
+    rejects(feature_names_from_npz_bytes, b"nope", status=400, parts=["unreadable"])
 
 
 def test_sha256_hex() -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from core.engine import Network
+from core.engine import EngineError, Network
 from core.spec import (
     AdamConfig,
     NetworkSpec,
@@ -216,7 +217,42 @@ def test_binary_crossentropy_needs_sigmoid():
     with pytest.raises(ValueError, match=r"training\.loss: binary_crossentropy needs a sigmoid"):
         check_compatible(spec, TrainingConfig(loss="binary_crossentropy"))
     check_compatible(spec, TrainingConfig(loss="categorical_crossentropy"))
-    check_compatible(spec, TrainingConfig(loss="mse"))
+    check_compatible(spec, TrainingConfig(loss="mse", regression_on_classes=True))
+
+
+SOFTMAX_SPEC = {
+    "input_dim": 2,
+    "layers": [{"units": 3, "activation": "relu"}, {"units": 3, "activation": "softmax"}],
+}
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_a_regression_loss_on_a_softmax_says_why_and_how_to_ask_for_it(loss):
+    spec = NetworkSpec.model_validate(SOFTMAX_SPEC)
+    with pytest.raises(ValueError) as info:
+        check_compatible(spec, TrainingConfig(loss=loss))
+    assert str(info.value) == (
+        f"training.loss: {loss} is a regression loss, but network.layers[1] is a softmax, whose "
+        "outputs are class probabilities; train classes with categorical_crossentropy (softmax "
+        "output) or binary_crossentropy (sigmoid output), which report accuracy, or set "
+        f"training.regression_on_classes: true to fit them with {loss} anyway"
+    )
+    check_compatible(spec, TrainingConfig(loss=loss, regression_on_classes=True))
+    # Elsewhere a regression loss needs no opt-in; the opt-in is a strict flag.
+    check_compatible(NetworkSpec.model_validate(SEED_SPEC), TrainingConfig(loss=loss))
+    with pytest.raises(ValidationError, match="regression_on_classes"):
+        TrainingConfig.model_validate({"regression_on_classes": "yes"})
+
+
+def test_the_engine_refuses_a_regression_loss_on_a_softmax_unless_asked():
+    X = np.random.default_rng(0).normal(size=(8, 2))
+    Y = np.eye(3)[np.arange(8) % 3]
+    with pytest.raises(EngineError, match="training.regression_on_classes: true"):
+        Network.from_spec(SOFTMAX_SPEC, seed=0).fit(X, Y, {"loss": "mse", "epochs": 1})
+    history = Network.from_spec(SOFTMAX_SPEC, seed=0).fit(
+        X, Y, {"loss": "mse", "epochs": 1, "regression_on_classes": True}
+    )
+    assert "accuracy" not in history[0]
 
 
 def test_network_from_spec_validates():

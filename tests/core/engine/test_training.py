@@ -326,7 +326,7 @@ def test_class_index_targets_equal_one_hot_targets():
     [
         (np.zeros((10, 4)), np.zeros(10, int), r"X must have shape \(n_samples, 5\)"),
         (np.zeros((10, 5)), np.zeros((9, 3)), r"Y must have shape \(10, 3\)"),
-        (np.zeros((10, 5)), np.full(10, 3), r"class indices in Y must be in \[0, 2\]"),
+        (np.zeros((10, 5)), np.full(10, 3), r"holds 1 class \(3\), but the output layer has 3"),
         (np.zeros((0, 5)), np.zeros(0, int), "no samples"),
     ],
 )
