@@ -27,13 +27,15 @@ from api.metrics import router as metrics_router
 from api.routes import datasets, health, plots, predictions, runs, sweeps, ui
 from core.db.session import TRANSIENT_ERRORS
 from core.settings import get_settings
+from core.spec import with_hints
 from core.streams import EventPublisher
 
 logger = logging.getLogger(__name__)
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """422 for invalid values, 400 when the body is not even JSON."""
+    """422 for invalid values (with "did you mean" for near-miss names), 400 when the body
+    is not even JSON."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(err.get("type") == "json_invalid" for err in errors):
@@ -41,6 +43,8 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             {"detail": "request body is not valid JSON: " + str(errors[0].get("ctx", ""))},
             status_code=400,
         )
+    # A near miss the models did not hint at already, e.g. a query parameter's choice.
+    errors = with_hints(errors) or errors
     cleaned: list[dict[str, Any]] = []
     for err in errors:
         item = {k: err[k] for k in ("type", "loc", "msg") if k in err}

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from pydantic.config import JsonDict
 
-from core.spec import NetworkSpec, TrainingConfig
+from core.spec import Hinted, NetworkSpec, TrainingConfig
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
 
 SEED_NETWORK_EXAMPLE: JsonDict = {
@@ -71,7 +71,7 @@ class DatasetList(BaseModel):
     next_cursor: str | None
 
 
-class RunCreate(BaseModel):
+class RunCreate(Hinted):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -194,7 +194,9 @@ class ValidationIssue(BaseModel):
     )
     msg: str = Field(description="What is wrong, for people.")
     ctx: dict[str, str] | None = Field(
-        default=None, description='The limits involved, e.g. `{"le": "9"}`.'
+        default=None,
+        description='The limits involved, e.g. `{"le": "9"}`; for a near-miss name, '
+        "`did_you_mean` (also in `msg`: \"…; did you mean 'tanh'?\").",
     )
 
 
@@ -253,7 +255,7 @@ class HealthOut(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
-class SweepCreate(BaseModel):
+class SweepCreate(Hinted):
     """A hyperparameter sweep (docs/sweeps.md)."""
 
     model_config = ConfigDict(

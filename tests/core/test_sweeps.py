@@ -277,3 +277,19 @@ def test_a_grid_value_of_the_wrong_type_fails_the_trial_that_holds_it() -> None:
     with pytest.raises(ValidationError) as info:
         TrainingConfig.model_validate(second["training"])
     assert [e["loc"] for e in info.value.errors()] == [("epochs",)]
+
+
+def test_a_misspelt_search_space_name_says_what_it_meant() -> None:
+    with pytest.raises(ValidationError) as info:
+        SearchSpace.model_validate({"type": "gird", "n_trails": 3,
+                                    "parameters": {"training.epochs": [1]}})  # fmt: skip
+    messages = {e["loc"]: e["msg"] for e in info.value.errors()}
+    assert messages[("type",)].endswith("; did you mean 'grid'?")
+    assert messages[("n_trails",)].endswith("; did you mean 'n_trials'?")
+    with pytest.raises(ValidationError) as info:
+        SearchSpace.model_validate({"type": "random", "parameters": {
+            "training.optimizer.learning_rate": {"distribution": "loguniform", "low": 1e-4,
+                                                 "high": 0.1}}})  # fmt: skip
+    # Not a list either (the other form of a parameter); as a distribution, a near miss.
+    assert [e["msg"].endswith("; did you mean 'log_uniform'?") for e in info.value.errors()
+            ] == [False, True]  # fmt: skip
