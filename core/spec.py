@@ -9,7 +9,7 @@ Numbers and flags are strict, nothing is coerced: an integer field takes only in
 A near-miss name (an activation, loss, init, optimizer or field name one typo away from a
 real one) gets "; did you mean 'tanh'?" in its error message and ``did_you_mean`` in its
 ``ctx`` (:class:`Hinted`), so the API's 422, a sweep's trial error and the Python API all say
-it.
+it. ``"optimizer": "adam"`` is shorthand for ``{"name": "adam"}``.
 The models hold plain Python data only; turning them into arrays is the engine's job.
 """
 
@@ -241,7 +241,13 @@ class RMSPropConfig(StrictModel):
 
 
 DEFAULT_OPTIMIZER = "sgd"
+OptimizerName = Literal["sgd", "adam", "rmsprop"]
 OptimizerConfig = Annotated[SGDConfig | AdamConfig | RMSPropConfig, Field(discriminator="name")]
+
+
+def optimizer_shorthand(value: Any) -> Any:
+    """``"adam"`` is short for ``{"name": "adam"}``; anything else is returned as it is."""
+    return {"name": value} if isinstance(value, str) else value
 
 
 class EarlyStopping(StrictModel):
@@ -290,14 +296,18 @@ class TrainingConfig(StrictModel):
             )
         return self
 
-    @field_validator("optimizer", mode="before")
+    @field_validator(
+        "optimizer", mode="before", json_schema_input_type=OptimizerConfig | OptimizerName
+    )
     @classmethod
     def _optimizer_name(cls, value: Any) -> Any:
-        """Names are case-insensitive, and an optimizer without one is the default (sgd).
+        """A name alone is the optimizer with its defaults (``"adam"``); names are
+        case-insensitive, and an optimizer without one is the default (sgd).
 
         So ``{"learning_rate": 0.1}`` tunes the default optimizer, as a sweep over
         ``training.optimizer.learning_rate`` does when its base sets no optimizer.
         """
+        value = optimizer_shorthand(value)
         if isinstance(value, dict):
             name = value.get("name", DEFAULT_OPTIMIZER)
             if isinstance(name, str):

@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.spec import StrictModel
+from core.spec import StrictModel, optimizer_shorthand
 
 MetricName = Literal["val_loss", "val_accuracy", "loss"]
 MAXIMIZED = frozenset({"val_accuracy"})
@@ -228,7 +228,8 @@ def expand(space: SearchSpace, *, default_trials: int = 10) -> list[dict[str, An
 def set_path(request: dict[str, Any], path: str, value: Any) -> None:
     """Set ``path`` (dotted; integer segments index lists) in ``request`` in place.
 
-    Missing keys of objects are created; list indexes must exist.
+    Missing keys of objects are created; list indexes must exist. An optimizer given by its
+    name alone (``"adam"``) is its object (``{"name": "adam"}``) when a path goes below it.
     """
     parts = path.split(".")
     node: Any = request
@@ -241,6 +242,8 @@ def set_path(request: dict[str, Any], path: str, value: Any) -> None:
                 return
             if node.get(part) is None:
                 node[part] = {}
+            elif where == "training.optimizer":
+                node[part] = optimizer_shorthand(node[part])
             node = node[part]
         elif isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):

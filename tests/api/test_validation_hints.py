@@ -48,7 +48,7 @@ def test_a_run_request_with_near_miss_names(app: FastAPI) -> None:
         "dataset_id": "d",
         "network": {**NETWORK, "layers": [{"units": 1, "activaton": "sigmoid"},
                                           {"units": 1, "activation": "tahn"}]},
-        "training": {"loss": "binary_crossentropi", "optimizer": {"name": "adamw"}, "epocs": 3},
+        "training": {"loss": "binary_crossentropi", "optimizer": "adamw", "epocs": 3},
         "priorty": 1,
     }  # fmt: skip
     issues = _issues(app, "POST", "/api/v1/runs", json=body)

@@ -317,7 +317,29 @@ def test_an_optimizer_without_a_name_is_the_default_sgd():
     )
 
 
-# -- near-miss names ----------------------------------------------------------------------
+# -- near-miss names and the optimizer shorthand ----------------------------------------------
+
+
+def test_an_optimizer_given_by_name_alone_is_that_optimizer_with_its_defaults():
+    """Adam's defaults as torch.optim.Adam has them: lr 1e-3, betas (0.9, 0.999), eps 1e-8."""
+    adam = TrainingConfig.model_validate({"optimizer": "adam"}).optimizer
+    assert isinstance(adam, AdamConfig)
+    assert (adam.learning_rate, adam.beta1, adam.beta2, adam.eps) == (1e-3, 0.9, 0.999, 1e-8)
+    assert TrainingConfig.model_validate({"optimizer": "adam"}) == TrainingConfig.model_validate(
+        {"optimizer": {"name": "adam"}}
+    )
+    assert isinstance(TrainingConfig.model_validate({"optimizer": "RMSProp"}).optimizer,
+                      RMSPropConfig)  # fmt: skip
+    assert isinstance(TrainingConfig.model_validate_json('{"optimizer": "sgd"}').optimizer,
+                      SGDConfig)  # fmt: skip
+    # The record stores the full object: the shorthand is an input form only.
+    dumped = TrainingConfig.model_validate({"optimizer": "adam"}).model_dump(mode="json")
+    assert dumped["optimizer"]["name"] == "adam" and dumped["optimizer"]["beta2"] == 0.999
+    # The engine's Python API takes it too.
+    net = Network.from_spec(SEED_SPEC)
+    history = net.fit([[0.05, 0.10]], [[0.01, 0.99]],
+                      {**SEED_TRAINING, "optimizer": "adam", "epochs": 2})  # fmt: skip
+    assert [h["epoch"] for h in history] == [1, 2]
 
 
 @pytest.mark.parametrize(
@@ -335,7 +357,8 @@ def test_an_optimizer_without_a_name_is_the_default_sgd():
          "categorical_crossentropy"),
         (TrainingConfig, {"loss": "mean_squared_error"}, ("loss",), None),  # nothing close
         (TrainingConfig, {"optimizer": {"name": "adamm"}}, ("optimizer",), "adam"),
-        (TrainingConfig, {"optimizer": {"name": "lbfgs"}}, ("optimizer",), None),
+        (TrainingConfig, {"optimizer": "rmsprp"}, ("optimizer",), "rmsprop"),
+        (TrainingConfig, {"optimizer": "lbfgs"}, ("optimizer",), None),
         (TrainingConfig, {"optimizer": {"name": "adam", "learning_rat": 0.1}},
          ("optimizer", "adam", "learning_rat"), "learning_rate"),
         (TrainingConfig, {"epoch": 3}, ("epoch",), "epochs"),

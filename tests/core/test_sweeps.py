@@ -279,6 +279,33 @@ def test_a_grid_value_of_the_wrong_type_fails_the_trial_that_holds_it() -> None:
     assert [e["loc"] for e in info.value.errors()] == [("epochs",)]
 
 
+def test_a_sweep_over_an_optimizer_given_by_name_alone() -> None:
+    """``"optimizer": "adam"`` in the base, or as a swept value, is ``{"name": "adam"}``: a
+    path below it (its learning rate) still works, in either order."""
+    base = {**BASE, "training": {"optimizer": "adam", "epochs": 5}}
+    space = SearchSpace.model_validate(
+        {"type": "grid", "parameters": {"training.optimizer.learning_rate": [0.5, 0.05]}}
+    )
+    configs = [TrainingConfig.model_validate(apply(base, p)["training"]) for p in expand(space)]
+    assert [(c.optimizer.name, c.optimizer.learning_rate) for c in configs] == [
+        ("adam", 0.5),
+        ("adam", 0.05),
+    ]
+    assert base["training"]["optimizer"] == "adam"  # the base itself is left as it was
+    space = SearchSpace.model_validate(
+        {"type": "grid", "parameters": {"training.optimizer": ["sgd", "rmsprop"],
+                                        "training.optimizer.learning_rate": [0.2]}}
+    )  # fmt: skip
+    configs = [TrainingConfig.model_validate(apply(BASE, p)["training"]) for p in expand(space)]
+    assert [(c.optimizer.name, c.optimizer.learning_rate) for c in configs] == [
+        ("sgd", 0.2),
+        ("rmsprop", 0.2),
+    ]
+    # A name alone as the swept value, with nothing below it.
+    request = apply(BASE, {"training.optimizer": "adam"})
+    assert TrainingConfig.model_validate(request["training"]).optimizer.name == "adam"
+
+
 def test_a_misspelt_search_space_name_says_what_it_meant() -> None:
     with pytest.raises(ValidationError) as info:
         SearchSpace.model_validate({"type": "gird", "n_trails": 3,
