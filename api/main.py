@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
 
+from api.deps import RESOLVE_PATH_IDS, document_ambiguous_prefixes
 from api.json_depth import JSONDepthLimit
 from api.limits import BodySizeLimit
 from api.metrics import HTTPMetricsMiddleware, build_registry
@@ -121,11 +122,10 @@ def create_app() -> FastAPI:
     app.add_middleware(HTTPMetricsMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_router)
-    app.include_router(datasets.router)
-    app.include_router(runs.router)
-    app.include_router(predictions.router)
-    app.include_router(sweeps.router)
-    app.include_router(plots.router)
+    # The resource routers: an id prefix in a path stands for the id it begins.
+    for resources in (datasets, runs, predictions, sweeps, plots):
+        document_ambiguous_prefixes(resources.router.routes)
+        app.include_router(resources.router, dependencies=[RESOLVE_PATH_IDS])
     app.include_router(ui.router)
     app.mount(ui.DOCS_ASSETS_URL, StaticFiles(directory=ui.DOCS_ASSETS_DIR), name="docs-assets")
     return app
