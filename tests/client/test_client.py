@@ -259,6 +259,15 @@ def test_submit_errors_carry_the_detail(bp: BackpropClient) -> None:
     with pytest.raises(BackpropError) as caught:
         bp.submit_run(ds.id, wide, SEED_TRAINING)
     assert caught.value.status_code == 422 and "input_dim" in caught.value.detail
+    # A 422 from request validation: one "field.path: message" per invalid value.
+    with pytest.raises(BackpropError) as caught:
+        bp.submit_run(ds.id, SEED_NETWORK, {**SEED_TRAINING, "loss": "mse2", "batch_size": 0})
+    assert caught.value.status_code == 422 and caught.value.problems == [
+        "training.loss: Input should be 'mse', 'mae', 'binary_crossentropy' or "
+        "'categorical_crossentropy'; did you mean 'mse'?",
+        "training.batch_size: Input should be greater than or equal to 1",
+    ]
+    assert str(caught.value) == "HTTP 422: " + "; ".join(caught.value.problems)
     with pytest.raises(BackpropError) as caught:
         bp.submit_run("no-such-dataset", SEED_NETWORK, SEED_TRAINING)
     assert caught.value.status_code == 422 and "no-such-dataset" in caught.value.detail
