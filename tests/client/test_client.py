@@ -436,3 +436,31 @@ def test_events_drop_a_cut_off_event_join_data_lines_and_resume_after_it() -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+
+def test_a_sweep_over_an_optimizer_given_by_name_alone(bp: BackpropClient) -> None:
+    """``"optimizer": "adam"`` in a sweep's base, its learning rate searched: each trial
+    trains Adam with its own rate. A misspelt swept name fails its trial, with the hint."""
+    ds = bp.upload_dataset((SEED_X, SEED_Y), name="seed")
+    base = {"dataset_id": ds.id, "network": SEED_NETWORK,
+            "training": {**SEED_TRAINING, "optimizer": "adam", "epochs": 3}}  # fmt: skip
+    space = {"type": "grid", "parameters": {"training.optimizer.learning_rate": [0.1, 0.01]}}
+    sweep = bp.create_sweep({"base": base, "search": space, "metric": "loss"})
+    done = bp.wait_sweep(sweep.id[:8], timeout=60, poll=0.2)  # a prefix works too
+    assert done.id == sweep.id and done.status == "succeeded"
+    trained = {}
+    for entry in done.leaderboard:
+        optimizer = bp.get_run(entry["run_id"]).training["optimizer"]
+        trained[optimizer["learning_rate"]] = optimizer
+    assert set(trained) == {0.1, 0.01}
+    assert all(o["name"] == "adam" and o["beta2"] == 0.999 for o in trained.values())
+
+    misspelt = {"type": "grid", "parameters": {"training.optimizer": ["adam", "rmsprp"]}}
+    with pytest.raises(BackpropError) as caught:
+        bp.create_sweep({"base": base, "search": misspelt, "metric": "loss"})
+    assert caught.value.status_code == 422
+    assert "trial 1" in caught.value.detail and "rmsprp" in caught.value.detail
+    assert caught.value.detail.endswith("did you mean 'rmsprop'?")
