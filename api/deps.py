@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from api.auth import PrincipalDep
@@ -41,7 +42,7 @@ ID_PARAMS: dict[str, type[Dataset | Run | Sweep]] = {
     "run_id": Run,
     "sweep_id": Sweep,
 }
-AMBIGUOUS_PREFIX = "The id prefix begins more than one of your ids; `detail` lists them."
+AMBIGUOUS_PREFIX = "An id prefix that begins more than one of your ids (`detail` lists them)."
 
 
 def get_owned(db: Session, model: type[Owned], owner: str, resource_id: str) -> Owned:
@@ -84,13 +85,16 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 # -- id prefixes ------------------------------------------------------------------------------
 
 
-def resolve_id(db: Session, model: type[Owned], owner: str, value: str) -> str:
+def resolve_id(
+    db: Connection | Session, model: type[Dataset | Run | Sweep], owner: str, value: str
+) -> str:
     """The id of ``owner``'s ``model`` that ``value`` begins (6 characters or more), else
     ``value`` itself (a whole id, or one that is not found); 409 naming the candidates when
-    it begins several. Other owners' ids never match."""
+    it begins several. Other owners' ids never match. (For ids in paths see
+    :func:`resolve_path_ids`; an id in a body may go through this before its lookup.)"""
     table: Any = model.__table__
-    kind = model.__name__.lower()
     try:
+        kind = model.__name__.lower()
         return resolve_prefix(db, table, value, table.c.owner == owner, kind=kind)
     except AmbiguousId as exc:
         raise HTTPException(409, detail=str(exc)) from None
@@ -101,9 +105,9 @@ async def resolve_path_ids(request: Request, owner: OwnerDep) -> None:
     request's path parameters, by the one id of ``owner``'s it begins, before the route
     reads them; so every route, its queries, events and records included, sees whole ids.
 
-    A whole id costs nothing here; a prefix costs one indexed query. 409 when a prefix
-    begins several ids (see :func:`resolve_id`); one that begins none is left for the
-    route to answer 404.
+    A whole id costs nothing here; a prefix costs one query on the owner's rows. 409 when a
+    prefix begins several ids (see :func:`resolve_id`); one that begins none is left for
+    the route to answer 404.
     """
     params = request.path_params
     given = {name: params[name] for name in ID_PARAMS.keys() & params.keys()}
@@ -112,20 +116,12 @@ async def resolve_path_ids(request: Request, owner: OwnerDep) -> None:
 
     def lookup() -> dict[str, str]:
         with get_autocommit_engine().connect() as conn:
-            resolved = {}
-            for name, value in given.items():
-                table: Any = ID_PARAMS[name].__table__
-                kind = ID_PARAMS[name].__name__.lower()
-                resolved[name] = resolve_prefix(
-                    conn, table, value, table.c.owner == owner, kind=kind
-                )
-            return resolved
+            return {
+                name: resolve_id(conn, ID_PARAMS[name], owner, value)
+                for name, value in given.items()
+            }
 
-    try:
-        resolved = await run_in_threadpool(lookup)
-    except AmbiguousId as exc:
-        raise HTTPException(409, detail=str(exc)) from None
-    request.scope["path_params"] = {**params, **resolved}
+    request.scope["path_params"] = {**params, **await run_in_threadpool(lookup)}
 
 
 def document_ambiguous_prefixes(routes: Iterable[Any]) -> None:
@@ -141,8 +137,7 @@ def document_ambiguous_prefixes(routes: Iterable[Any]) -> None:
         elif AMBIGUOUS_PREFIX not in own.get("description", ""):
             route.responses[409] = {
                 **own,
-                "description": f"{own['description']} Or: "
-                f"{AMBIGUOUS_PREFIX[0].lower()}{AMBIGUOUS_PREFIX[1:]}",
+                "description": f"{own['description']} Or: {AMBIGUOUS_PREFIX}",
             }
 
 
