@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
 
+from api.deps import RESOLVE_PATH_IDS, document_ambiguous_prefixes
 from api.json_depth import JSONDepthLimit
 from api.limits import BodySizeLimit
 from api.metrics import HTTPMetricsMiddleware, build_registry
@@ -27,13 +28,15 @@ from api.metrics import router as metrics_router
 from api.routes import datasets, evaluation, health, plots, predictions, runs, sweeps, ui
 from core.db.session import TRANSIENT_ERRORS
 from core.settings import get_settings
+from core.spec import with_hints
 from core.streams import EventPublisher
 
 logger = logging.getLogger(__name__)
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """422 for invalid values, 400 when the body is not even JSON."""
+    """422 for invalid values (with "did you mean" for near-miss names), 400 when the body
+    is not even JSON."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(err.get("type") == "json_invalid" for err in errors):
@@ -41,6 +44,8 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             {"detail": "request body is not valid JSON: " + str(errors[0].get("ctx", ""))},
             status_code=400,
         )
+    # A near miss the models did not hint at already, e.g. a query parameter's choice.
+    errors = with_hints(errors) or errors
     cleaned: list[dict[str, Any]] = []
     for err in errors:
         item = {k: err[k] for k in ("type", "loc", "msg") if k in err}
@@ -117,12 +122,10 @@ def create_app() -> FastAPI:
     app.add_middleware(HTTPMetricsMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_router)
-    app.include_router(datasets.router)
-    app.include_router(runs.router)
-    app.include_router(predictions.router)
-    app.include_router(evaluation.router)
-    app.include_router(sweeps.router)
-    app.include_router(plots.router)
+    # The resource routers: an id prefix in a path stands for the id it begins.
+    for resources in (datasets, runs, predictions, evaluation, sweeps, plots):
+        document_ambiguous_prefixes(resources.router.routes)
+        app.include_router(resources.router, dependencies=[RESOLVE_PATH_IDS])
     app.include_router(ui.router)
     app.mount(ui.DOCS_ASSETS_URL, StaticFiles(directory=ui.DOCS_ASSETS_DIR), name="docs-assets")
     return app

@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from core.spec import DTypeName, InitName, LayerSpec, NetworkSpec, TrainingConfig
+from core.spec import DTypeName, Hinted, InitName, LayerSpec, NetworkSpec, TrainingConfig
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
 
 SEED_NETWORK_EXAMPLE: JsonDict = {
@@ -80,7 +80,7 @@ class DatasetList(BaseModel):
     next_cursor: str | None
 
 
-class RunCreate(BaseModel):
+class RunCreate(Hinted):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -284,7 +284,9 @@ class ValidationIssue(BaseModel):
     )
     msg: str = Field(description="What is wrong, for people.")
     ctx: dict[str, str] | None = Field(
-        default=None, description='The limits involved, e.g. `{"le": "9"}`.'
+        default=None,
+        description='The limits involved, e.g. `{"le": "9"}`; for a near-miss name, '
+        "`did_you_mean` (also in `msg`: \"…; did you mean 'tanh'?\").",
     )
 
 
@@ -343,7 +345,7 @@ class HealthOut(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
-class SweepCreate(BaseModel):
+class SweepCreate(Hinted):
     """A hyperparameter sweep (docs/sweeps.md)."""
 
     model_config = ConfigDict(

@@ -8,13 +8,18 @@ nothing else there).
 
 Exit codes: 0 ok; 1 a watched run ended ``failed`` or ``cancelled``; 2 usage error (bad
 option, unreadable or invalid file); 3 the server refused the request (4xx; its detail goes
-to stderr); 4 the server cannot be reached; 5 the server failed (5xx); 130 interrupted.
+to stderr, an invalid value as ``field.path: message``); 4 the server cannot be reached;
+5 the server failed (5xx); 130 interrupted (Ctrl-C; a watched run or sweep goes on).
+
+Ids are shown shortened (8 characters, more where two listed ids begin alike); any unique
+prefix of 6 characters or more works wherever an id does (the server resolves it).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,7 +72,12 @@ KeyOpt = Annotated[
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")
 ]
-RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run id.", show_default=False)]
+RunArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN", help="Run id, or a unique prefix of it (6+ characters).", show_default=False
+    ),
+]
 
 
 class UsageProblem(Exception):
@@ -87,8 +97,14 @@ def _session(url: str | None, api_key: str | None) -> Iterator[BackpropClient]:
         err.print(f"error: {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(EXIT_UNREACHABLE) from None
     except BackpropError as exc:
-        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        err.print(f"error: the server answered {exc.status_code}: {escape(detail)}", soft_wrap=True)
+        if isinstance(exc.detail, list):  # a 422 from request validation: one line per value
+            err.print(f"error: the server refused the request ({exc.status_code}):")
+            for problem in exc.problems:
+                err.print(f"  {escape(problem)}", soft_wrap=True)
+        else:
+            detail = exc.problems[0]
+            err.print(f"error: the server answered {exc.status_code}: {escape(detail)}",
+                      soft_wrap=True)  # fmt: skip
         code = EXIT_SERVER_ERROR if (exc.status_code or 0) >= 500 else EXIT_REFUSED
         raise typer.Exit(code) from None
     except KeyboardInterrupt:
@@ -110,6 +126,32 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def _short_ids(ids: list[str], length: int = 8) -> dict[str, str]:
+    """Each id's shortest prefix, of ``length`` characters or more, that begins none of the
+    other ``ids`` (as git abbreviates commits): neighbours in sorted order share the most."""
+    ordered = sorted(set(ids))
+    short = {}
+    for i, id_ in enumerate(ordered):
+        shared = max(
+            (len(os.path.commonprefix([id_, other])) for other in ordered[max(0, i - 1) : i + 2]
+             if other != id_),
+            default=0,
+        )  # fmt: skip
+        short[id_] = id_[: max(length, shared + 1)]
+    return short
+
+
+@contextmanager
+def _goes_on(what: str, command: str) -> Iterator[None]:
+    """Ctrl-C while following a run or sweep: it goes on at the server; say how to follow
+    it again, and exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {what} continues — `{command}`", soft_wrap=True, markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -149,7 +191,13 @@ def _summary(run: Run) -> Table:
 
 
 def _watch(bp: BackpropClient, run: Run, as_json: bool) -> int:
-    """Follow a run's events until it ends; the exit code says how it ended."""
+    """Follow a run's events until it ends; the exit code says how it ended. Ctrl-C stops
+    following, not the run."""
+    with _goes_on("the run", f"backprop watch {run.id}"):
+        return _follow(bp, run, as_json)
+
+
+def _follow(bp: BackpropClient, run: Run, as_json: bool) -> int:
     if as_json:
         for _event in bp.events(run.id):
             pass
@@ -274,19 +322,28 @@ def runs(
     if as_json:
         _emit_json([_dump(r) for r in items])
         return
-    table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold")
-    for column, width in (("id", 36), ("status", 9), ("epoch", 5), ("loss", 8), ("created", 11)):
-        table.add_column(column, no_wrap=True, min_width=width)
-    table.add_column("name", overflow="fold")
-    for r in items:
-        table.add_row(
-            r.id,
+    # Fits the terminal (80 columns too): short ids (any unique prefix works as an id), one
+    # line per run, the name cut with "…" to the room left (all of it with --json).
+    short = _short_ids([r.id for r in items])
+    rows = [
+        (
+            short[r.id],
             r.status,
             f"{r.progress.epoch}/{r.progress.epochs}",
             _fmt(r.metrics.get("loss")),
             r.created_at.strftime("%m-%d %H:%M"),
-            escape(r.name or ""),
         )
+        for r in items
+    ]
+    table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold")
+    room = out.width
+    for i, column in enumerate(("id", "status", "epoch", "loss", "created")):
+        width = max([len(column), *(len(row[i]) for row in rows)])
+        table.add_column(column, no_wrap=True, min_width=width)
+        room -= width + 2
+    table.add_column("name", no_wrap=True, overflow="ellipsis", max_width=max(room, 4))
+    for row, r in zip(rows, items, strict=True):
+        table.add_row(*row, escape(r.name or ""))
     out.print(table)
 
 
@@ -517,7 +574,14 @@ sweep_app = typer.Typer(
     help="Hyperparameter sweeps: create one from a JSON spec, show its leaderboard, cancel it.",
     no_args_is_help=True,
 )
-SweepArg = Annotated[str, typer.Argument(metavar="SWEEP", help="Sweep id.", show_default=False)]
+SweepArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SWEEP",
+        help="Sweep id, or a unique prefix of it (6+ characters).",
+        show_default=False,
+    ),
+]
 
 
 def _sweep_table(sweep: Any, top: int | None = None) -> Table:
@@ -582,12 +646,13 @@ def sweep_create(
                       f"{sweep.max_concurrent} at a time")  # fmt: skip
         if watch:
             last = -1
-            while not (sweep.done and sweep.progress.finished >= sweep.progress.total):
-                if not as_json and sweep.progress.finished != last:
-                    last = sweep.progress.finished
-                    out.print(f"{last}/{sweep.progress.total} runs ended")
-                time.sleep(1.0)
-                sweep = bp.get_sweep(sweep.id)
+            with _goes_on("the sweep", f"backprop sweep show {sweep.id}"):
+                while not (sweep.done and sweep.progress.finished >= sweep.progress.total):
+                    if not as_json and sweep.progress.finished != last:
+                        last = sweep.progress.finished
+                        out.print(f"{last}/{sweep.progress.total} runs ended")
+                    time.sleep(1.0)
+                    sweep = bp.get_sweep(sweep.id)
             code = EXIT_OK if sweep.status == "succeeded" else EXIT_RUN_FAILED
             if not as_json:
                 _print_sweep(sweep, top=10)

@@ -91,11 +91,22 @@ def list_(
 
 
 @keys_app.command("revoke")
-def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
+def revoke(
+    key_id: Annotated[
+        str,
+        typer.Argument(help="The key's id (from `keys list`), or a unique prefix of it (6+)."),
+    ],
+) -> None:
     """Revoke a key; requests with it get 401 from then on."""
+    from core.ids import AmbiguousId
     from core.keys import revoke_key
 
-    if not revoke_key(key_id):
+    try:
+        revoked = revoke_key(key_id)
+    except AmbiguousId as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+    if revoked is None:
         typer.echo(f"no key with id {key_id}", err=True)
         raise typer.Exit(code=1)
-    typer.echo(f"revoked {key_id}")
+    typer.echo(f"revoked {revoked}")

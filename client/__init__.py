@@ -1,6 +1,6 @@
 """Python client of the Backprop Service: ``BackpropClient`` and its typed results.
 
-Depends on ``httpx`` and ``pydantic`` only::
+Depends on ``httpx``, ``httpx-sse`` and ``pydantic`` only::
 
     from client import BackpropClient
 

@@ -1,8 +1,8 @@
 """``BackpropClient``: a small synchronous HTTP client of the Backprop Service (API.md).
 
-It needs only ``httpx`` and ``pydantic``; it does not import the service's own packages or
-NumPy, so another service can depend on it alone. Array-likes (NumPy arrays, pandas frames)
-are accepted wherever rows are expected, through their ``tolist()`` method.
+It needs only ``httpx``, ``httpx-sse`` and ``pydantic``; it does not import the service's
+own packages or NumPy, so another service can depend on it alone. Array-likes (NumPy arrays,
+pandas frames) are accepted wherever rows are expected, through their ``tolist()`` method.
 
 Every method raises :class:`~client.errors.BackpropError` with the server's ``detail`` when
 the server answers 4xx/5xx, and :class:`~client.errors.BackpropConnectionError` when it
@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 from client.errors import BackpropConnectionError, BackpropError
 from client.models import (
@@ -33,7 +34,6 @@ from client.models import (
     Run,
     Sweep,
 )
-from client.sse import iter_sse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API = "/api/v1"
@@ -404,28 +404,33 @@ class EventStream(Iterator[Event]):
         path = f"{API}/runs/{self.run_id}/events"
         failures = 0
         while True:
-            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-            if self.last_event_id:
-                headers["Last-Event-ID"] = self.last_event_id
+            headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
             why = "the server closed the stream before the run ended"
             try:
-                with self._client._http.stream(
-                    "GET", path, headers=headers, timeout=self._timeout
-                ) as resp:
-                    self.response = resp
+                # httpx-sse parses the stream; an event cut off before its blank line is
+                # never dispatched, so a dropped connection loses only what is sent again.
+                with connect_sse(
+                    self._client._http, "GET", path, headers=headers, timeout=self._timeout
+                ) as source:
+                    self.response = resp = source.response
                     if resp.status_code >= 400:
                         resp.read()
                         raise _error_from(resp)
-                    for raw in iter_sse(resp.iter_lines()):
-                        if raw.retry_ms is not None:
-                            self._delay = raw.retry_ms / 1000
+                    for sse in source.iter_sse():
+                        if sse.retry is not None:
+                            self._delay = sse.retry / 1000
+                        if not sse.data:  # a retry hint alone carries no event
+                            continue
                         failures = 0
-                        event = Event(event=raw.event, id=raw.id, data=json.loads(raw.data))
-                        if raw.id is not None:
-                            self.last_event_id = raw.id
+                        event = Event(event=sse.event, id=sse.id or None, data=json.loads(sse.data))
+                        if event.id is not None:
+                            self.last_event_id = event.id
                         yield event
                         if event.terminal:
                             return
+            except SSEError as exc:  # an answer that is no event stream
+                status = self.response.status_code if self.response is not None else None
+                raise BackpropError(status, f"{path}: {exc}") from None
             except (httpx.TransportError, httpx.StreamError) as exc:
                 why = f"{type(exc).__name__}: {exc}"
             finally:

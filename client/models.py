@@ -1,7 +1,8 @@
 """Typed results of the Backprop Service client: datasets, runs, sweeps, metrics and events.
 
-These mirror the records of the public contract (API.md §4–§5). Unknown extra fields that a
-newer server sends are kept (``extra="allow"``), so an older client keeps working.
+These mirror the records of the public contract (API.md §4–§5), field for field (a test
+compares them with the service's OpenAPI schema). Unknown extra fields that a newer server
+sends are kept (``extra="allow"``), so an older client keeps working.
 """
 
 from __future__ import annotations
@@ -62,12 +63,18 @@ class Run(_Record):
     progress: Progress
     metrics: dict[str, float | None]
     error: str | None = None
+    callback_url: str | None = None
+    webhook_status: str | None = None
+    attempts: int = 0
+    worker: str | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
     queue: str | None = None
     priority: int = 0
     sweep_id: str | None = None
+    trial: int | None = None
+    fold: int | None = None
     sweep_params: dict[str, Any] | None = None
     stop_reason: str | None = None
     transitions: list[Transition] = []  # the run's timeline, oldest first
@@ -104,6 +111,9 @@ class Sweep(_Record):
     progress: SweepProgress
     leaderboard: list[dict[str, Any]]
     best: dict[str, Any] | None = None
+    search: dict[str, Any] | None = None
+    pruning: dict[str, Any] | None = None
+    cross_validation: dict[str, Any] | None = None
     created_at: datetime
     finished_at: datetime | None = None
 

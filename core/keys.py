@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from core.db.models import ApiKey, utcnow
 from core.db.session import session_scope
+from core.ids import resolve_prefix
 
 KEY_PREFIX = "bp_"
 
@@ -65,15 +66,20 @@ def list_keys(url: str | None = None) -> list[KeyInfo]:
         return [KeyInfo(r.id, r.owner, r.prefix, r.created_at, r.revoked_at) for r in rows]
 
 
-def revoke_key(key_id: str, url: str | None = None) -> bool:
-    """Revoke by id; False when no such key (revoking twice is fine)."""
+def revoke_key(key_id: str, url: str | None = None) -> str | None:
+    """Revoke by id, or by a unique prefix of it (6 characters or more); the id revoked, or
+    None when no such key (revoking twice is fine).
+
+    Raises:
+        AmbiguousId: the prefix begins several keys' ids.
+    """
     with session_scope(url) as s:
-        row = s.get(ApiKey, key_id)
+        row = s.get(ApiKey, resolve_prefix(s, ApiKey.__table__, key_id, kind="key"))
         if row is None:
-            return False
+            return None
         if row.revoked_at is None:
             row.revoked_at = utcnow()
-        return True
+        return row.id
 
 
 def resolve_key(key: str, url: str | None = None) -> Principal | None:

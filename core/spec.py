@@ -6,23 +6,33 @@ every cross-field rule raises a message that starts with the path of the offendi
 Numbers and flags are strict, nothing is coerced: an integer field takes only integers (not
 ``"10"``, ``true`` or ``10.5``), a number field takes integers or floats (not ``"0.1"`` or
 ``true``), and a flag only ``true``/``false``.
+A near-miss name (an activation, loss, init, optimizer or field name one typo away from a
+real one) gets "; did you mean 'tanh'?" in its error message and ``did_you_mean`` in its
+``ctx`` (:class:`Hinted`), so the API's 422, a sweep's trial error and the Python API all say
+it. ``"optimizer": "adam"`` is shorthand for ``{"name": "adam"}``.
 The models hold plain Python data only; turning them into arrays is the engine's job.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+import difflib
+import re
+from collections.abc import Collection, Iterable, Sequence
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictBool,
     StrictFloat,
     StrictInt,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 ActivationName = Literal[
     "identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "softmax"
@@ -35,26 +45,106 @@ ACTIVATIONS: tuple[str, ...] = get_args(ActivationName)
 INITS: tuple[str, ...] = get_args(InitName)
 LOSSES: tuple[str, ...] = get_args(LossName)
 
+# A quoted choice in pydantic's ``ctx`` ("'sgd', 'adam' or 'rmsprop'").
+_QUOTED = re.compile(r"'([^']*)'")
 
-class _Strict(BaseModel):
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` most likely meant (case aside, or ``difflib`` similarity >= 0.6);
+    None when none is close or ``word`` is one of them."""
+    options = list(choices)
+    if word in options:
+        return None
+    by_lower = {option.lower(): option for option in options}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[close[0]] if close else None
+
+
+def _suggestion(error: ErrorDetails, fields: Collection[str] | None) -> str | None:
+    """The name a near miss meant: a value among the choices of a ``literal_error`` or
+    ``enum``, an optimizer ``name`` (``union_tag_invalid``), or, given the model's
+    ``fields``, an unknown field one level down (``extra_forbidden``)."""
+    ctx = error.get("ctx") or {}
+    if "did_you_mean" in ctx:
+        return None
+    kind, value, loc = error["type"], error.get("input"), error["loc"]
+    if kind in ("literal_error", "enum") and isinstance(value, str):
+        return did_you_mean(value, _QUOTED.findall(str(ctx.get("expected", ""))))
+    if kind == "union_tag_invalid" and isinstance(ctx.get("tag"), str):
+        return did_you_mean(ctx["tag"], _QUOTED.findall(str(ctx.get("expected_tags", ""))))
+    if kind == "extra_forbidden" and fields is not None and len(loc) == 1:
+        return did_you_mean(str(loc[0]), fields)
+    return None
+
+
+def with_hints(
+    errors: Sequence[ErrorDetails], fields: Collection[str] | None = None
+) -> list[ErrorDetails] | None:
+    """``errors`` with "; did you mean 'x'?" added to the message and ``did_you_mean`` to
+    the ``ctx`` of each near-miss name (see :func:`_suggestion`); None when none has one."""
+    result: list[ErrorDetails] = []
+    hinted = False
+    for error in errors:
+        suggestion = _suggestion(error, fields)
+        if suggestion is not None:
+            hinted = True
+            error = {
+                **error,
+                "msg": f"{error['msg']}; did you mean '{suggestion}'?",
+                "ctx": {**(error.get("ctx") or {}), "did_you_mean": suggestion},
+            }
+        result.append(error)
+    return result if hinted else None
+
+
+class Hinted(BaseModel):
+    """A model whose validation errors suggest the name a near miss meant (see
+    :func:`with_hints`): a misspelt field of this model, and misspelt choices below it."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _suggest_names(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            given = set(data) if isinstance(data, dict) else set()
+            fields = [name for name in cls.model_fields if name not in given]
+            hinted = with_hints(exc.errors(), fields)
+            if hinted is None:
+                raise
+            # Rebuilt as custom errors: each keeps its type, message and ctx.
+            details = [
+                InitErrorDetails(
+                    type=PydanticCustomError(e["type"], e["msg"], e.get("ctx")),
+                    loc=e["loc"],
+                    input=e.get("input"),
+                )
+                for e in hinted
+            ]
+            raise ValidationError.from_exception_data(exc.title, details) from None
+
+
+class StrictModel(Hinted):
+    """Unknown fields are errors (with a hint when near a real one); no NaN or infinity."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class LayerSpec(_Strict):
+class LayerSpec(StrictModel):
     """One dense layer: ``a_out = activation(a_in @ W + b)``."""
 
     units: StrictInt = Field(ge=1)
     activation: ActivationName
 
 
-class LayerWeights(_Strict):
+class LayerWeights(StrictModel):
     """Given weights of one layer; ``W`` is ``(inputs, units)``, ``b`` is ``(units,)``."""
 
     W: list[list[StrictFloat]]
     b: list[StrictFloat] | None = None
 
 
-class NetworkSpec(_Strict):
+class NetworkSpec(StrictModel):
     """A feed-forward network of dense layers (API.md §2)."""
 
     input_dim: StrictInt = Field(ge=1)
@@ -112,7 +202,7 @@ class NetworkSpec(_Strict):
         return self.layers[-1].units
 
 
-class SGDConfig(_Strict):
+class SGDConfig(StrictModel):
     """Stochastic gradient descent, PyTorch conventions (``v = momentum*v + g``)."""
 
     name: Literal["sgd"] = "sgd"
@@ -128,7 +218,7 @@ class SGDConfig(_Strict):
         return self
 
 
-class AdamConfig(_Strict):
+class AdamConfig(StrictModel):
     """Adam with bias correction; ``weight_decay`` is L2 added to the gradient (as in PyTorch)."""
 
     name: Literal["adam"]
@@ -139,7 +229,7 @@ class AdamConfig(_Strict):
     weight_decay: StrictFloat = Field(0.0, ge=0)
 
 
-class RMSPropConfig(_Strict):
+class RMSPropConfig(StrictModel):
     """RMSProp, PyTorch conventions (``eps`` added outside the square root)."""
 
     name: Literal["rmsprop"]
@@ -151,10 +241,16 @@ class RMSPropConfig(_Strict):
 
 
 DEFAULT_OPTIMIZER = "sgd"
+OptimizerName = Literal["sgd", "adam", "rmsprop"]
 OptimizerConfig = Annotated[SGDConfig | AdamConfig | RMSPropConfig, Field(discriminator="name")]
 
 
-class EarlyStopping(_Strict):
+def optimizer_shorthand(value: Any) -> Any:
+    """``"adam"`` is short for ``{"name": "adam"}``; anything else is returned as it is."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class EarlyStopping(StrictModel):
     """Stop when the monitored loss has not improved by ``min_delta`` for ``patience`` epochs."""
 
     patience: StrictInt = Field(10, ge=1)
@@ -162,7 +258,7 @@ class EarlyStopping(_Strict):
     restore_best: StrictBool = True
 
 
-class ValidationFold(_Strict):
+class ValidationFold(StrictModel):
     """Hold out fold ``index`` of ``k`` (of a seeded permutation) for k-fold cross-validation."""
 
     k: StrictInt = Field(ge=2)
@@ -175,7 +271,7 @@ class ValidationFold(_Strict):
         return self
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """How to train (API.md §3)."""
 
     loss: LossName = "mse"
@@ -203,14 +299,18 @@ class TrainingConfig(_Strict):
             )
         return self
 
-    @field_validator("optimizer", mode="before")
+    @field_validator(
+        "optimizer", mode="before", json_schema_input_type=OptimizerConfig | OptimizerName
+    )
     @classmethod
     def _optimizer_name(cls, value: Any) -> Any:
-        """Names are case-insensitive, and an optimizer without one is the default (sgd).
+        """A name alone is the optimizer with its defaults (``"adam"``); names are
+        case-insensitive, and an optimizer without one is the default (sgd).
 
         So ``{"learning_rate": 0.1}`` tunes the default optimizer, as a sweep over
         ``training.optimizer.learning_rate`` does when its base sets no optimizer.
         """
+        value = optimizer_shorthand(value)
         if isinstance(value, dict):
             name = value.get("name", DEFAULT_OPTIMIZER)
             if isinstance(name, str):

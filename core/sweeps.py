@@ -41,6 +41,8 @@ from pydantic import (
     model_validator,
 )
 
+from core.spec import StrictModel, optimizer_shorthand
+
 MetricName = Literal["val_loss", "val_accuracy", "loss"]
 MAXIMIZED = frozenset({"val_accuracy"})
 PATH_PATTERN = re.compile(r"^(network|training)(\.[A-Za-z0-9_]+)+$")
@@ -54,6 +56,10 @@ def mode_of(metric: str) -> Literal["min", "max"]:
 
 
 class _Strict(BaseModel):
+    """The distributions' base: not :class:`core.spec.StrictModel`, whose validator would
+    rename them in the union labels of error locations; a misspelt ``distribution`` still
+    gets its hint from :class:`SearchSpace`."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -123,7 +129,7 @@ Distribution = Annotated[
 ]
 
 
-class SearchSpace(_Strict):
+class SearchSpace(StrictModel):
     """``{"type": "grid" | "random", "parameters": {path: values | distribution}, ...}``."""
 
     type: Literal["grid", "random"]
@@ -160,7 +166,7 @@ class SearchSpace(_Strict):
         return self
 
 
-class Pruning(_Strict):
+class Pruning(StrictModel):
     """Successive halving on epochs: rungs at ``min_epochs · eta^k``."""
 
     type: Literal["asha"] = "asha"
@@ -168,7 +174,7 @@ class Pruning(_Strict):
     eta: StrictInt = Field(default=3, ge=2, description="Keep the best 1/eta at each rung.")
 
 
-class CrossValidation(_Strict):
+class CrossValidation(StrictModel):
     """k-fold cross-validation: each configuration trains ``k`` runs, one per held-out fold."""
 
     k: StrictInt = Field(ge=2, le=20)
@@ -222,7 +228,8 @@ def expand(space: SearchSpace, *, default_trials: int = 10) -> list[dict[str, An
 def set_path(request: dict[str, Any], path: str, value: Any) -> None:
     """Set ``path`` (dotted; integer segments index lists) in ``request`` in place.
 
-    Missing keys of objects are created; list indexes must exist.
+    Missing keys of objects are created; list indexes must exist. An optimizer given by its
+    name alone (``"adam"``) is its object (``{"name": "adam"}``) when a path goes below it.
     """
     parts = path.split(".")
     node: Any = request
@@ -235,6 +242,8 @@ def set_path(request: dict[str, Any], path: str, value: Any) -> None:
                 return
             if node.get(part) is None:
                 node[part] = {}
+            elif where == "training.optimizer":
+                node[part] = optimizer_shorthand(node[part])
             node = node[part]
         elif isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 from sklearn.datasets import load_digits
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from cli.processes import free_port
+from core.db.models import Run
 from tests.client.conftest import EXAMPLES, SEED_NETWORK, SEED_TRAINING, running_stack
 from tests.e2e.stack import Stack
 
@@ -27,17 +32,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield from running_stack(tmp_path_factory)
 
 
-def backprop(
-    stack: Stack | None, *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``backprop ARGS`` with ``BACKPROP_URL`` pointing at ``stack``."""
+def cli_env(stack: Stack | None, columns: int = 200) -> dict[str, str]:
+    """The environment of ``backprop``: ``BACKPROP_URL`` pointing at ``stack``, a terminal
+    ``columns`` wide."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKPROP_")}
     if stack is not None:
         env["BACKPROP_URL"] = stack.base_url
-    env["COLUMNS"] = "200"
+    env["COLUMNS"] = str(columns)
+    return env
+
+
+def backprop(
+    stack: Stack | None, *args: str, timeout: float = 60, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
+    """Run ``backprop ARGS`` with ``BACKPROP_URL`` pointing at ``stack``."""
     return subprocess.run(
-        [BACKPROP, *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+        [BACKPROP, *args], env=cli_env(stack, columns), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
 
 
 def as_json(done: subprocess.CompletedProcess[str]) -> Any:
@@ -86,7 +98,7 @@ def test_json_submit_then_watch_runs_show_weights_and_predict(stack: Stack, tmp_
     listed = as_json(backprop(stack, "runs", "--status", "succeeded", "--json"))
     assert run_id in [r["id"] for r in listed] and {r["status"] for r in listed} == {"succeeded"}
     human = backprop(stack, "runs")
-    assert human.returncode == 0 and run_id in human.stdout
+    assert human.returncode == 0 and run_id[:8] in human.stdout  # ids shown short
 
     shown = as_json(backprop(stack, "show", run_id, "--json"))
     assert [m["epoch"] for m in shown["history"]] == list(range(1, 101))
@@ -356,3 +368,133 @@ def test_unreachable_server_exits_4() -> None:
         done = backprop(None, *args, "--url", url)
         assert done.returncode == 4, (args, done.stdout, done.stderr)
         assert "cannot reach" in done.stderr and done.stdout == ""
+
+
+# -- a friendlier CLI (issue 13) --------------------------------------------------------------
+
+
+def test_invalid_values_print_as_field_paths_with_what_a_near_miss_meant(
+    stack: Stack, tmp_path: Path
+) -> None:
+    net = tmp_path / "net.json"
+    net.write_text(json.dumps({**SEED_NETWORK, "layers": [
+        {"units": 2, "activation": "tahn"}, {"units": 2, "activation": "sigmoid"}]}))  # fmt: skip
+    training = tmp_path / "training.json"
+    training.write_text(json.dumps({"loss": "mse", "optimizer": "adamm", "epoch": 3}))
+    data = str(EXAMPLES / "seed" / "data.json")
+    done = backprop(stack, "submit", "--network", str(net), "--training", str(training),
+                    "--data", data)  # fmt: skip
+    assert done.returncode == 3 and done.stdout == "", done
+    lines = done.stderr.splitlines()
+    assert lines[0] == "error: the server refused the request (422):"
+    assert sorted(lines[1:]) == [
+        "  network.layers[0].activation: Input should be 'identity', 'sigmoid', 'tanh', 'relu', "
+        "'leaky_relu', 'elu', 'softplus' or 'softmax'; did you mean 'tanh'?",
+        "  training.epoch: Extra inputs are not permitted; did you mean 'epochs'?",
+        "  training.optimizer: Input tag 'adamm' found using 'name' does not match any of the "
+        "expected tags: 'sgd', 'adam', 'rmsprop'; did you mean 'adam'?",
+    ], lines
+    query = backprop(stack, "runs", "--status", "runing")
+    assert query.returncode == 3
+    assert query.stderr.splitlines()[1].startswith("  status (query parameter): Input should be")
+    assert query.stderr.rstrip().endswith("did you mean 'running'?")
+
+
+def test_an_optimizer_given_by_name_alone(stack: Stack, tmp_path: Path) -> None:
+    training = tmp_path / "training.json"
+    training.write_text(json.dumps({**SEED_TRAINING, "optimizer": "adam", "epochs": 3}))
+    net = tmp_path / "net.json"
+    net.write_text(json.dumps(SEED_NETWORK))
+    data = str(EXAMPLES / "seed" / "data.json")
+    run = as_json(backprop(stack, "submit", "--network", str(net), "--training", str(training),
+                           "--data", data, "--watch", "--json"))  # fmt: skip
+    assert run["status"] == "succeeded" and run["progress"]["epoch"] == 3
+    # Stored as the whole optimizer: Adam's defaults (torch.optim.Adam's: lr 1e-3, betas
+    # (0.9, 0.999), eps 1e-8).
+    adam = {"name": "adam", "learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+            "weight_decay": 0.0}  # fmt: skip
+    assert run["training"]["optimizer"] == adam
+
+
+def _insert_runs(stack: Stack, ids: list[str], name: str) -> None:
+    """Finished runs with chosen ids, straight into the stack's database (ids that begin
+    alike are rare among UUIDs, so they are made)."""
+    engine = create_engine(stack.env["BACKPROP_DATABASE_URL"])
+    with Session(engine) as db:
+        db.add_all(
+            Run(id=i, owner="default", name=name, dataset_id="d", network=SEED_NETWORK,
+                training=SEED_TRAINING, status="failed", epochs=1, metrics={"loss": None})
+            for i in ids
+        )  # fmt: skip
+        db.commit()
+    engine.dispose()
+
+
+def test_the_runs_table_fits_80_columns_and_its_short_ids_work(
+    stack: Stack, tmp_path: Path
+) -> None:
+    long_name = "a rather long run name that will not fit in eighty columns " * 2
+    net = tmp_path / "net.json"
+    net.write_text(json.dumps(SEED_NETWORK))
+    training = tmp_path / "training.json"
+    training.write_text(json.dumps({**SEED_TRAINING, "epochs": 123_456}))
+    big = as_json(backprop(stack, "submit", "--network", str(net), "--training", str(training),
+                           "--data", str(EXAMPLES / "seed" / "data.json"), "--name", long_name,
+                           "--json"))  # fmt: skip
+    as_json(backprop(stack, "cancel", big["id"][:6], "--json"))  # a 6-character prefix
+    twins = ["abcdef01-1111-4000-8000-000000000001", "abcdef02-2222-4000-8000-000000000002"]
+    _insert_runs(stack, twins, "twin")
+
+    table = backprop(stack, "runs", "--limit", "500", columns=80)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, lines
+    assert lines[0].split() == ["id", "status", "epoch", "loss", "created", "name"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert all(len(short) == 8 for short in rows), rows
+    assert {"abcdef01", "abcdef02", big["id"][:8]} <= set(rows)
+    mine = rows[big["id"][:8]]
+    assert "cancelled" in mine and "/123456" in mine and mine.endswith("…")  # name cut
+
+    shown = as_json(backprop(stack, "show", "abcdef02", "--json"))
+    assert shown["id"] == twins[1] and shown["name"] == "twin"
+    ambiguous = backprop(stack, "show", "abcdef")
+    assert ambiguous.returncode == 3 and ambiguous.stdout == ""
+    assert ambiguous.stderr.strip() == (
+        f"error: the server answered 409: run id prefix abcdef is ambiguous: it begins "
+        f"{twins[0]}, {twins[1]}; give more characters of the id"
+    )
+
+
+def test_ctrl_c_under_watch_says_the_run_continues_and_exits_130(
+    stack: Stack, tmp_path: Path
+) -> None:
+    net = tmp_path / "net.json"
+    net.write_text(json.dumps(SEED_NETWORK))
+    training = tmp_path / "training.json"
+    training.write_text(json.dumps({**SEED_TRAINING, "epochs": 500_000}))
+    args = ["submit", "--network", str(net), "--training", str(training), "--data",
+            str(EXAMPLES / "seed" / "data.json"), "--name", "ctrl-c", "--watch"]  # fmt: skip
+    watching = subprocess.Popen([BACKPROP, *args], env=cli_env(stack), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        run: dict[str, Any] | None = None
+        while run is None or run["progress"]["epoch"] < 5:  # watched, and training
+            assert time.monotonic() < deadline and watching.poll() is None, "no run to watch"
+            time.sleep(0.2)
+            listed = stack.client.get("/api/v1/runs", params={"limit": 20}).json()["items"]
+            run = next((r for r in listed if r["name"] == "ctrl-c"), None)
+        watching.send_signal(signal.SIGINT)
+        stdout, stderr = watching.communicate(timeout=30)
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+    assert watching.returncode == 130, (stdout, stderr)
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: the run continues — `backprop watch {run['id']}`"
+    )
+    assert "Traceback" not in stderr
+    time.sleep(1.0)
+    assert stack.client.get(f"/api/v1/runs/{run['id']}").json()["status"] == "running"
+    assert stack.client.post(f"/api/v1/runs/{run['id']}/cancel").status_code == 202

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from core.db.migrate import upgrade
 
@@ -53,3 +54,32 @@ def test_a_good_owner_gets_a_key_up_to_200_characters(sqlite_url: str) -> None:
         assert made["owner"] == owner and made["key"].startswith("bp_")
     listed = json.loads(keys("list", "--json", db_url=sqlite_url).stdout)
     assert sorted(k["owner"] for k in listed) == sorted(["alice", "ü" * 200, "team B / ops"])
+
+
+def test_revoke_takes_a_unique_id_prefix_and_names_the_candidates_of_an_ambiguous_one(
+    sqlite_url: str,
+) -> None:
+    upgrade(sqlite_url)
+    made = [json.loads(keys("create", "--owner", o, "--json", db_url=sqlite_url).stdout)
+            for o in ("alice", "bob")]  # fmt: skip
+    # Two ids that share a prefix "c0ffee", as UUIDs sometimes do.
+    ids = ["c0ffee00-0000-4000-8000-000000000001", "c0ffee99-0000-4000-8000-000000000002"]
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        for key, new_id in zip(made, ids, strict=True):
+            conn.execute(text("UPDATE api_keys SET id = :new WHERE id = :old"),
+                         {"new": new_id, "old": key["id"]})  # fmt: skip
+    engine.dispose()
+
+    ambiguous = keys("revoke", "c0ffee", db_url=sqlite_url)
+    assert ambiguous.returncode == 1 and ambiguous.stdout == "", ambiguous
+    assert ambiguous.stderr.strip() == (
+        f"key id prefix c0ffee is ambiguous: it begins {ids[0]}, {ids[1]}; "
+        "give more characters of the id"
+    )
+    assert keys("revoke", "c0ff", db_url=sqlite_url).returncode == 1  # too short: no such id
+    done = keys("revoke", "C0FFEE99", db_url=sqlite_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"revoked {ids[1]}"
+    listed = json.loads(keys("list", "--json", db_url=sqlite_url).stdout)
+    assert {k["id"]: k["revoked_at"] is not None for k in listed} == {ids[0]: False, ids[1]: True}

@@ -321,6 +321,15 @@ def test_submit_errors_carry_the_detail(bp: BackpropClient) -> None:
     with pytest.raises(BackpropError) as caught:
         bp.submit_run(ds.id, wide, SEED_TRAINING)
     assert caught.value.status_code == 422 and "input_dim" in caught.value.detail
+    # A 422 from request validation: one "field.path: message" per invalid value.
+    with pytest.raises(BackpropError) as caught:
+        bp.submit_run(ds.id, SEED_NETWORK, {**SEED_TRAINING, "loss": "mse2", "batch_size": 0})
+    assert caught.value.status_code == 422 and caught.value.problems == [
+        "training.loss: Input should be 'mse', 'mae', 'binary_crossentropy' or "
+        "'categorical_crossentropy'; did you mean 'mse'?",
+        "training.batch_size: Input should be greater than or equal to 1",
+    ]
+    assert str(caught.value) == "HTTP 422: " + "; ".join(caught.value.problems)
     with pytest.raises(BackpropError) as caught:
         bp.submit_run("no-such-dataset", SEED_NETWORK, SEED_TRAINING)
     assert caught.value.status_code == 422 and "no-such-dataset" in caught.value.detail
@@ -431,10 +440,89 @@ def test_events_of_a_cancelled_run_end_with_cancelled(bp: BackpropClient) -> Non
     assert len(bp.metrics(run.id)) == len(epochs)
 
 
-def test_sse_parser_drops_a_cut_off_event_and_joins_data_lines() -> None:
-    """The SSE parser drops an event cut before its blank line and joins data lines."""
-    from client.sse import iter_sse
+class _CutStream(BaseHTTPRequestHandler):
+    """An event stream that the first connection gets cut inside its second event; a
+    reconnection with ``Last-Event-ID: 1-r`` gets that event whole and the final status.
+    The other answers: 404 as JSON for ``/api/v1/runs/gone/events``, plain text else."""
 
-    text = ': ping\n\nid: 1-r\nevent: metric\ndata: {"epoch":\ndata:  1}\n\nid: 2-r\ndata: {"ep'
-    events = list(iter_sse(text.split("\n")))
-    assert [(e.event, e.id, e.data) for e in events] == [("metric", "1-r", '{"epoch":\n 1}')]
+    seen: list[str | None] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        self.seen.append(self.headers.get("Last-Event-ID"))
+        if self.path.endswith("/gone/events"):
+            self._answer(404, "application/json", b'{"detail": "run gone not found"}')
+        elif self.path.endswith("/plain/events"):
+            self._answer(200, "text/plain", b"not an event stream")
+        elif self.headers.get("Last-Event-ID") == "1-r":
+            self._answer(200, "text/event-stream", b'id: 2-r\nevent: metric\ndata: {"epoch": 2}'
+                         b'\n\nretry: 10\n\nid: 2-s\nevent: status\ndata: {"status": '
+                         b'"succeeded"}\n\n')  # fmt: skip
+        else:  # a keep-alive comment, an event whose data spans two lines, then a cut
+            self._answer(200, "text/event-stream", b': ping\n\nid: 1-r\nevent: metric\n'
+                         b'data: {"epoch":\ndata:  1}\n\n'
+                         b'id: 2-r\nevent: metric\ndata: {"ep')  # fmt: skip
+
+    def _answer(self, status: int, media: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", media)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)  # then the connection closes: the stream ends there
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_events_drop_a_cut_off_event_join_data_lines_and_resume_after_it() -> None:
+    """The event-stream parsing (httpx-sse) over a real connection: a comment is skipped,
+    ``data`` lines are joined with a newline, an event cut before its blank line is never
+    yielded, and the reconnection asks for what follows the last event yielded."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CutStream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with BackpropClient(f"http://127.0.0.1:{server.server_port}", timeout=5) as bp:
+            stream = bp.events("r1", retry_delay=0.01)
+            events = [(e.event, e.id, e.data) for e in stream]
+            assert events == [
+                ("metric", "1-r", {"epoch": 1}),
+                ("metric", "2-r", {"epoch": 2}),
+                ("status", "2-s", {"status": "succeeded"}),
+            ]
+            assert stream.reconnects == 1 and _CutStream.seen[-2:] == [None, "1-r"]
+            with pytest.raises(BackpropError) as caught:
+                list(bp.events("gone"))
+            assert (caught.value.status_code, caught.value.detail) == (404, "run gone not found")
+            with pytest.raises(BackpropError) as caught:
+                list(bp.events("plain"))
+            assert caught.value.status_code == 200 and "text/event-stream" in caught.value.detail
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+
+def test_a_sweep_over_an_optimizer_given_by_name_alone(bp: BackpropClient) -> None:
+    """``"optimizer": "adam"`` in a sweep's base, its learning rate searched: each trial
+    trains Adam with its own rate. A misspelt swept name fails its trial, with the hint."""
+    ds = bp.upload_dataset((SEED_X, SEED_Y), name="seed")
+    base = {"dataset_id": ds.id, "network": SEED_NETWORK,
+            "training": {**SEED_TRAINING, "optimizer": "adam", "epochs": 3}}  # fmt: skip
+    space = {"type": "grid", "parameters": {"training.optimizer.learning_rate": [0.1, 0.01]}}
+    sweep = bp.create_sweep({"base": base, "search": space, "metric": "loss"})
+    done = bp.wait_sweep(sweep.id[:8], timeout=60, poll=0.2)  # a prefix works too
+    assert done.id == sweep.id and done.status == "succeeded"
+    trained = {}
+    for entry in done.leaderboard:
+        optimizer = bp.get_run(entry["run_id"]).training["optimizer"]
+        trained[optimizer["learning_rate"]] = optimizer
+    assert set(trained) == {0.1, 0.01}
+    assert all(o["name"] == "adam" and o["beta2"] == 0.999 for o in trained.values())
+
+    misspelt = {"type": "grid", "parameters": {"training.optimizer": ["adam", "rmsprp"]}}
+    with pytest.raises(BackpropError) as caught:
+        bp.create_sweep({"base": base, "search": misspelt, "metric": "loss"})
+    assert caught.value.status_code == 422
+    assert "trial 1" in caught.value.detail and "rmsprp" in caught.value.detail
+    assert caught.value.detail.endswith("did you mean 'rmsprop'?")

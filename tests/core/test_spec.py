@@ -351,3 +351,89 @@ def test_an_optimizer_without_a_name_is_the_default_sgd():
     assert isinstance(
         TrainingConfig.model_validate({"optimizer": {"name": "ADAM"}}).optimizer, AdamConfig
     )
+
+
+# -- near-miss names and the optimizer shorthand ----------------------------------------------
+
+
+def test_an_optimizer_given_by_name_alone_is_that_optimizer_with_its_defaults():
+    """Adam's defaults as torch.optim.Adam has them: lr 1e-3, betas (0.9, 0.999), eps 1e-8."""
+    adam = TrainingConfig.model_validate({"optimizer": "adam"}).optimizer
+    assert isinstance(adam, AdamConfig)
+    assert (adam.learning_rate, adam.beta1, adam.beta2, adam.eps) == (1e-3, 0.9, 0.999, 1e-8)
+    assert TrainingConfig.model_validate({"optimizer": "adam"}) == TrainingConfig.model_validate(
+        {"optimizer": {"name": "adam"}}
+    )
+    assert isinstance(TrainingConfig.model_validate({"optimizer": "RMSProp"}).optimizer,
+                      RMSPropConfig)  # fmt: skip
+    assert isinstance(TrainingConfig.model_validate_json('{"optimizer": "sgd"}').optimizer,
+                      SGDConfig)  # fmt: skip
+    # The record stores the full object: the shorthand is an input form only.
+    dumped = TrainingConfig.model_validate({"optimizer": "adam"}).model_dump(mode="json")
+    assert dumped["optimizer"]["name"] == "adam" and dumped["optimizer"]["beta2"] == 0.999
+    # The engine's Python API takes it too.
+    net = Network.from_spec(SEED_SPEC)
+    history = net.fit([[0.05, 0.10]], [[0.01, 0.99]],
+                      {**SEED_TRAINING, "optimizer": "adam", "epochs": 2})  # fmt: skip
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "loc", "meant"),
+    [
+        (NetworkSpec, _spec(layers=[{"units": 2, "activation": "tahn"}] * 2),
+         ("layers", 0, "activation"), "tanh"),
+        (NetworkSpec, _spec(layers=[{"units": 2, "activation": "Sigmoid"}] * 2),
+         ("layers", 0, "activation"), "sigmoid"),
+        (NetworkSpec, _spec(init="he_norml"), ("init",), "he_normal"),
+        (NetworkSpec, {**_spec(), "inputdim": 2}, ("inputdim",), None),  # input_dim is given
+        (NetworkSpec, {"input_dim": 2, "layer": [{"units": 1, "activation": "relu"}]},
+         ("layer",), "layers"),
+        (TrainingConfig, {"loss": "categorical_crossentropi"}, ("loss",),
+         "categorical_crossentropy"),
+        (TrainingConfig, {"loss": "mean_squared_error"}, ("loss",), None),  # nothing close
+        (TrainingConfig, {"optimizer": {"name": "adamm"}}, ("optimizer",), "adam"),
+        (TrainingConfig, {"optimizer": "rmsprp"}, ("optimizer",), "rmsprop"),
+        (TrainingConfig, {"optimizer": "lbfgs"}, ("optimizer",), None),
+        (TrainingConfig, {"optimizer": {"name": "adam", "learning_rat": 0.1}},
+         ("optimizer", "adam", "learning_rat"), "learning_rate"),
+        (TrainingConfig, {"epoch": 3}, ("epoch",), "epochs"),
+        (TrainingConfig, {"dtype": "float46"}, ("dtype",), "float64"),
+        (TrainingConfig, {"early_stopping": {"patiense": 3}}, ("early_stopping", "patiense"),
+         "patience"),
+    ],
+)  # fmt: skip
+def test_a_near_miss_name_says_what_it_meant(model, data, loc, meant):
+    errors = {e["loc"]: e for e in _errors(model, data)}
+    assert loc in errors, list(errors)
+    error = errors[loc]
+    hint = f"; did you mean '{meant}'?"
+    if meant is None:
+        assert "did you mean" not in error["msg"] and "did_you_mean" not in error.get("ctx", {})
+    else:
+        assert error["msg"].endswith(hint) and error["ctx"]["did_you_mean"] == meant
+        # The rest of pydantic's error is kept: its type, and the choices in its message.
+        assert error["type"] in ("literal_error", "union_tag_invalid", "extra_forbidden")
+
+
+def test_hints_keep_every_other_error_as_it_was():
+    data = {"loss": "mse2", "epochs": 0, "optimizer": {"name": "sgd", "learning_rate": "0.1"}}
+    errors = _errors(TrainingConfig, data)
+    by_loc = {e["loc"]: e for e in errors}
+    assert set(by_loc) == {("loss",), ("epochs",), ("optimizer", "sgd", "learning_rate")}
+    assert by_loc[("loss",)]["ctx"]["did_you_mean"] == "mse"
+    assert by_loc[("epochs",)]["type"] == "greater_than_equal"
+    assert by_loc[("epochs",)]["msg"] == "Input should be greater than or equal to 1"
+    assert by_loc[("epochs",)]["ctx"] == {"ge": 1}
+    assert by_loc[("optimizer", "sgd", "learning_rate")]["type"] == "float_type"
+
+
+def test_did_you_mean_picks_the_closest_name_or_none():
+    from core.spec import ACTIVATIONS, did_you_mean
+
+    assert did_you_mean("tanh", ACTIVATIONS) is None  # already a name
+    assert did_you_mean("TANH", ACTIVATIONS) == "tanh"
+    assert did_you_mean("leakyrelu", ACTIVATIONS) == "leaky_relu"
+    assert did_you_mean("softmx", ACTIVATIONS) == "softmax"
+    assert did_you_mean("gelu", ACTIVATIONS) == "elu"
+    assert did_you_mean("swish", ACTIVATIONS) is None

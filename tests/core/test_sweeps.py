@@ -277,3 +277,46 @@ def test_a_grid_value_of_the_wrong_type_fails_the_trial_that_holds_it() -> None:
     with pytest.raises(ValidationError) as info:
         TrainingConfig.model_validate(second["training"])
     assert [e["loc"] for e in info.value.errors()] == [("epochs",)]
+
+
+def test_a_sweep_over_an_optimizer_given_by_name_alone() -> None:
+    """``"optimizer": "adam"`` in the base, or as a swept value, is ``{"name": "adam"}``: a
+    path below it (its learning rate) still works, in either order."""
+    base = {**BASE, "training": {"optimizer": "adam", "epochs": 5}}
+    space = SearchSpace.model_validate(
+        {"type": "grid", "parameters": {"training.optimizer.learning_rate": [0.5, 0.05]}}
+    )
+    configs = [TrainingConfig.model_validate(apply(base, p)["training"]) for p in expand(space)]
+    assert [(c.optimizer.name, c.optimizer.learning_rate) for c in configs] == [
+        ("adam", 0.5),
+        ("adam", 0.05),
+    ]
+    assert base["training"]["optimizer"] == "adam"  # the base itself is left as it was
+    space = SearchSpace.model_validate(
+        {"type": "grid", "parameters": {"training.optimizer": ["sgd", "rmsprop"],
+                                        "training.optimizer.learning_rate": [0.2]}}
+    )  # fmt: skip
+    configs = [TrainingConfig.model_validate(apply(BASE, p)["training"]) for p in expand(space)]
+    assert [(c.optimizer.name, c.optimizer.learning_rate) for c in configs] == [
+        ("sgd", 0.2),
+        ("rmsprop", 0.2),
+    ]
+    # A name alone as the swept value, with nothing below it.
+    request = apply(BASE, {"training.optimizer": "adam"})
+    assert TrainingConfig.model_validate(request["training"]).optimizer.name == "adam"
+
+
+def test_a_misspelt_search_space_name_says_what_it_meant() -> None:
+    with pytest.raises(ValidationError) as info:
+        SearchSpace.model_validate({"type": "gird", "n_trails": 3,
+                                    "parameters": {"training.epochs": [1]}})  # fmt: skip
+    messages = {e["loc"]: e["msg"] for e in info.value.errors()}
+    assert messages[("type",)].endswith("; did you mean 'grid'?")
+    assert messages[("n_trails",)].endswith("; did you mean 'n_trials'?")
+    with pytest.raises(ValidationError) as info:
+        SearchSpace.model_validate({"type": "random", "parameters": {
+            "training.optimizer.learning_rate": {"distribution": "loguniform", "low": 1e-4,
+                                                 "high": 0.1}}})  # fmt: skip
+    # Not a list either (the other form of a parameter); as a distribution, a near miss.
+    assert [e["msg"].endswith("; did you mean 'log_uniform'?") for e in info.value.errors()
+            ] == [False, True]  # fmt: skip
