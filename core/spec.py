@@ -175,6 +175,13 @@ class ValidationFold(_Strict):
         return self
 
 
+class WarmStart(_Strict):
+    """Start from the weights (and standardisation) of an earlier run of the same owner:
+    a succeeded one's model, or the weights a cancelled one had when it stopped."""
+
+    run_id: str = Field(min_length=1, max_length=100)
+
+
 class TrainingConfig(_Strict):
     """How to train (API.md §3)."""
 
@@ -190,6 +197,7 @@ class TrainingConfig(_Strict):
     early_stopping: EarlyStopping | None = None
     max_runtime_s: StrictFloat | None = Field(None, gt=0)
     validation_fold: ValidationFold | None = None
+    warm_start: WarmStart | None = None
 
     @model_validator(mode="after")
     def _one_validation_scheme(self) -> TrainingConfig:
