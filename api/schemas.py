@@ -168,7 +168,25 @@ class RunRecord(BaseModel):
     fold: int | None = Field(default=None, description="Cross-validation fold of the trial.")
     sweep_params: dict[str, Any] | None = None
     stop_reason: str | None = Field(
-        default=None, description="Why it stopped early: 'pruned', 'sweep_cancelled'."
+        default=None,
+        description="Why it stopped before its last epoch: 'early_stopped', 'pruned', "
+        "'sweep_cancelled'.",
+    )
+    best_epoch: int | None = Field(
+        default=None,
+        description="With early stopping's `restore_best`: the epoch whose weights the model "
+        "holds. `metrics` are then that epoch's.",
+    )
+    last_epoch_metrics: dict[str, float | None] | None = Field(
+        default=None,
+        description="The last epoch's metrics, when they are not those of the model "
+        "(`best_epoch` set).",
+    )
+    test_metrics: dict[str, Any] | None = Field(
+        default=None, description="Scores on the rows held out by `training.test_split`."
+    )
+    parent_run_id: str | None = Field(
+        default=None, description="The run whose weights it started from (`warm_start`)."
     )
     transitions: list[TransitionOut] = Field(
         default_factory=list,

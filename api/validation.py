@@ -15,11 +15,12 @@ from threading import Lock
 from typing import Any
 
 from fastapi import HTTPException
-from sqlalchemy import select
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
 
 from api.schemas import RunCreate
 from core.data import DatasetError, targets_from_npz_bytes
-from core.db.models import Dataset, RunStatus
+from core.db.models import Dataset, ModelArtifact, Run, RunStatus
 from core.db.session import get_unpooled_engine
 from core.engine import EngineError
 from core.engine.targets import CROSS_ENTROPY, label_classes
@@ -63,6 +64,7 @@ def new_run_values(
         "enqueued_at": None,  # sent by the dispatcher when a worker has room
         "queue": queue_of(body, dataset, settings),
         "priority": body.priority,
+        "parent_run_id": body.training.warm_start.run_id if body.training.warm_start else None,
     }
 
 
@@ -194,3 +196,53 @@ def validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> 
         )
     if problems:
         raise HTTPException(422, detail="; ".join(problems))
+
+
+def check_warm_start(db: Session | Connection, body: RunCreate, owner: str) -> None:
+    """422 unless ``training.warm_start`` (if any) names a run of ``owner`` with a stored
+    model (succeeded, or cancelled with the weights it had) whose layers have the shapes of
+    ``body.network`` and whose standardisation setting is the same."""
+    warm = body.training.warm_start
+    if warm is None:
+        return
+    where = "training.warm_start.run_id"
+    parent = db.execute(
+        select(
+            Run.owner, Run.network, Run.training, Run.status, ModelArtifact.run_id.label("model")
+        )  # fmt: skip
+        .outerjoin(ModelArtifact, ModelArtifact.run_id == Run.id)
+        .where(Run.id == warm.run_id)
+    ).first()
+    if parent is None or parent.owner != owner:
+        raise HTTPException(422, detail=f"{where}: no run with id {warm.run_id}")
+    if parent.model is None:
+        raise HTTPException(
+            422, detail=f"{where}: run {warm.run_id} is {parent.status} and has no stored "
+            "model to start from (a succeeded run has one, a cancelled one the weights it "
+            "had when it stopped)",
+        )  # fmt: skip
+    theirs = parent.network
+    ours = body.network
+    if theirs["input_dim"] != ours.input_dim:
+        raise HTTPException(
+            422, detail=f"{where}: network.input_dim is {ours.input_dim} but run "
+            f"{warm.run_id} takes {theirs['input_dim']} inputs",
+        )  # fmt: skip
+    if len(theirs["layers"]) != len(ours.layers):
+        raise HTTPException(
+            422, detail=f"{where}: the network has {len(ours.layers)} layers but run "
+            f"{warm.run_id} has {len(theirs['layers'])}",
+        )  # fmt: skip
+    for i, (their_layer, our_layer) in enumerate(zip(theirs["layers"], ours.layers, strict=True)):
+        if their_layer["units"] != our_layer.units:
+            raise HTTPException(
+                422, detail=f"{where}: network.layers[{i}] has {our_layer.units} units but "
+                f"layer {i} of run {warm.run_id} has {their_layer['units']}",
+            )  # fmt: skip
+    standardized = bool(parent.training.get("standardize"))
+    if standardized != body.training.standardize:
+        raise HTTPException(
+            422, detail=f"training.standardize: run {warm.run_id} was trained with "
+            f"standardize={str(standardized).lower()}; a warm start must use the same, as its "
+            "weights were learned on inputs scaled that way",
+        )  # fmt: skip

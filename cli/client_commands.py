@@ -179,8 +179,10 @@ def _summary(run: Run) -> Table:
     if run.name:
         table.add_row("name", escape(run.name))
     table.add_row("epochs", f"{run.progress.epoch}/{run.progress.epochs}")
-    if run.status == "succeeded" and run.progress.epoch < run.progress.epochs:
-        table.add_row("note", "stopped early (early_stopping)")
+    if run.transitions:  # why it has its status, in the run's own words
+        table.add_row("why", escape(run.transitions[-1].reason))
+    if run.best_epoch is not None:
+        table.add_row("best epoch", f"{run.best_epoch} (the model's weights and metrics)")
     for key, value in run.metrics.items():
         table.add_row(key, _fmt(value))
     if run.started_at and run.finished_at:
@@ -365,8 +367,12 @@ def show(
             if any(getattr(m, k) is not None for m in history)
         ]
         table = Table("epoch", *keys, "elapsed_s", title="last epochs", title_justify="left")
-        for m in history[-5:]:
-            table.add_row(str(m.epoch), *(_fmt(getattr(m, k)) for k in keys), _fmt(m.elapsed_s))
+        shown = history[-5:]
+        if run.best_epoch is not None and all(m.epoch != run.best_epoch for m in shown):
+            shown = [m for m in history if m.epoch == run.best_epoch] + shown
+        for m in shown:
+            epoch = f"{m.epoch} (best)" if m.epoch == run.best_epoch else str(m.epoch)
+            table.add_row(epoch, *(_fmt(getattr(m, k)) for k in keys), _fmt(m.elapsed_s))
         out.print(table)
 
 

@@ -77,6 +77,10 @@ class Run(_Record):
     fold: int | None = None
     sweep_params: dict[str, Any] | None = None
     stop_reason: str | None = None
+    best_epoch: int | None = None  # the model's epoch, when early stopping kept the best
+    last_epoch_metrics: dict[str, float | None] | None = None
+    test_metrics: dict[str, Any] | None = None
+    parent_run_id: str | None = None
     transitions: list[Transition] = []  # the run's timeline, oldest first
 
     @property

@@ -271,6 +271,13 @@ class ValidationFold(StrictModel):
         return self
 
 
+class WarmStart(StrictModel):
+    """Start from the weights (and standardisation) of an earlier run of the same owner:
+    a succeeded one's model, or the weights a cancelled one had when it stopped."""
+
+    run_id: str = Field(min_length=1, max_length=100)
+
+
 class TrainingConfig(StrictModel):
     """How to train (API.md §3)."""
 
@@ -289,6 +296,7 @@ class TrainingConfig(StrictModel):
     #: The explicit opt-in to fit a softmax output or one-hot classes with a regression loss
     #: (``mse``, ``mae``), which is refused otherwise: see ``check_compatible``.
     regression_on_classes: StrictBool = False
+    warm_start: WarmStart | None = None
 
     @model_validator(mode="after")
     def _one_validation_scheme(self) -> TrainingConfig:

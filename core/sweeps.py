@@ -48,6 +48,7 @@ MAXIMIZED = frozenset({"val_accuracy"})
 PATH_PATTERN = re.compile(r"^(network|training)(\.[A-Za-z0-9_]+)+$")
 STOP_PRUNED = "pruned"
 STOP_SWEEP_CANCELLED = "sweep_cancelled"
+STOP_EARLY = "early_stopped"  # early stopping ended a run (not only a sweep's trial)
 
 
 def mode_of(metric: str) -> Literal["min", "max"]:

@@ -32,9 +32,9 @@ from core.db.session import (
     retry_transient,
 )
 from core.dispatch import freed, request_dispatch
-from core.engine import EngineError, Network
+from core.engine import EngineError, Network, load_model
 from core.engine.training import validation_size
-from core.runs import lifecycle, timeline
+from core.runs import lifecycle
 from core.runs.lifecycle import Change
 from core.runs.sweeps import PruneCheck
 from core.settings import Settings, get_settings
@@ -250,6 +250,8 @@ class RunTrainer:
             self._train_samples = data.n_samples - validation_size(data.n_samples, config)
             net = Network.from_spec(spec, seed=config.seed)
             net.classes = classes
+            if config.warm_start is not None and resume is None:
+                self._warm_start(net, config.warm_start.run_id)
             if config.max_runtime_s is not None:
                 self._deadline = time.monotonic() + config.max_runtime_s
             history = net.fit(
@@ -284,21 +286,44 @@ class RunTrainer:
             and (last_epoch == self._stopped_at and self._stopped_at < config.epochs)
         )
         if not interrupted:
-            reason = timeline.trained(config.epochs, last_epoch=last_epoch or None)
-            return self._finish(self._ending(lifecycle.succeed, reason=reason),
-                                artifact=net.save())  # fmt: skip
+            es = config.early_stopping
+            restored = es is not None and es.restore_best
+            return self._finish(self._ending(
+                lifecycle.succeed, epochs=config.epochs, last_epoch=last_epoch,
+                best_epoch=net.weights_epoch if restored else None,
+            ), model=_Model(net.save(), net.weights_epoch or last_epoch))  # fmt: skip
         assert self._stopped_at is not None
         if self._cancel:
             reason = lifecycle.stop_reason_text(
                 self._stop_reason, after_epoch=self._stopped_at, note=self._stop_note
             )
-            return self._finish(self._ending(lifecycle.stop, reason=reason, error=self._stop_note))
+            # It keeps what it learned: the weights of the epoch it stopped at, as a
+            # partial model (downloadable, usable for predict and warm starts).
+            partial = _Model(net.save(), self._stopped_at, partial=True)
+            return self._finish(
+                self._ending(lifecycle.stop, reason=reason, error=self._stop_note), model=partial
+            )
         if self._runtime_exceeded:
             return self._finish(self._ending(
                 lifecycle.expire, max_runtime_s=config.max_runtime_s, epoch=self._stopped_at,
             ))  # fmt: skip
         self._hand_back()
         return None
+
+    def _warm_start(self, net: Network, parent_id: str) -> None:
+        """Start ``net`` from the stored model of run ``parent_id``: its weights and its
+        standardisation (the API checked the shapes when the run was submitted)."""
+        blob = self._single(
+            "loading the warm start of",
+            lambda conn: conn.scalar(
+                select(ModelArtifact.data).where(ModelArtifact.run_id == parent_id)
+            ),
+        )
+        if blob is None:
+            raise EngineError(f"warm start: run {parent_id} no longer has a stored model")
+        parent = load_model(blob)
+        net.weights = parent.weights
+        net.x_mean, net.x_std = parent.x_mean, parent.x_std
 
     # -- engine callbacks -----------------------------------------------------------
     def _on_epoch(self, item: dict[str, Any]) -> None:
@@ -413,7 +438,7 @@ class RunTrainer:
 
         return end
 
-    def _finish(self, end: _Ending, *, artifact: bytes | None = None) -> str:
+    def _finish(self, end: _Ending, *, model: _Model | None = None) -> str:
         # The next run is chosen and sent while we write our last statements.
         request_dispatch(freeing=self.run_id)
 
@@ -421,8 +446,8 @@ class RunTrainer:
             # One transaction: the model (a retrained run stores the same bytes: a second
             # copy is ignored), then the status, guarded by the lease, with its timeline
             # row and the checkpoint's removal.
-            if artifact is not None:
-                conn.execute(_insert_ignoring_duplicate(conn, self.run_id, artifact))
+            if model is not None:
+                conn.execute(_insert_ignoring_duplicate(conn, self.run_id, model))
             change = end(conn)
             if change is None:
                 raise LeaseLost(self.run_id)
@@ -462,13 +487,23 @@ class RunTrainer:
 _Ending = Callable[[Connection], Change | None]
 
 
-def _insert_ignoring_duplicate(conn: Connection, run_id: str, artifact: bytes) -> Executable:
+@dataclass
+class _Model:
+    """A model to store as a run ends: artifact bytes, the epoch of its weights, and
+    whether the run stopped before its end (a cancelled run's weights)."""
+
+    data: bytes
+    epoch: int
+    partial: bool = False
+
+
+def _insert_ignoring_duplicate(conn: Connection, run_id: str, model: _Model) -> Executable:
     """INSERT of the run's model that does nothing if it is stored already (PostgreSQL and
     SQLite both say ON CONFLICT DO NOTHING)."""
     dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return (
-        dialect_insert(ModelArtifact).values(run_id=run_id, data=artifact).on_conflict_do_nothing()
-    )
+    values = {"run_id": run_id, "data": model.data, "epoch": model.epoch,
+              "partial": model.partial}  # fmt: skip
+    return dialect_insert(ModelArtifact).values(**values).on_conflict_do_nothing()
 
 
 class _Heartbeat:

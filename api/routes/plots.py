@@ -67,8 +67,11 @@ def _finite(value: Any) -> float:
     return float(value) if value is not None and math.isfinite(value) else math.nan
 
 
-def render_curves(items: list[dict[str, Any]], fmt: str, title: str) -> tuple[bytes, int]:
-    """Learning curves of metric ``items`` (API.md §5) as ``fmt`` bytes; also the points drawn."""
+def render_curves(
+    items: list[dict[str, Any]], fmt: str, title: str, best_epoch: int | None = None
+) -> tuple[bytes, int]:
+    """Learning curves of metric ``items`` (API.md §5) as ``fmt`` bytes, with a marker at
+    ``best_epoch`` (the model's epoch) when given; also the points drawn."""
     picked = [items[i] for i in _sample(len(items))]
     epochs = [int(item["epoch"]) for item in picked]
     with _render_lock, matplotlib.rc_context(RC):
@@ -110,6 +113,11 @@ def render_curves(items: list[dict[str, Any]], fmt: str, title: str) -> tuple[by
                     )  # fmt: skip
                     line.set_gid(f"curve-{key}")
                     lines.append(line)
+        if best_epoch is not None and picked:
+            marker = ax.axvline(best_epoch, color="#555555", linestyle=":", linewidth=1.2,
+                                label=f"best epoch {best_epoch}")  # fmt: skip
+            marker.set_gid("best-epoch")
+            lines.append(marker)
         if lines:
             if len(epochs) == 1:
                 for line in lines:
@@ -125,7 +133,7 @@ def _plot(run_id: str, fmt: str, db: SessionDep, owner: str) -> Response:
     rows = db.scalars(select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.epoch))
     items = [row.as_item() for row in rows]
     title = f"{run.name or 'run ' + run.id} — {run.status}, epoch {run.epoch}/{run.epochs}"
-    data, points = render_curves(items, fmt, title)
+    data, points = render_curves(items, fmt, title, best_epoch=run.best_epoch)
     return Response(
         data,
         media_type=MEDIA_TYPES[fmt],

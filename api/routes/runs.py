@@ -34,7 +34,7 @@ from api.schemas import (
     TransitionOut,
     error_responses,
 )
-from api.validation import new_run_values, validate_against
+from api.validation import check_warm_start, new_run_values, validate_against
 from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
@@ -124,6 +124,7 @@ def _insert_run(
     if dataset is None or dataset.owner != owner:
         raise HTTPException(422, detail=f"dataset_id: no dataset with id {body.dataset_id}")
     validate_against(body, dataset, settings)
+    check_warm_start(db, body, owner)
     if body.callback_url is not None:
         try:
             check_target(body.callback_url, allow_private=settings.webhook_allow_private)

@@ -33,7 +33,7 @@ from api.schemas import (
     SweepRecord,
     error_responses,
 )
-from api.validation import new_run_values, validate_against
+from api.validation import check_warm_start, new_run_values, validate_against
 from core.db.locks import serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
@@ -311,6 +311,7 @@ def create_sweep(
             label = f"{name or 'sweep'} trial {index}" + (
                 f" fold {fold}" if fold is not None else ""
             )
+            check_warm_start(db, run_body, owner)
             values = new_run_values(run_body, dataset, principal, settings, name=label[:200])
             # Held: released by core/runs/sweeps.dispatch, max_concurrent at a time.
             rows.append({**values, "held": True, "sweep_id": sweep.id, "trial": index,

@@ -477,7 +477,7 @@
       drawTimer = setTimeout(() => {
         drawTimer = null;
         if (!s.alive) return;
-        drawChart(chart, ui.items);
+        drawChart(chart, ui.items, ui.run && ui.run.best_epoch);
         const last = ui.items[ui.items.length - 1];
         latest.replaceChildren(
           ...(last
@@ -640,7 +640,7 @@
     return ticks;
   }
 
-  function drawChart(el, items) {
+  function drawChart(el, items, bestEpoch) {
     const width = Math.max(320, Math.round(el.getBoundingClientRect().width) || 800);
     const height = 320;
     const m = { left: 64, right: 56, top: 12, bottom: 36 };
@@ -742,6 +742,12 @@
       }),
     );
     nodes.push(svg("rect", { x: m.left, y: m.top, width: w, height: hgt, class: "frame" }));
+    if (bestEpoch && bestEpoch >= x0 && bestEpoch <= x1) {
+      // The epoch whose weights the model holds (early stopping kept it).
+      const x = sx(bestEpoch);
+      nodes.push(svg("line", { id: "best-epoch-marker", x1: x, x2: x, y1: m.top, y2: m.top + hgt, class: "best-epoch", "data-epoch": bestEpoch }));
+      nodes.push(svg("text", { x: x + 4, y: m.top + 12, class: "tick", text: `best epoch ${bestEpoch}` }));
+    }
 
     for (const ser of present) {
       const yOf = ser.axis === "left" ? ty : ry;

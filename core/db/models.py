@@ -146,6 +146,14 @@ class Run(Base):
     fold: Mapped[int | None] = mapped_column(Integer, nullable=True)
     sweep_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     stop_reason: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    # The stored model's epoch when early stopping kept an earlier one than the last
+    # (``metrics`` are then that epoch's; the last epoch's are in last_epoch_metrics).
+    best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_epoch_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Scores on the rows held out by training.test_split, computed once at the end.
+    test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The run whose weights this one started from (training.warm_start).
+    parent_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     queue: Mapped[str | None] = mapped_column(String(100), nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -173,6 +181,36 @@ class RunTransition(Base):
     reason: Mapped[str] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class RegisteredModel(Base):
+    """A name other services call (``/api/v1/models/{name}``); its versions are runs."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (UniqueConstraint("owner", "name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    current_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ModelVersion(Base):
+    """Version ``version`` (1, 2, …) of a registered model: a succeeded run."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    # No foreign key to runs: a version's run cannot be deleted (the API refuses, 409).
+    run_id: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
 class SweepStatus(enum.StrEnum):
@@ -244,12 +282,16 @@ class Checkpoint(Base):
 
 
 class ModelArtifact(Base):
-    """The trained model of a succeeded run (engine ``.npz`` artifact bytes)."""
+    """The trained model of a run (engine ``.npz`` artifact bytes): a succeeded run's, or
+    the weights a cancelled run had when it stopped (``partial``)."""
 
     __tablename__ = "models"
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    # The epoch whose weights these are (NULL: stored before this was recorded).
+    epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 

@@ -74,6 +74,9 @@ class Network:
         #: Feature standardisation ``(n_in,)`` float64 arrays, set by fit when asked to.
         self.x_mean: np.ndarray | None = None
         self.x_std: np.ndarray | None = None
+        #: After fit: the epoch whose weights the network holds — the last one trained, or
+        #: the best one when early stopping restored it.
+        self.weights_epoch: int | None = None
 
     # -- construction -------------------------------------------------------------------
 

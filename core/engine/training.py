@@ -139,8 +139,16 @@ class _Trainer:
             self.train_idx = np.arange(n)
         self.n_val = n_val
 
+        # A network that has a standardisation already (an earlier fit, a loaded model, a
+        # warm start) keeps it: its weights were learned on inputs scaled that way.
         if cfg.standardize:
-            net.x_mean, net.x_std = _standardization(self.X, self.train_idx)
+            if net.x_mean is None or net.x_std is None:
+                net.x_mean, net.x_std = _standardization(self.X, self.train_idx)
+            if net.x_mean.shape != (self.X.shape[1],):
+                raise EngineError(
+                    f"the network's standardisation is for {net.x_mean.shape[0]} features, "
+                    f"the data has {self.X.shape[1]}"
+                )
             # The standardisation in the training dtype (both or neither are None).
             self.mean: np.ndarray | None = net.x_mean.astype(dtype)
             self.std: np.ndarray | None = net.x_std.astype(dtype)
@@ -239,8 +247,12 @@ class _Trainer:
         return es is not None and self.wait >= es.patience
 
     def _finish(self) -> None:
+        """Training is over: restore the best weights if asked, and say which epoch's
+        weights the network holds."""
+        self.net.weights_epoch = self.epoch
         if self.best_params is not None and 0 < self.best_epoch < self.epoch:
             np.copyto(self.net._params, self.best_params)
+            self.net.weights_epoch = self.best_epoch
 
     def checkpoint(self, elapsed: float) -> bytes:
         opt_state = self.optimizer.state_dict()
@@ -342,6 +354,7 @@ class _Trainer:
             if self._early_stop_due():
                 break
             if should_stop is not None and should_stop():
+                self.net.weights_epoch = epoch  # interrupted: the weights are this epoch's
                 return self.history
         self._finish()
         return self.history

@@ -48,12 +48,12 @@ from sqlalchemy import (
 )
 
 from core.broker import enqueue_webhook
-from core.db.models import Checkpoint, Dataset, Run, RunStatus, RunTransition, utcnow
+from core.db.models import Checkpoint, Dataset, MetricRow, Run, RunStatus, RunTransition, utcnow
 from core.dispatch import freed, request_dispatch
 from core.runs import timeline
 from core.runs.sweeps import after_run_end
 from core.streams import EVENT_STATUS, Publisher
-from core.sweeps import STOP_PRUNED, STOP_SWEEP_CANCELLED
+from core.sweeps import STOP_EARLY, STOP_PRUNED, STOP_SWEEP_CANCELLED
 from core.telemetry import run_ended_increments
 
 logger = logging.getLogger(__name__)
@@ -486,14 +486,16 @@ def _end(
     reason: str,
     error: str | None,
     drop_checkpoint: bool,
+    results: Mapping[str, Any] | None = None,
 ) -> Change | None:
-    """running → ``status``, guarded by ``worker``'s lease."""
+    """running → ``status``, guarded by ``worker``'s lease; ``results``: more columns of
+    the run's outcome (best epoch, metrics, stop reason)."""
     now = utcnow()
     row = conn.execute(
         update(Run)
         .where(Run.id == run_id, Run.lease_owner == worker)
         .values(status=status.value, error=error, finished_at=now, lease_owner=None,
-                lease_expires_at=None)
+                lease_expires_at=None, **(results or {}))
         .returning(Run.started_at, Run.attempts, Run.callback_url, Run.sweep_id)
     ).first()  # fmt: skip
     if row is None:
@@ -506,11 +508,38 @@ def _end(
                   error=error, duration_s=duration, frees_slot=True)  # fmt: skip
 
 
-def succeed(conn: Connection, run_id: str, *, worker: str, reason: str,
-            drop_checkpoint: bool = True) -> Change | None:  # fmt: skip
-    """running → succeeded: its model is stored (by the caller, before this)."""
+def succeed(
+    conn: Connection,
+    run_id: str,
+    *,
+    worker: str,
+    epochs: int,
+    last_epoch: int,
+    best_epoch: int | None = None,
+    drop_checkpoint: bool = True,
+) -> Change | None:
+    """running → succeeded: its model is stored (by the caller, before this).
+
+    ``last_epoch`` < ``epochs``: early stopping ended it (``stop_reason: early_stopped``).
+    ``best_epoch``: the epoch whose weights the model holds, when early stopping restored
+    the best ones; the run's ``metrics`` become that epoch's (those of the model it hands
+    out) and the last epoch's are kept as ``last_epoch_metrics``.
+    """
+    results: dict[str, Any] = {}
+    if last_epoch < epochs:
+        results["stop_reason"] = STOP_EARLY
+    if best_epoch is not None:
+        results["best_epoch"] = best_epoch
+        results["last_epoch_metrics"] = Run.metrics  # the column's value before the update
+        best = conn.execute(
+            select(MetricRow.loss, MetricRow.val_loss, MetricRow.accuracy, MetricRow.val_accuracy)
+            .where(MetricRow.run_id == run_id, MetricRow.epoch == best_epoch)
+        ).first()  # fmt: skip
+        if best is not None:
+            results["metrics"] = {k: v for k, v in best._asdict().items() if v is not None}
+    reason = timeline.trained(epochs, last_epoch=last_epoch, best_epoch=best_epoch)
     return _end(conn, run_id, RunStatus.succeeded, worker=worker, reason=reason, error=None,
-                drop_checkpoint=drop_checkpoint)  # fmt: skip
+                drop_checkpoint=drop_checkpoint, results=results)  # fmt: skip
 
 
 def fail(conn: Connection, run_id: str, *, worker: str, error: str,

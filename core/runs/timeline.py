@@ -68,12 +68,17 @@ def gave_up(attempts: int) -> str:
     )
 
 
-def trained(epochs: int, *, last_epoch: int | None = None, best_epoch: int | None = None) -> str:
-    """A run that ended well: all ``epochs``, or early stopping at ``last_epoch``."""
-    if last_epoch is None or last_epoch >= epochs:
-        return f"trained all {epochs} epochs"
-    best = f"; kept the weights of epoch {best_epoch}" if best_epoch is not None else ""
-    return f"early stopped at epoch {last_epoch} of {epochs}{best}"
+def trained(epochs: int, *, last_epoch: int, best_epoch: int | None = None) -> str:
+    """A run that ended well: all ``epochs``, or early stopping at ``last_epoch``; and the
+    epoch whose weights it kept when that is not the last."""
+    kept = (
+        f"; kept the weights of epoch {best_epoch}"
+        if best_epoch is not None and best_epoch != last_epoch
+        else ""
+    )
+    if last_epoch >= epochs:
+        return f"trained all {epochs} epochs{kept}"
+    return f"early stopped at epoch {last_epoch} of {epochs}{kept}"
 
 
 def runtime_exceeded(max_runtime_s: float, epoch: int) -> str:

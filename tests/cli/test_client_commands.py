@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -498,3 +499,22 @@ def test_ctrl_c_under_watch_says_the_run_continues_and_exits_130(
     time.sleep(1.0)
     assert stack.client.get(f"/api/v1/runs/{run['id']}").json()["status"] == "running"
     assert stack.client.post(f"/api/v1/runs/{run['id']}/cancel").status_code == 202
+
+
+def test_show_names_the_best_epoch_and_why_the_run_ended(stack: Stack) -> None:
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 1))  # noise: val_loss soon rises
+    ds = stack.upload_json(X.tolist(), y.tolist(), name="noise")
+    network = {"input_dim": 4, "layers": [{"units": 32, "activation": "relu"},
+                                          {"units": 1, "activation": "identity"}]}  # fmt: skip
+    training = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 200,
+                "batch_size": 8, "validation_split": 0.5, "seed": 0,
+                "early_stopping": {"patience": 3, "restore_best": True}}  # fmt: skip
+    run = stack.wait_done(stack.submit(ds["id"], network, training)["id"], timeout=60)
+    best, last = run["best_epoch"], run["progress"]["epoch"]
+    assert best is not None and best < last
+    shown = backprop(stack, "show", run["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(rf"best epoch\s*│\s*{best} \(the model's weights and metrics\)", shown.stdout)
+    assert f"early stopped at epoch {last} of 200; kept the weights of epoch {best}" in shown.stdout
+    assert f"{best} (best)" in shown.stdout  # its row in the epochs table, though not last

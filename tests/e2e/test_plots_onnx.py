@@ -71,7 +71,7 @@ def _curves(svg_bytes: bytes) -> dict[str, list[tuple[float, float]]]:
     curves: dict[str, list[tuple[float, float]]] = {}
     for group in root.iter(SVG + "g"):
         gid = group.get("id", "")
-        if not gid.startswith("curve-"):
+        if not gid.startswith("curve-") and gid != "best-epoch":
             continue
         paths = list(group.iter(SVG + "path"))
         assert len(paths) == 1, gid
@@ -103,6 +103,26 @@ def test_svg_plot_has_one_vertex_per_epoch_and_curve(stack: Stack, trained: dict
     assert curves["loss"][-1][1] > curves["loss"][0][1]
     text = resp.text
     assert "plots-and-onnx" in text and "succeeded" in text
+
+
+def test_the_plot_marks_the_epoch_early_stopping_kept(stack: Stack) -> None:
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 1))  # noise: val_loss soon rises
+    ds = stack.upload_json(X.tolist(), y.tolist(), name="noise")
+    network = {"input_dim": 4, "layers": [{"units": 32, "activation": "relu"},
+                                          {"units": 1, "activation": "identity"}]}  # fmt: skip
+    training = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 200,
+                "batch_size": 8, "validation_split": 0.5, "seed": 0,
+                "early_stopping": {"patience": 3, "restore_best": True}}  # fmt: skip
+    done = stack.wait_done(stack.submit(ds["id"], network, training)["id"], timeout=60)
+    assert done["status"] == "succeeded" and done["stop_reason"] == "early_stopped"
+    best = done["best_epoch"]
+    items = stack.client.get(f"/api/v1/runs/{done['id']}/metrics").json()["items"]
+    assert best is not None and best < len(items)
+    curves = _curves(stack.client.get(f"/api/v1/runs/{done['id']}/plot.svg").content)
+    # A vertical line at the best epoch's x, where the loss curve has that epoch's vertex.
+    (x0, _), (x1, _) = curves["best-epoch"]
+    assert x0 == x1 == curves["loss"][best - 1][0]
 
 
 def test_png_plot_decodes(stack: Stack, trained: dict) -> None:

@@ -307,9 +307,40 @@ def test_early_stopping_ends_the_run_early_and_succeeds(
     assert 3 < len(epochs) < 400 and epochs == list(range(1, len(epochs) + 1))
     for got, want in zip(_stored_weights(run_id), reference.weights, strict=True):
         np.testing.assert_array_equal(got["W"], want["W"])
+    run = _run(run_id)
+    assert run.stop_reason == "early_stopped"
+    if not restore_best:
+        assert run.best_epoch is None and run.last_epoch_metrics is None
+        assert _timeline(run_id)[-1] == (
+            "succeeded", f"early stopped at epoch {len(epochs)} of 400", 1, "host:1"
+        )  # fmt: skip
+        return
+    # The model is the best epoch's: bit for bit a run of that many epochs without early
+    # stopping, and the record's metrics are that epoch's, the last ones kept apart.
+    best = run.best_epoch
+    assert best is not None and best < len(epochs)
+    plain = _reference({"epochs": best, "validation_split": 0.25})
+    for got, want in zip(_stored_weights(run_id), plain.weights, strict=True):
+        np.testing.assert_array_equal(got["W"], want["W"])
+        np.testing.assert_array_equal(got["b"], want["b"])
+    with session_scope() as s:
+        stored = s.scalars(select(MetricRow).where(MetricRow.run_id == run_id))
+        rows = {row.epoch: row.as_item() for row in stored}
+
+    def metrics(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in item.items() if k not in ("epoch", "elapsed_s")}
+
+    assert run.metrics == metrics(rows[best])
+    assert run.last_epoch_metrics == metrics(rows[len(epochs)])
+    # The best epoch by the rule, derived here: the last that beat the best by min_delta.
+    lowest, derived = float("inf"), 0
+    for epoch in sorted(rows):
+        if rows[epoch]["val_loss"] < lowest - early["min_delta"]:
+            lowest, derived = rows[epoch]["val_loss"], epoch
+    assert best == derived
     assert _timeline(run_id)[-1] == (
         "succeeded",
-        f"early stopped at epoch {len(epochs)} of 400",
+        f"early stopped at epoch {len(epochs)} of 400; kept the weights of epoch {best}",
         1,
         "host:1",
     )

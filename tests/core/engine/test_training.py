@@ -310,6 +310,20 @@ def test_early_stopping_restores_the_best_weights():
     best = int(np.argmin(val)) + 1
     assert len(history) == best + 3 < 200
     assert _weights_equal(net.weights, snapshots[best])
+    assert net.weights_epoch == best  # and it says which epoch it kept
+
+
+def test_weights_epoch_is_the_last_epoch_without_a_restore():
+    X, y = _classification_data()
+    net = Network.from_spec(_clf_spec(), seed=0)
+    net.fit(X, y, {**CLF_TRAINING, "epochs": 7})
+    assert net.weights_epoch == 7
+    # Stopped from outside after epoch 3: the weights are epoch 3's.
+    net = Network.from_spec(_clf_spec(), seed=0)
+    seen: list[int] = []
+    net.fit(X, y, {**CLF_TRAINING, "epochs": 7}, callback=lambda i: seen.append(i["epoch"]),
+            should_stop=lambda: len(seen) == 3)  # fmt: skip
+    assert net.weights_epoch == 3
 
 
 def test_class_index_targets_equal_one_hot_targets():
@@ -406,3 +420,16 @@ def test_validation_size_is_the_number_of_rows_fit_holds_out(n: int, split: dict
     seen: list[dict] = []
     Network.from_spec(_clf_spec(), seed=0).fit(X, y, cfg, callback=seen.append)
     assert ("val_loss" in seen[0]) == (expected > 0)
+
+
+def test_a_second_fit_keeps_the_standardisation_the_weights_were_learned_with():
+    X, y = _classification_data()
+    net = Network.from_spec(_clf_spec(), seed=0)
+    net.fit(X, y, {**CLF_TRAINING, "epochs": 2})
+    mean, std = net.x_mean.copy(), net.x_std.copy()
+    np.testing.assert_allclose(
+        mean, X[np.sort(np.random.default_rng(5).permutation(len(X))[24:])].mean(axis=0)
+    )
+    net.fit(X * 10 + 3, y, {**CLF_TRAINING, "epochs": 2})  # other scales: not refitted
+    np.testing.assert_array_equal(net.x_mean, mean)
+    np.testing.assert_array_equal(net.x_std, std)
