@@ -275,6 +275,16 @@ class WeightsOut(BaseModel):
         description="The feature standardisation, null when the run trained without one."
     )
     layers: list[LayerWeights] = Field(description="The dense layers, input to output.")
+    epoch: int | None = Field(
+        default=None,
+        description="The epoch whose weights these are (the best one when early stopping "
+        "kept it); null for models stored before this was recorded.",
+    )
+    partial: bool = Field(
+        default=False,
+        description="True for a cancelled run: the weights it had when it stopped, before "
+        "its last epoch.",
+    )
 
 
 class PredictIn(BaseModel):
@@ -288,6 +298,12 @@ class PredictIn(BaseModel):
 class PredictOut(BaseModel):
     outputs: list[list[float]]
     labels: list[Any] | None = None
+    partial: bool | None = Field(
+        default=None, description="Present (true) when the model is a cancelled run's."
+    )
+    epoch: int | None = Field(
+        default=None, description="With `partial`: the epoch whose weights answered."
+    )
 
 
 class ValidationIssue(BaseModel):

@@ -163,6 +163,8 @@ class ModelWeights(_Record):
     classes: list[Any] | None = None  # label of each output column; None for regression
     preprocessing: Preprocessing | None = None
     layers: list[LayerWeights]
+    epoch: int | None = None  # the epoch whose weights these are
+    partial: bool = False  # a cancelled run's weights, from before its last epoch
 
 
 class Prediction(_Record):
@@ -170,6 +172,8 @@ class Prediction(_Record):
 
     outputs: list[list[float]]
     labels: list[Any] | None = None
+    partial: bool | None = None  # True when a cancelled run's weights answered
+    epoch: int | None = None  # with partial: their epoch
 
 
 class ClassMetrics(_Record):

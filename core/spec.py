@@ -288,6 +288,8 @@ class TrainingConfig(StrictModel):
     shuffle: StrictBool = True
     seed: StrictInt = Field(0, ge=0)
     validation_split: StrictFloat = Field(0.0, ge=0, lt=1)
+    #: Rows held out of training and validation, scored once at the end (``test_metrics``).
+    test_split: StrictFloat = Field(0.0, ge=0, lt=1)
     standardize: StrictBool = False
     dtype: DTypeName = "float32"
     early_stopping: EarlyStopping | None = None

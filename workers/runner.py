@@ -33,10 +33,12 @@ from core.db.session import (
 )
 from core.dispatch import freed, request_dispatch
 from core.engine import EngineError, Network, load_model
-from core.engine.training import validation_size
+from core.engine.targets import CROSS_ENTROPY
+from core.engine.training import held_out_rows, validation_rows, validation_size
 from core.runs import lifecycle
 from core.runs.lifecycle import Change
 from core.runs.sweeps import PruneCheck
+from core.scoring import score
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
 from core.streams import EVENT_METRIC, EventPublisher, Publisher
@@ -247,7 +249,8 @@ class RunTrainer:
             if dataset_blob is None:
                 raise EngineError("the run's dataset no longer exists")
             data = _parsed_dataset(self._dataset_id, dataset_blob)
-            self._train_samples = data.n_samples - validation_size(data.n_samples, config)
+            kept, _ = held_out_rows(data.n_samples, config)
+            self._train_samples = kept.size - validation_size(kept.size, config)
             net = Network.from_spec(spec, seed=config.seed)
             net.classes = classes
             if config.warm_start is not None and resume is None:
@@ -288,9 +291,11 @@ class RunTrainer:
         if not interrupted:
             es = config.early_stopping
             restored = es is not None and es.restore_best
+            test_metrics, more = _final_scores(net, data, config, classes)
             return self._finish(self._ending(
                 lifecycle.succeed, epochs=config.epochs, last_epoch=last_epoch,
                 best_epoch=net.weights_epoch if restored else None,
+                test_metrics=test_metrics, more_metrics=more,
             ), model=_Model(net.save(), net.weights_epoch or last_epoch))  # fmt: skip
         assert self._stopped_at is not None
         if self._cancel:
@@ -485,6 +490,29 @@ class RunTrainer:
 
 
 _Ending = Callable[[Connection], Change | None]
+
+
+def _final_scores(
+    net: Network, data: ParsedDataset, config: TrainingConfig, classes: list[Any] | None
+) -> tuple[dict[str, Any] | None, dict[str, float]]:
+    """The trained model's scores at the end: on the rows ``test_split`` held out (its
+    ``test_metrics``, or None without a test split), and, for a regression with validation
+    rows, ``val_mae`` and ``val_r2`` to add to its metrics. Rows come from the engine's own
+    split functions: never recomputed here."""
+    kept, held_out = held_out_rows(data.n_samples, config)
+    test_metrics = None
+    if held_out.size:
+        test_metrics, _ = score(net, data.X[held_out], data.y[held_out], config.loss, classes)
+    more: dict[str, float] = {}
+    if config.loss not in CROSS_ENTROPY:
+        _, val = validation_rows(kept.size, config)
+        if val.size:
+            rows = kept[val]
+            figures, _ = score(net, data.X[rows], data.y[rows], config.loss, classes)
+            more = {"val_mae": figures["mae"]}
+            if figures["r2"] is not None:
+                more["val_r2"] = figures["r2"]
+    return test_metrics, more
 
 
 @dataclass

@@ -30,13 +30,9 @@ from api.schemas import (
 from core.data import feature_names_from_npz_bytes, from_npz_bytes
 from core.db.models import Dataset, Run
 from core.engine import EngineError, Network
-from core.engine.targets import CROSS_ENTROPY, one_hot
-from core.evaluation import (
-    EvaluationError,
-    class_codes,
-    classification_metrics,
-    regression_metrics,
-)
+from core.engine.targets import CROSS_ENTROPY
+from core.evaluation import EvaluationError
+from core.scoring import score
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
@@ -115,17 +111,6 @@ def _finite(figures: dict[str, Any], outputs: np.ndarray, dataset_id: str) -> No
         )
 
 
-def _scored(
-    net: Network, X: np.ndarray, Y: np.ndarray, loss_name: str, dataset_id: str
-) -> tuple[float, np.ndarray]:
-    """The run's loss on ``(X, Y)`` and its outputs in float64; 422 if the engine refuses."""
-    try:
-        loss, outputs = net.evaluate(X, Y, loss_name)
-    except EngineError as exc:
-        raise _unprocessable(f"dataset {dataset_id}: {exc}") from None
-    return float(loss), np.asarray(outputs, dtype=np.float64)
-
-
 @router.post(
     "/{run_id}/evaluate", response_model=EvaluationOut,
     summary="Evaluate a trained run on a dataset",
@@ -163,32 +148,15 @@ def evaluate(run_id: ResourceId, body: EvaluateIn, db: SessionDep, owner: OwnerD
     data = from_npz_bytes(dataset.data)
     _check_columns(db, run, dataset, net, data.feature_names)
     loss_name = str(run.training.get("loss", "mse"))
-    result: dict[str, Any] = {
-        "run_id": run.id,
-        "dataset_id": dataset.id,
-        "n_samples": data.n_samples,
-        "loss_name": loss_name,
-    }
-    k = net.n_out
-    if loss_name in CROSS_ENTROPY:
-        classes = net.classes if net.classes is not None else list(range(max(k, 2)))
-        try:
-            codes = class_codes(data.y, dataset.classes, classes)
-        except EvaluationError as exc:
-            raise _unprocessable(f"dataset {dataset.id}: {exc}") from None
-        targets = codes.reshape(-1, 1).astype(np.float64) if k == 1 else one_hot(codes, k)
-        loss, outputs = _scored(net, data.X, targets, loss_name, dataset.id)
-        figures = classification_metrics(codes, outputs, classes)
-        result.update(task="classification", classes=classes, **figures)
-    else:
-        if data.n_targets != k:
-            raise _unprocessable(
-                f"dataset {dataset.id} has {_columns(data.n_targets, 'target')} but run {run.id} "
-                f"predicts {k}"
-            )
-        loss, outputs = _scored(net, data.X, data.y, loss_name, dataset.id)
-        figures = regression_metrics(data.y, outputs)
-        result.update(task="regression", **figures)
-    result["loss"] = loss
+    if loss_name not in CROSS_ENTROPY and data.n_targets != net.n_out:
+        raise _unprocessable(
+            f"dataset {dataset.id} has {_columns(data.n_targets, 'target')} but run {run.id} "
+            f"predicts {net.n_out}"
+        )
+    try:
+        figures, outputs = score(net, data.X, data.y, loss_name, dataset.classes)
+    except (EvaluationError, EngineError) as exc:
+        raise _unprocessable(f"dataset {dataset.id}: {exc}") from None
+    result: dict[str, Any] = {"run_id": run.id, "dataset_id": dataset.id, **figures}
     _finite(result, outputs, dataset.id)
     return result

@@ -1,9 +1,11 @@
-"""Weights and predictions of a succeeded run: the loaded-model cache, export (JSON, NPZ,
-ONNX) and ``POST /runs/{id}/predict``."""
+"""Weights and predictions of a run's stored model (a succeeded run's, or the partial model
+of a cancelled one): the loaded-model cache, export (JSON, NPZ, ONNX) and
+``POST /runs/{id}/predict``."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from threading import Lock
 from typing import Annotated, Any
 
@@ -20,39 +22,69 @@ from core.engine import Network, model_document
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
 
-def stored_artifact(db: Session, run: Run) -> bytes:
-    """The engine's model artifact of a succeeded run, as stored (``.npz`` bytes that
-    ``core.engine.load_model`` reads); 409 before the run succeeded."""
-    if run.status != RunStatus.succeeded.value:
+@dataclass(frozen=True)
+class StoredModel:
+    """A run's stored model: artifact bytes, the epoch of its weights, and whether they are
+    a cancelled run's (``partial``: it stopped before its last epoch)."""
+
+    data: bytes
+    epoch: int | None
+    partial: bool
+
+
+def stored_model(db: Session, run: Run) -> StoredModel:
+    """The engine's model artifact of a run, as stored (``.npz`` bytes that
+    ``core.engine.load_model`` reads): a succeeded run's, or the weights a cancelled run had
+    when it stopped. 409 while it has none."""
+    row = None
+    if run.status in (RunStatus.succeeded.value, RunStatus.cancelled.value):
+        row = db.execute(
+            select(ModelArtifact.data, ModelArtifact.epoch, ModelArtifact.partial).where(
+                ModelArtifact.run_id == run.id
+            )
+        ).first()
+    if row is None:
         raise HTTPException(
-            409, detail=f"run {run.id} is {run.status}; weights exist once it succeeded"
-        )
-    blob = db.scalar(select(ModelArtifact.data).where(ModelArtifact.run_id == run.id))
-    if blob is None:
-        raise HTTPException(409, detail=f"run {run.id} has no stored model")
-    return blob
+            409, detail=f"run {run.id} is {run.status} and has no stored model: a succeeded "
+            "run has one, a run cancelled after its first epoch the weights it stopped with",
+        )  # fmt: skip
+    return StoredModel(row.data, row.epoch, bool(row.partial))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A stored model, loaded: the network, and where its weights come from."""
+
+    net: Network
+    epoch: int | None
+    partial: bool
 
 
 class ModelCache:
     """Loaded models by run id; artifacts never change once written."""
 
     def __init__(self, size: int = 32) -> None:
-        self._items: OrderedDict[str, Network] = OrderedDict()
+        self._items: OrderedDict[str, LoadedModel] = OrderedDict()
         self._size = size
         self._lock = Lock()
 
     def get(self, db: Session, run: Run) -> Network:
-        """The run's model, loaded once; 409 before the run succeeded."""
+        """The run's model, loaded once; 409 while it has none."""
+        return self.get_loaded(db, run).net
+
+    def get_loaded(self, db: Session, run: Run) -> LoadedModel:
+        """The run's model with the epoch and partiality of its weights, loaded once."""
         with self._lock:
             if run.id in self._items:
                 self._items.move_to_end(run.id)
                 return self._items[run.id]
-        net = Network.load(stored_artifact(db, run))
+        stored = stored_model(db, run)
+        loaded = LoadedModel(Network.load(stored.data), stored.epoch, stored.partial)
         with self._lock:
-            self._items[run.id] = net
+            self._items[run.id] = loaded
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
-        return net
+        return loaded
 
     def drop(self, run_id: str) -> None:
         with self._lock:
@@ -62,7 +94,11 @@ class ModelCache:
 model_cache = ModelCache()
 
 #: The 409 of the routes that need a trained model.
-NOT_TRAINED = (409, "The run has not succeeded (yet), so it has no weights.")
+NOT_TRAINED = (
+    409,
+    "The run has no stored model (yet): a succeeded run has one, a run cancelled after its "
+    "first epoch the weights it stopped with (`partial`).",
+)
 
 
 @router.get(
@@ -99,21 +135,37 @@ def get_weights(
     """
     run = get_owned(db, Run, owner, run_id)
     if format == "npz":
+        stored = stored_model(db, run)
         return Response(
-            stored_artifact(db, run),
+            stored.data,
             media_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="run-{run_id}-weights.npz"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="run-{run_id}-weights.npz"',
+                **_provenance_headers(stored.epoch, stored.partial),
+            },
         )
-    net = model_cache.get(db, run)
+    loaded = model_cache.get_loaded(db, run)
+    net = loaded.net
     if format == "onnx":
         from api.onnx_export import network_to_onnx  # imports onnx only when asked for
 
         return Response(
             network_to_onnx(net),
             media_type="application/onnx",
-            headers={"Content-Disposition": f'attachment; filename="run-{run_id}.onnx"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="run-{run_id}.onnx"',
+                **_provenance_headers(loaded.epoch, loaded.partial),
+            },
         )
-    return model_document(net)
+    return {**model_document(net), "epoch": loaded.epoch, "partial": loaded.partial}
+
+
+def _provenance_headers(epoch: int | None, partial: bool) -> dict[str, str]:
+    """Where a downloaded file's weights come from, for the formats without a JSON body."""
+    headers = {"X-Backprop-Partial": "true" if partial else "false"}
+    if epoch is not None:
+        headers["X-Backprop-Epoch"] = str(epoch)
+    return headers
 
 
 @router.post(
@@ -134,7 +186,8 @@ def predict(run_id: ResourceId, body: PredictIn, db: SessionDep, owner: OwnerDep
     first when it trained with one. A classification run also answers `labels`: the class
     of each row.
     """
-    net = model_cache.get(db, get_owned(db, Run, owner, run_id))
+    loaded = model_cache.get_loaded(db, get_owned(db, Run, owner, run_id))
+    net = loaded.net
     n_in = net.spec.input_dim
     for i, row in enumerate(body.inputs):
         if len(row) != n_in:
@@ -150,4 +203,6 @@ def predict(run_id: ResourceId, body: PredictIn, db: SessionDep, owner: OwnerDep
     result: dict[str, Any] = {"outputs": outputs.tolist()}
     if net.classes is not None:
         result["labels"] = net.labels_of(outputs)
+    if loaded.partial:  # a cancelled run's weights: said, with their epoch
+        result["partial"], result["epoch"] = True, loaded.epoch
     return result

@@ -79,6 +79,56 @@ def validation_size(n_samples: int, cfg: TrainingConfig) -> int:
     return 0
 
 
+def held_out_size(n_samples: int, cfg: TrainingConfig) -> int:
+    """How many of ``n_samples`` rows ``cfg.test_split`` holds out of training and
+    validation."""
+    return max(1, int(cfg.test_split * n_samples)) if cfg.test_split > 0 else 0
+
+
+# The test rows come from a random stream of their own, so that a config without a test
+# split draws exactly what it drew before test splits existed.
+_TEST_STREAM = 0x7E57
+
+
+def held_out_rows(n_samples: int, cfg: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held_out)``: the sorted rows ``fit`` trains and validates on, and the sorted
+    rows ``test_split`` holds out of both (seeded by ``cfg.seed``)."""
+    n_test = held_out_size(n_samples, cfg)
+    if n_test == 0:
+        return np.arange(n_samples), np.empty(0, np.intp)
+    if n_test >= n_samples:
+        raise EngineError(
+            f"test_split={cfg.test_split} leaves no samples to train on out of {n_samples}"
+        )
+    perm = np.random.default_rng([cfg.seed, _TEST_STREAM]).permutation(n_samples)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def validation_rows(
+    n_samples: int, cfg: TrainingConfig, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)``: the sorted rows of ``n_samples`` (those ``held_out_rows`` kept)
+    that ``fit`` trains on and validates on. ``rng`` is the fit's generator, fresh from
+    ``cfg.seed`` (the split is its first draw); by default such a one."""
+    rng = rng if rng is not None else np.random.default_rng(cfg.seed)
+    n = n_samples
+    if cfg.validation_fold is not None:
+        k, index = cfg.validation_fold.k, cfg.validation_fold.index
+        if k > n:
+            raise EngineError(f"validation_fold.k={k} is more than the {n} samples")
+        folds = np.array_split(rng.permutation(n), k)
+        return np.sort(np.concatenate(folds[:index] + folds[index + 1 :])), np.sort(folds[index])
+    if cfg.validation_split > 0:
+        n_val = validation_size(n, cfg)
+        if n_val >= n:
+            raise EngineError(
+                f"validation_split={cfg.validation_split} leaves no training samples out of {n}"
+            )
+        perm = rng.permutation(n)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    return np.arange(n), np.empty(0, np.intp)
+
+
 def _labels(Y: np.ndarray) -> np.ndarray:
     """True class per row of ``Y`` ``(n, k)``: argmax, or ``y > 0.5`` for one output."""
     if Y.shape[1] == 1:
@@ -116,27 +166,8 @@ class _Trainer:
         self.n = n
 
         self.rng = np.random.default_rng(cfg.seed)
-        n_val = 0
-        if cfg.validation_fold is not None:
-            k, index = cfg.validation_fold.k, cfg.validation_fold.index
-            if k > n:
-                raise EngineError(f"validation_fold.k={k} is more than the {n} samples")
-            folds = np.array_split(self.rng.permutation(n), k)
-            self.val_idx = np.sort(folds[index])
-            self.train_idx = np.sort(np.concatenate(folds[:index] + folds[index + 1 :]))
-            n_val = int(self.val_idx.size)
-        elif cfg.validation_split > 0:
-            n_val = validation_size(n, cfg)
-            if n_val >= n:
-                raise EngineError(
-                    f"validation_split={cfg.validation_split} leaves no training samples out of {n}"
-                )
-            perm = self.rng.permutation(n)
-            self.val_idx = np.sort(perm[:n_val])
-            self.train_idx = np.sort(perm[n_val:])
-        else:
-            self.val_idx = np.empty(0, np.intp)
-            self.train_idx = np.arange(n)
+        self.train_idx, self.val_idx = validation_rows(n, cfg, self.rng)
+        n_val = int(self.val_idx.size)
         self.n_val = n_val
 
         # A network that has a standardisation already (an earlier fit, a loaded model, a
@@ -411,6 +442,9 @@ def fit(
     due = checkpoint_due
     if checkpoint_every:
         due = _every(checkpoint_every)
+    if cfg.test_split > 0:  # the held-out rows never reach the trainer
+        kept, _ = held_out_rows(len(X), cfg)
+        X, Y = np.asarray(X)[kept], np.asarray(Y)[kept]
     trainer = _Trainer(net, X, Y, cfg)
     if resume_from is not None:
         trainer.restore(resume_from)

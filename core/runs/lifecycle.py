@@ -516,6 +516,8 @@ def succeed(
     epochs: int,
     last_epoch: int,
     best_epoch: int | None = None,
+    test_metrics: dict[str, Any] | None = None,
+    more_metrics: Mapping[str, float] | None = None,
     drop_checkpoint: bool = True,
 ) -> Change | None:
     """running → succeeded: its model is stored (by the caller, before this).
@@ -523,11 +525,16 @@ def succeed(
     ``last_epoch`` < ``epochs``: early stopping ended it (``stop_reason: early_stopped``).
     ``best_epoch``: the epoch whose weights the model holds, when early stopping restored
     the best ones; the run's ``metrics`` become that epoch's (those of the model it hands
-    out) and the last epoch's are kept as ``last_epoch_metrics``.
+    out) and the last epoch's are kept as ``last_epoch_metrics``. ``test_metrics``: the
+    model's scores on the rows ``test_split`` held out; ``more_metrics``: figures of the
+    model to add to its ``metrics`` (a regression's ``val_mae`` and ``val_r2``).
     """
     results: dict[str, Any] = {}
     if last_epoch < epochs:
         results["stop_reason"] = STOP_EARLY
+    if test_metrics is not None:
+        results["test_metrics"] = test_metrics
+    model_metrics: dict[str, Any] | None = None
     if best_epoch is not None:
         results["best_epoch"] = best_epoch
         results["last_epoch_metrics"] = Run.metrics  # the column's value before the update
@@ -536,7 +543,14 @@ def succeed(
             .where(MetricRow.run_id == run_id, MetricRow.epoch == best_epoch)
         ).first()  # fmt: skip
         if best is not None:
-            results["metrics"] = {k: v for k, v in best._asdict().items() if v is not None}
+            model_metrics = {k: v for k, v in best._asdict().items() if v is not None}
+    if more_metrics:
+        if model_metrics is None:  # the last epoch's, as recorded
+            stored = conn.scalar(select(Run.metrics).where(Run.id == run_id))
+            model_metrics = dict(stored or {})
+        model_metrics.update(more_metrics)
+    if model_metrics is not None:
+        results["metrics"] = model_metrics
     reason = timeline.trained(epochs, last_epoch=last_epoch, best_epoch=best_epoch)
     return _end(conn, run_id, RunStatus.succeeded, worker=worker, reason=reason, error=None,
                 drop_checkpoint=drop_checkpoint, results=results)  # fmt: skip

@@ -50,8 +50,12 @@ def test_seed_network_through_the_api_matches_the_engine(stack: Stack) -> None:
     reference = Network.from_spec(SEED_NETWORK, seed=training["seed"])
     history = reference.fit(X, Y, training)
 
-    weights = stack.client.get(f"/api/v1/runs/{run['id']}/weights").json()["layers"]
+    model = stack.client.get(f"/api/v1/runs/{run['id']}/weights").json()
+    assert (model["partial"], model["epoch"]) == (False, 6)
+    weights = model["layers"]
     assert len(weights) == 2
+    answer = stack.client.post(f"/api/v1/runs/{run['id']}/predict", json={"inputs": SEED_X})
+    assert "partial" not in answer.json() and "epoch" not in answer.json()
     for got, want in zip(weights, reference.weights, strict=True):
         np.testing.assert_array_equal(np.array(got["W"]), want["W"])
         np.testing.assert_array_equal(np.array(got["b"]), want["b"])
@@ -145,7 +149,24 @@ def test_cancel_a_running_run_keeps_its_metrics(stack: Stack) -> None:
     items = stack.client.get(f"/api/v1/runs/{run['id']}/metrics").json()["items"]
     assert len(items) >= 1 and [m["epoch"] for m in items] == list(range(1, len(items) + 1))
     assert stack.client.post(f"/api/v1/runs/{run['id']}/cancel").status_code == 409
-    assert stack.client.get(f"/api/v1/runs/{run['id']}/weights").status_code == 409
+    # It keeps what it learned: the weights of the epoch it stopped at, marked partial —
+    # bit for bit an uninterrupted fit of that many epochs.
+    stopped = done["progress"]["epoch"]
+    assert stopped == len(items)
+    reference = Network.from_spec(SEED_NETWORK, seed=SEED_TRAINING["seed"])
+    reference.fit(np.array(SEED_X), np.array(SEED_Y), long_training(stopped))
+    model = stack.client.get(f"/api/v1/runs/{run['id']}/weights").json()
+    assert (model["partial"], model["epoch"]) == (True, stopped)
+    for got, want in zip(model["layers"], reference.weights, strict=True):
+        np.testing.assert_array_equal(np.array(got["W"]), want["W"])
+        np.testing.assert_array_equal(np.array(got["b"]), want["b"])
+    npz = stack.client.get(f"/api/v1/runs/{run['id']}/weights", params={"format": "npz"})
+    assert npz.headers["x-backprop-partial"] == "true"
+    assert npz.headers["x-backprop-epoch"] == str(stopped)
+    answer = stack.client.post(f"/api/v1/runs/{run['id']}/predict", json={"inputs": SEED_X})
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["partial"], answer.json()["epoch"]) == (True, stopped)
+    np.testing.assert_array_equal(np.array(answer.json()["outputs"]), reference.predict(SEED_X))
 
 
 def test_cancel_a_queued_run_never_starts_it(stack: Stack) -> None:

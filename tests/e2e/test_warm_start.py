@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.engine import Network
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, wait_for
 
 RNG = np.random.default_rng(8)
 X = RNG.normal(size=(48, 3)) * np.array([1.0, 50.0, 0.1]) + np.array([0.0, 200.0, -1.0])
@@ -72,5 +72,12 @@ def test_warm_starts_that_cannot_work_are_refused_naming_the_problem(stack: Stac
     assert refusal(NETWORK, warm(parent["id"], standardize=False)).startswith(
         f"training.standardize: run {parent['id']} was trained with standardize=true"
     )
+    # Once cancelled after some epochs, it has the weights it stopped with: a valid start.
+    wait_for(lambda: stack.client.get(f"/api/v1/runs/{waiting['id']}").json()["progress"]["epoch"],
+             60, "the long run to train an epoch")  # fmt: skip
     stack.client.post(f"/api/v1/runs/{waiting['id']}/cancel")
-    stack.wait_done(waiting["id"])
+    cancelled = stack.wait_done(waiting["id"])
+    assert cancelled["status"] == "cancelled"
+    child = stack.submit(ds["id"], NETWORK, warm(waiting["id"], epochs=2))
+    done = stack.wait_done(child["id"])
+    assert done["status"] == "succeeded" and done["parent_run_id"] == waiting["id"]

@@ -344,3 +344,36 @@ def test_early_stopping_ends_the_run_early_and_succeeds(
         1,
         "host:1",
     )
+
+
+def test_a_test_split_is_scored_once_at_the_end_and_regressions_report_mae_and_r2(
+    service_settings: Settings,
+) -> None:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    from core.engine.training import held_out_rows, validation_rows
+    from core.spec import TrainingConfig
+
+    training = {"validation_split": 0.25, "test_split": 0.25}
+    run_id = _new_run(training)
+    assert _trainer(run_id, Recorder()).run() == "succeeded"
+    run = _run(run_id)
+    model = Network.from_spec(NETWORK, seed=0)
+    model.weights = _stored_weights(run_id)
+    cfg = TrainingConfig.model_validate({**TRAINING, **training})
+    kept, held_out = held_out_rows(len(X), cfg)
+    assert held_out.size == 4 and run.test_metrics is not None
+    got = model.predict(X[held_out])
+    test = run.test_metrics
+    assert test["task"] == "regression" and test["n_samples"] == 4
+    assert test["mse"] == pytest.approx(mean_squared_error(Y[held_out], got), rel=1e-12)
+    assert test["mae"] == pytest.approx(mean_absolute_error(Y[held_out], got), rel=1e-12)
+    assert test["r2"] == pytest.approx(r2_score(Y[held_out], got), rel=1e-12)
+    # MAE and R² on the validation rows join the model's metrics.
+    _, val = validation_rows(kept.size, cfg)
+    rows = kept[val]
+    on_val = model.predict(X[rows])
+    assert run.metrics["val_mae"] == pytest.approx(mean_absolute_error(Y[rows], on_val), rel=1e-12)
+    assert run.metrics["val_r2"] == pytest.approx(r2_score(Y[rows], on_val), rel=1e-12)
+    # The samples it trained on exclude both held-out parts.
+    assert set(rows).isdisjoint(held_out)

@@ -433,3 +433,25 @@ def test_a_second_fit_keeps_the_standardisation_the_weights_were_learned_with():
     net.fit(X * 10 + 3, y, {**CLF_TRAINING, "epochs": 2})  # other scales: not refitted
     np.testing.assert_array_equal(net.x_mean, mean)
     np.testing.assert_array_equal(net.x_std, std)
+
+
+def test_a_test_split_holds_rows_out_of_training_and_validation():
+    from core.engine.training import held_out_rows
+    from core.spec import TrainingConfig
+
+    X, y = _classification_data(n=120)
+    cfg = {**CLF_TRAINING, "test_split": 0.25}
+    kept, held_out = held_out_rows(120, TrainingConfig.model_validate(cfg))
+    assert held_out.size == 30 and kept.size == 90
+    assert sorted(set(kept) | set(held_out)) == list(range(120))  # disjoint, complete
+    # Training with the split is training on the kept rows alone, bit for bit.
+    with_split = Network.from_spec(_clf_spec(), seed=0)
+    history = with_split.fit(X, y, cfg)
+    alone = Network.from_spec(_clf_spec(), seed=0)
+    expected = alone.fit(X[kept], y[kept], CLF_TRAINING)
+    assert _weights_equal(with_split.weights, alone.weights)
+    assert _strip_time(history) == _strip_time(expected)
+    # Without a test split nothing is held out, and the same seed holds out the same rows.
+    assert held_out_rows(120, TrainingConfig.model_validate(CLF_TRAINING))[1].size == 0
+    again = held_out_rows(120, TrainingConfig.model_validate(cfg))[1]
+    np.testing.assert_array_equal(again, held_out)
