@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from api.schemas import RunCreate
 from core.data import DatasetError, targets_from_npz_bytes
 from core.db.models import Dataset, ModelArtifact, Run, RunStatus
-from core.db.session import get_unpooled_engine
 from core.engine import EngineError
 from core.engine.targets import CROSS_ENTROPY, label_classes
 from core.keys import Principal
@@ -94,18 +93,19 @@ _label_problems = _Cache()  # (dataset id, loss, units) -> the problem, or None
 _tasks = _Cache()  # dataset id -> "regression" | "classification"
 
 
-def _dataset_column(dataset: Dataset | Any, column: Any) -> Any:
-    """``column`` of ``dataset``: an attribute of an ORM row (its session loads a deferred
-    one), else read by id on a connection of its own, unpooled: the caller holds a pooled one
-    in its transaction (see ``get_unpooled_engine``). The row is committed and locked
-    against deletion by the caller, so this read finds it."""
-    if isinstance(dataset, Dataset):
+def _dataset_column(dataset: Dataset | Any, column: Any, conn: Connection | None) -> Any:
+    """``column`` of ``dataset``: an attribute of its row when it has it (an ORM row's
+    session loads a deferred one), else read by id on ``conn``, the caller's connection,
+    whose transaction has the row locked against deletion."""
+    if isinstance(dataset, Dataset) or hasattr(dataset, column.key):
         return getattr(dataset, column.key)
-    with get_unpooled_engine().connect() as conn:
-        return conn.execute(select(column).where(Dataset.id == dataset.id)).scalar_one()
+    assert conn is not None, "a dataset row without the column needs the caller's connection"
+    return conn.execute(select(column).where(Dataset.id == dataset.id)).scalar_one()
 
 
-def _label_problem(dataset: Dataset | Any, loss: str, units: int) -> str | None:
+def _label_problem(
+    dataset: Dataset | Any, loss: str, units: int, conn: Connection | None
+) -> str | None:
     """Why the class labels of ``dataset``'s one target column cannot train ``units`` outputs
     under ``loss`` (the engine's words), or None when they can."""
     key = (dataset.id, loss, units)
@@ -113,7 +113,7 @@ def _label_problem(dataset: Dataset | Any, loss: str, units: int) -> str | None:
     if known:
         return problem
     try:
-        y = targets_from_npz_bytes(_dataset_column(dataset, Dataset.data))
+        y = targets_from_npz_bytes(_dataset_column(dataset, Dataset.data, conn))
         label_classes(y, loss, units)
         problem = None
     except (EngineError, DatasetError) as exc:
@@ -122,19 +122,22 @@ def _label_problem(dataset: Dataset | Any, loss: str, units: int) -> str | None:
     return problem
 
 
-def _task_of(dataset: Dataset | Any) -> str:
+def _task_of(dataset: Dataset | Any, conn: Connection | None) -> str:
     known, task = _tasks.get(dataset.id)
     if not known:
-        task = _dataset_column(dataset, Dataset.task)
+        task = _dataset_column(dataset, Dataset.task, conn)
         _tasks.put(dataset.id, task)
     return str(task)
 
 
-def validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> None:
+def validate_against(
+    body: RunCreate, dataset: Dataset | Any, settings: Any, conn: Connection | None = None
+) -> None:
     """422 listing every way ``body`` does not fit ``dataset`` or the service's limits.
 
-    ``dataset`` is a ``Dataset`` row, or any object with its ``id``, ``n_features`` and
-    ``n_targets``; what else the rules need is read by id.
+    ``dataset`` is a ``Dataset`` row, or any row with its ``id``, ``n_features``,
+    ``n_targets`` (and ``task``); what else the rules need is read by id on ``conn``, the
+    caller's connection.
     """
     net, cfg = body.network, body.training
     problems: list[str] = []
@@ -146,7 +149,7 @@ def validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> 
         )
     if cfg.loss in CROSS_ENTROPY and dataset.n_targets == 1:
         # One target column under a cross-entropy loss: its labels decide the outputs.
-        problem = _label_problem(dataset, cfg.loss, units)
+        problem = _label_problem(dataset, cfg.loss, units, conn)
         if problem is not None:
             problems.append(
                 f"dataset {dataset.id}: {problem} (network.layers[{last}].units is {units}, "
@@ -171,7 +174,7 @@ def validate_against(body: RunCreate, dataset: Dataset | Any, settings: Any) -> 
         problem = regression_on_classes_problem(
             cfg, f"dataset {dataset.id} holds {dataset.n_targets} classes (one-hot targets)"
         )
-        if problem is not None and _task_of(dataset) == "classification":
+        if problem is not None and _task_of(dataset, conn) == "classification":
             problems.append(problem)
     n_params = count_parameters(net)
     if n_params > settings.max_parameters:

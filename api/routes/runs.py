@@ -91,6 +91,7 @@ _DATASET_AND_ACTIVE = (
         Dataset.n_samples,
         Dataset.n_features,
         Dataset.n_targets,
+        Dataset.task,
         select(func.count())
         .select_from(Run)
         .where(
@@ -123,7 +124,8 @@ def _insert_run(
         ).first()
     if dataset is None or dataset.owner != owner:
         raise HTTPException(422, detail=f"dataset_id: no dataset with id {body.dataset_id}")
-    validate_against(body, dataset, settings)
+    conn = db.connection() if isinstance(db, Session) else db
+    validate_against(body, dataset, settings, conn)
     check_warm_start(db, body, owner)
     if body.callback_url is not None:
         try:
@@ -137,7 +139,6 @@ def _insert_run(
             f"{settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
         )
     values = new_run_values(body, dataset, principal, settings, name=body.name)
-    conn = db.connection() if isinstance(db, Session) else db
     row, first = lifecycle.create(conn, values, reason=timeline.submitted())
     return _with_timeline(row, [first]), bool(dataset.backlog)
 

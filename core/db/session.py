@@ -40,7 +40,6 @@ def set_pooling(enabled: bool) -> None:
     _pooling = enabled
     for cached in (
         get_engine,
-        get_unpooled_engine,
         get_autocommit_engine,
         get_sessionmaker,
         get_autocommit_sessionmaker,
@@ -51,17 +50,6 @@ def set_pooling(enabled: bool) -> None:
 @lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     return _make_engine(url, pooled=_pooling)
-
-
-@lru_cache(maxsize=8)
-def get_unpooled_engine(url: str | None = None) -> Engine:
-    """An engine that opens a connection per use and pools none.
-
-    For a rare read made while the caller already holds a pooled connection (inside a
-    transaction): taking a second one from a full pool could wait for ever, as every other
-    holder may be waiting the same way.
-    """
-    return _make_engine(url, pooled=False)
 
 
 # Engines that pool even in a process that forks (see get_process_engine), by pid and URL.
