@@ -33,7 +33,10 @@ def _run_summary(run: Run) -> dict[str, Any]:
         "name": run.name,
         "status": run.status,
         "error": run.error,
-        "metrics": run.metrics,
+        "metrics": run.metrics,  # the model's: the best epoch's when early stopping kept it
+        "best_epoch": run.best_epoch,
+        "stop_reason": run.stop_reason,
+        "test_metrics": run.test_metrics,
         "progress": {"epoch": run.epoch, "epochs": run.epochs},
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
     }

@@ -230,6 +230,10 @@ def test_webhook_is_signed_retried_and_delivered_once(alice) -> None:  # type: i
         sent = json.loads(body)
         assert sent["event"] == "run.finished"
         assert sent["run"]["id"] == run_id and sent["run"]["status"] == "succeeded"
+        # The run's own record says the same of it, field for field.
+        record = client.get(f"/api/v1/runs/{run_id}").json()
+        for key in ("metrics", "best_epoch", "stop_reason", "test_metrics", "progress", "error"):
+            assert sent["run"][key] == record[key], key
     finally:
         server.shutdown()
 
