@@ -77,7 +77,8 @@ def test_csv_with_a_label_column_trains_a_classifier(stack: Stack) -> None:
     assert model.predict_labels(inputs) == pred["labels"]
     document = stack.client.get(f"/api/v1/runs/{run['id']}/weights").json()
     assert set(document) == {"format", "version", "dtype", "spec", "classes", "preprocessing",
-                             "layers"}  # fmt: skip
+                             "layers", "epoch", "partial"}  # fmt: skip
+    assert document["partial"] is False
     assert (document["format"], document["version"], document["dtype"]) == (
         "backprop-model", 1, "float32",
     )  # fmt: skip
