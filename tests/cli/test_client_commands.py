@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from cli.processes import free_port
 from core.db.models import Run
 from tests.client.conftest import EXAMPLES, SEED_NETWORK, SEED_TRAINING, running_stack
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, early_stopped_run
 
 BACKPROP = str(Path(sys.executable).parent / "backprop")
 
@@ -502,15 +502,7 @@ def test_ctrl_c_under_watch_says_the_run_continues_and_exits_130(
 
 
 def test_show_names_the_best_epoch_and_why_the_run_ended(stack: Stack) -> None:
-    rng = np.random.default_rng(2)
-    X, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 1))  # noise: val_loss soon rises
-    ds = stack.upload_json(X.tolist(), y.tolist(), name="noise")
-    network = {"input_dim": 4, "layers": [{"units": 32, "activation": "relu"},
-                                          {"units": 1, "activation": "identity"}]}  # fmt: skip
-    training = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 200,
-                "batch_size": 8, "validation_split": 0.5, "seed": 0,
-                "early_stopping": {"patience": 3, "restore_best": True}}  # fmt: skip
-    run = stack.wait_done(stack.submit(ds["id"], network, training)["id"], timeout=60)
+    run = early_stopped_run(stack)
     best, last = run["best_epoch"], run["progress"]["epoch"]
     assert best is not None and best < last
     shown = backprop(stack, "show", run["id"])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from cli.processes import free_port
 
@@ -177,3 +178,19 @@ def start_stack(db_url: str, workdir: Path, *, workers: int = 1, concurrency: in
     for _ in range(workers):
         stack.start_worker(concurrency=concurrency)
     return stack
+
+
+def early_stopped_run(stack: Stack) -> dict:
+    """A finished run that early stopping ended and whose model is an earlier epoch's:
+    noise targets, so the validation loss soon rises (its record)."""
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 1))
+    ds = stack.upload_json(X.tolist(), y.tolist(), name="noise")
+    network = {"input_dim": 4, "layers": [{"units": 32, "activation": "relu"},
+                                          {"units": 1, "activation": "identity"}]}  # fmt: skip
+    training = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 200,
+                "batch_size": 8, "validation_split": 0.5, "seed": 0,
+                "early_stopping": {"patience": 3, "restore_best": True}}  # fmt: skip
+    done = stack.wait_done(stack.submit(ds["id"], network, training)["id"], timeout=60)
+    assert done["status"] == "succeeded" and done["stop_reason"] == "early_stopped", done
+    return done

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, early_stopped_run
 from tests.e2e.test_runs import SEED_NETWORK, SEED_X, SEED_Y, long_training
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -106,16 +106,7 @@ def test_svg_plot_has_one_vertex_per_epoch_and_curve(stack: Stack, trained: dict
 
 
 def test_the_plot_marks_the_epoch_early_stopping_kept(stack: Stack) -> None:
-    rng = np.random.default_rng(2)
-    X, y = rng.normal(size=(40, 4)), rng.normal(size=(40, 1))  # noise: val_loss soon rises
-    ds = stack.upload_json(X.tolist(), y.tolist(), name="noise")
-    network = {"input_dim": 4, "layers": [{"units": 32, "activation": "relu"},
-                                          {"units": 1, "activation": "identity"}]}  # fmt: skip
-    training = {"optimizer": {"name": "adam", "learning_rate": 0.05}, "epochs": 200,
-                "batch_size": 8, "validation_split": 0.5, "seed": 0,
-                "early_stopping": {"patience": 3, "restore_best": True}}  # fmt: skip
-    done = stack.wait_done(stack.submit(ds["id"], network, training)["id"], timeout=60)
-    assert done["status"] == "succeeded" and done["stop_reason"] == "early_stopped"
+    done = early_stopped_run(stack)
     best = done["best_epoch"]
     items = stack.client.get(f"/api/v1/runs/{done['id']}/metrics").json()["items"]
     assert best is not None and best < len(items)
