@@ -1,6 +1,9 @@
 """The web dashboard and the API docs, all served by the API itself.
 
-``/`` serves the dashboard, ``/ui/<file>`` its script and stylesheet. The page itself is
+``/`` serves the dashboard, ``/ui/<file>`` its scripts and stylesheet, and
+``/ui/vendor/<package>/<file>`` the third-party code it uses, vendored into
+``api/static/vendor/`` (uPlot, which draws the charts; its README says where it came from).
+The page itself is
 static (``api/static/``): everything it shows it reads from the public API in the browser,
 with the API key the user typed (kept in ``localStorage``), so these routes need no
 authentication and hold no data.
@@ -112,13 +115,26 @@ def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=HEADERS)
 
 
-@router.get("/ui/{name}")
-def asset(name: str) -> FileResponse:
-    """One file of ``api/static/`` by name (no subfolders, so no path can leave it)."""
-    path = STATIC_DIR / name
+def _static_file(folder: Path, name: str) -> FileResponse:
+    path = folder / name
     if name.startswith(".") or name == "__init__.py" or not path.is_file():
         raise HTTPException(404, detail=f"no dashboard file {name!r}")
-    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    media_type = mimetypes.guess_type(name)[0] or "text/plain"
     if name.endswith(".js"):
         media_type = "text/javascript"
     return FileResponse(path, media_type=media_type, headers=HEADERS)
+
+
+@router.get("/ui/{name}")
+def asset(name: str) -> FileResponse:
+    """One file of ``api/static/`` by name (no subfolders, so no path can leave it)."""
+    return _static_file(STATIC_DIR, name)
+
+
+@router.get("/ui/vendor/{package}/{name}")
+def vendored(package: str, name: str) -> FileResponse:
+    """One file of a vendored package, ``api/static/vendor/<package>/<name>`` (each path
+    segment is one name: none starts with a dot, so no path can leave the folder)."""
+    if package.startswith("."):
+        raise HTTPException(404, detail=f"no vendored package {package!r}")
+    return _static_file(STATIC_DIR / "vendor" / package, name)
