@@ -434,6 +434,13 @@
     );
   }
 
+  // Trials by number and fold; a refit (no number) after them.
+  function byTrial(a, b) {
+    const ta = a.trial ?? Infinity;
+    const tb = b.trial ?? Infinity;
+    return ta !== tb ? ta - tb : (a.fold ?? 0) - (b.fold ?? 0);
+  }
+
   function toggleMarked(runId, on) {
     if (!on) ui.selected.delete(runId);
     else if (ui.selected.size < COMPARE_MAX) ui.selected.add(runId);
@@ -714,7 +721,10 @@
         await Promise.all(
           open.map(async (sw) => {
             const body = await apiJson(`runs?${filterQuery(f, { sweep_id: sw.id, limit: 500 })}`);
-            return [sw.id, body.items.filter((run) => matches(run, f, { sweep_id: sw.id }))];
+            const trials = body.items.filter((run) => matches(run, f, { sweep_id: sw.id }));
+            // A sweep creates its trials together: in creation order they go by number.
+            if (f.sort === "created_at" && !f.order) trials.sort(byTrial);
+            return [sw.id, trials];
           }),
         ),
       );
@@ -1435,7 +1445,11 @@
             values: epochs.map((e) => (perRun[i].has(e) ? perRun[i].get(e) : null)),
           })),
           markers: runs
-            .map((run, i) => (run.best_epoch ? { x: run.best_epoch, key: run.id, color: colors[i], title: `${runLabel(run)}: best epoch ${run.best_epoch}` } : null))
+            .map((run, i) =>
+              run.best_epoch && perRun[i].size
+                ? { x: run.best_epoch, key: run.id, color: colors[i], title: `${runLabel(run)}: best epoch ${run.best_epoch}` }
+                : null,
+            )
             .filter(Boolean),
         });
       }

@@ -89,19 +89,24 @@ def _wait(driver: webdriver.Chrome, what: str, predicate, timeout: float = 30): 
         raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}") from None
 
 
-def _chart(driver: webdriver.Chrome) -> dict:
+def _chart(driver: webdriver.Chrome, chart_id: str = "chart") -> dict:
+    """What the uPlot chart ``chart_id`` draws, from its data hooks: ``points`` (x values),
+    ``counts`` (points per series, from its legend rows), whether its canvas exists, and the
+    run page's epochs and stream state."""
     return driver.execute_script(
         """
-        const chart = document.getElementById("chart");
+        const chart = document.getElementById(arguments[0]);
         if (!chart) return null;
         const counts = {};
-        for (const line of chart.querySelectorAll("polyline.curve")) {
-          counts[line.dataset.key] = line.getAttribute("points").trim().split(/\\s+/)
-            .filter(Boolean).length;
+        for (const row of chart.querySelectorAll("tr.u-series[data-count]")) {
+          counts[row.dataset.key] = Number(row.dataset.count);
         }
         return {points: Number(chart.dataset.points), counts,
+                series: Number(chart.dataset.series),
+                canvas: !!chart.querySelector(".uplot canvas"),
                 epochs: window.backpropUI.epochs(), stream: window.backpropUI.stream};
-        """
+        """,
+        chart_id,
     )
 
 
@@ -152,9 +157,17 @@ def test_dashboard_follows_a_training_run_live(stack: Stack, browser: webdriver.
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert "http" not in page.text.replace('href="/docs"', "")  # nothing from elsewhere
-    for asset, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+    for asset, kind in (
+        ("app.js", "javascript"),
+        ("charts.js", "javascript"),
+        ("style.css", "text/css"),
+        ("vendor/uplot/uPlot.iife.min.js", "javascript"),
+        ("vendor/uplot/uPlot.min.css", "text/css"),
+    ):
         resp = stack.client.get(f"/ui/{asset}")
         assert resp.status_code == 200 and kind in resp.headers["content-type"], asset
+        assert resp.headers["content-security-policy"] == page.headers["content-security-policy"]
+        assert f"/ui/{asset}" in page.text, asset
     assert stack.client.get("/ui/nope.js").status_code == 404
 
     # -- runs list: the run appears and its progress moves ------------------------------
@@ -190,6 +203,7 @@ def test_dashboard_follows_a_training_run_live(stack: Stack, browser: webdriver.
     assert len(after["epochs"]) >= after["points"] >= before["points"] + 5  # drawn lags a bit
     assert set(after["counts"]) == {"loss", "val_loss", "accuracy", "val_accuracy"}
     assert all(0 < c <= after["points"] for c in after["counts"].values()), after["counts"]
+    assert after["canvas"]  # uPlot draws on a canvas
 
     spec = json.loads(browser.find_element(By.ID, "run-spec").text)
     assert spec["layers"] == NETWORK["layers"] and spec["input_dim"] == 2
