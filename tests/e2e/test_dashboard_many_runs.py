@@ -1,7 +1,8 @@
 """End to end: the dashboard for many runs (issue #13) in headless Chromium.
 
-One real stack trains a few runs — two on one dataset, one that early stopping ended, one
-that diverged — and an ASHA grid sweep that prunes some of its trials. Then the browser:
+A real stack (on SQLite, then on PostgreSQL, each database its own) trains a few runs — two
+on one dataset, one that early stopping ended, one that diverged — and an ASHA grid sweep
+that prunes some of its trials. Then the browser:
 
 - draws a run's curves with uPlot: a canvas, a point per epoch in the chart's data hooks,
   the best epoch marked where it belongs, a linear/log toggle that switches uPlot's y scale,
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from PIL import Image
 from selenium import webdriver
@@ -59,12 +62,28 @@ SWEPT = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp("stack-dashboard-many")
-    stack = start_stack(f"sqlite:///{workdir / 'backprop.db'}", workdir, **E2E_ENV)
-    yield stack
-    stack.stop()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A stack on a database of its own: the pages list everything its owner has."""
+    workdir: Path = tmp_path_factory.mktemp(f"stack-dashboard-many-{request.param}")
+    if request.param == "sqlite":
+        stack = start_stack(f"sqlite:///{workdir / 'backprop.db'}", workdir, **E2E_ENV)
+        yield stack
+        stack.stop()
+        return
+    server = request.getfixturevalue("pg_server_url")
+    name = f"backprop_dash_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        stack = start_stack(f"{server.rsplit('/', 1)[0]}/{name}", workdir, **E2E_ENV)
+        yield stack
+        stack.stop()
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
