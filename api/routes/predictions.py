@@ -134,7 +134,12 @@ def predict(run_id: ResourceId, body: PredictIn, db: SessionDep, owner: OwnerDep
     first when it trained with one. A classification run also answers `labels`: the class
     of each row.
     """
-    net = model_cache.get(db, get_owned(db, Run, owner, run_id))
+    return predict_with(model_cache.get(db, get_owned(db, Run, owner, run_id)), body)
+
+
+def predict_with(net: Network, body: PredictIn) -> dict[str, Any]:
+    """The answer of a predict route (this one, and a registered model's): `outputs`, and
+    `labels` for a classifier; 422 for inputs of the wrong width or not finite."""
     n_in = net.spec.input_dim
     for i, row in enumerate(body.inputs):
         if len(row) != n_in:
