@@ -24,7 +24,19 @@ PARSES = {
     client.models.Prediction: "PredictOut",
     client.models.Sweep: "SweepRecord",
     client.models.SweepProgress: "SweepProgress",
+    client.models.Transition: "TransitionOut",
+    client.models.ModelWeights: "WeightsOut",
+    client.models.LayerWeights: "LayerWeights-Output",
+    client.models.Preprocessing: "Preprocessing",
+    client.models.ClassMetrics: "ClassMetrics",
+    client.models.TargetMetrics: "TargetMetrics",
+    client.models.RegisteredModel: "ModelRecord",
+    client.models.RegisteredModelDetail: "ModelDetailRecord",
+    client.models.ModelVersion: "ModelVersionRecord",
+    client.models.ModelPrediction: "ModelPredictOut",
 }
+#: ``Evaluation`` parses either evaluation (``task`` tells which): it has both's fields.
+EVALUATIONS = ("ClassificationEvaluation", "RegressionEvaluation")
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +57,19 @@ def test_every_record_the_client_parses_is_covered(schemas: dict[str, Any]) -> N
         if isinstance(obj, type) and issubclass(obj, BaseModel) and not name.startswith("_")
         and obj.__module__ == "client.models"
     }  # fmt: skip
-    assert models - set(PARSES) == {client.models.Event}
+    assert models - set(PARSES) == {client.models.Event, client.models.Evaluation}
     assert all(name in schemas for name in PARSES.values())
     # ...and every record a route answers with (the lists hold the records above).
     records = {name for name in schemas if name.endswith(("Record", "Out"))}
-    assert records - set(PARSES.values()) == {"ErrorOut", "HealthOut", "MetricsOut", "WeightsOut"}
+    assert records - set(PARSES.values()) == {"ErrorOut", "HealthOut", "MetricsOut"}
+
+
+def test_the_evaluation_has_the_fields_of_both_kinds(schemas: dict[str, Any]) -> None:
+    theirs = {field for name in EVALUATIONS for field in schemas[name]["properties"]}
+    assert set(client.models.Evaluation.model_fields) == theirs
+    for name in EVALUATIONS:
+        required = {n for n, f in client.models.Evaluation.model_fields.items() if f.is_required()}
+        assert required <= set(schemas[name].get("required", [])), (name, required)
 
 
 @pytest.mark.parametrize("model", list(PARSES), ids=lambda m: m.__name__)
@@ -73,7 +93,8 @@ def test_status_choices_are_the_services(schemas: dict[str, Any], model: type[Ba
 
 def test_a_sample_record_of_each_schema_parses(schemas: dict[str, Any]) -> None:
     """Built from the schema's required fields alone, with values of their declared types."""
-    samples = {"string": "x", "integer": 1, "number": 0.5, "object": {}, "array": []}
+    samples = {"string": "x", "integer": 1, "number": 0.5, "boolean": True, "object": {},
+               "array": []}  # fmt: skip
 
     def value(prop: dict[str, Any]) -> Any:
         if "$ref" in prop:
@@ -84,6 +105,8 @@ def test_a_sample_record_of_each_schema_parses(schemas: dict[str, Any]) -> None:
             return "2024-01-01T00:00:00Z"
         if "anyOf" in prop:
             return value(prop["anyOf"][0])
+        if "type" not in prop:  # Any (a class label)
+            return "x"
         return samples[prop["type"]]
 
     def record(schema: dict[str, Any]) -> dict[str, Any]:
