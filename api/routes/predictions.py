@@ -54,6 +54,19 @@ class ModelCache:
                 self._items.popitem(last=False)
         return net
 
+    def get_by_id(self, db: Session, run_id: str) -> Network:
+        """The model of the run with this id, loaded once (its row is read only then): for
+        callers that found the id elsewhere, as a registered model's version. 409 when the
+        run has none (404 when it is gone)."""
+        with self._lock:
+            if run_id in self._items:
+                self._items.move_to_end(run_id)
+                return self._items[run_id]
+        run = db.get(Run, run_id)
+        if run is None:
+            raise HTTPException(404, detail=f"run {run_id} not found")
+        return self.get(db, run)
+
     def drop(self, run_id: str) -> None:
         with self._lock:
             self._items.pop(run_id, None)

@@ -13,7 +13,7 @@ deleted while it is a version (``DELETE /runs/{id}`` answers 409, through
 
 Names are not ids: the id-prefix resolution of :mod:`api.deps` reads only the path
 parameters that hold ids, and this router's is ``name``. A predict resolves the name with
-one indexed query per request (owner and name → version → run, joined), then takes the
+one indexed query per request (owner and name → version → run id, joined), then takes the
 network from the run-keyed ``model_cache`` of :mod:`api.routes.predictions`; a run's
 artifact never changes, so nothing cached can go stale, and every API process sees another
 one's ``PUT`` or ``DELETE`` at its next request.
@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import AfterValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Select, and_, delete, func, select
+from sqlalchemy import Select, and_, bindparam, delete, func, select
 from sqlalchemy.orm import Session, aliased
 
 from api.deps import OwnerDep, SessionDep
@@ -292,19 +292,23 @@ def get_model(name: ModelName, db: SessionDep, owner: OwnerDep) -> ModelDetailRe
     return _detail(db, _owned_model(db, owner, name))
 
 
-def _model_run(owner: str, name: str, version: int | None) -> Select[tuple[Run, int]]:
-    """The run of ``owner``'s model ``name`` at ``version`` (default the current one), and
-    the version: one statement over three unique indexes ((owner, name), (model, version),
-    the run's id)."""
-    chosen = ModelVersion.version == (
-        RegisteredModel.current_version if version is None else version
-    )
-    return (
-        select(Run, ModelVersion.version)
-        .join(ModelVersion, ModelVersion.run_id == Run.id)
-        .join(RegisteredModel, and_(RegisteredModel.id == ModelVersion.model_id, chosen))
-        .where(RegisteredModel.owner == owner, RegisteredModel.name == name)
-    )
+# A predict's lookup of owner and name → version → run: prebuilt Core statements over the
+# unique indexes (owner, name) and (model, version), one round trip, no per-request statement
+# building. The run's row is not read: a version's run has succeeded for good (a terminal
+# status, and it cannot be deleted), so the run-keyed model cache needs only its id.
+_model_table = RegisteredModel.__table__
+_version_table = ModelVersion.__table__
+_BY_NAME = and_(
+    _model_table.c.owner == bindparam("owner"), _model_table.c.name == bindparam("name")
+)
+_LOOKUP = select(_version_table.c.run_id, _version_table.c.version)
+_OF_MODEL = _model_table.c.id == _version_table.c.model_id
+CURRENT_RUN = _LOOKUP.join(
+    _model_table, and_(_OF_MODEL, _version_table.c.version == _model_table.c.current_version)
+).where(_BY_NAME)
+VERSION_RUN = _LOOKUP.join(
+    _model_table, and_(_OF_MODEL, _version_table.c.version == bindparam("version"))
+).where(_BY_NAME)
 
 
 def _no_such_version(db: Session, owner: str, name: str, version: int | None) -> HTTPException:
@@ -348,12 +352,13 @@ def predict_model(
     `run_id` naming what answered. The name is looked up at every request, so a `PUT` or
     `DELETE` counts from the next request on, in every API process.
     """
-    found = db.execute(_model_run(owner, name, version)).first()
-    if found is None:
+    params = {"owner": owner, "name": name, "version": version}
+    found = db.connection().execute(CURRENT_RUN if version is None else VERSION_RUN, params)
+    row = found.first()
+    if row is None:
         raise _no_such_version(db, owner, name, version)
-    run, number = found
-    result = predict_with(model_cache.get(db, run), body)
-    return {**result, "model": name, "version": number, "run_id": run.id}
+    result = predict_with(model_cache.get_by_id(db, row.run_id), body)
+    return {**result, "model": name, "version": row.version, "run_id": row.run_id}
 
 
 @router.delete(
