@@ -334,7 +334,7 @@ def _no_such_version(db: Session, owner: str, name: str, version: int | None) ->
         (404, "You have no model of this name, or it has no such `version`."),
         413,
         (422, f"Invalid request, e.g. `inputs` empty, not finite numbers, of the wrong width "
-         f"for the network; `version` below 1; or {NAME_RULE}."),
+         f"for the network; `version` not a number from 1 to 2^31-1; or {NAME_RULE}."),
         503,
     ),
 )  # fmt: skip
@@ -344,7 +344,8 @@ def predict_model(
     db: SessionDep,
     owner: OwnerDep,
     version: Annotated[
-        int | None, Query(ge=1, description="A version number; default the current version.")
+        int | None,
+        Query(ge=1, le=2**31 - 1, description="A version number; default the current version."),
     ] = None,
 ) -> dict[str, Any]:
     """The answer of `POST /runs/{id}/predict` for the run of the current version (or of
