@@ -530,3 +530,75 @@ class RegressionEvaluation(_EvaluationBase):
     mae: float
     r2: float | None = Field(description="Mean R² over the targets; null for fewer than two rows.")
     per_target: list[TargetMetrics]
+
+
+# -- the model registry (api/routes/registry.py) ----------------------------------------------
+
+
+class ModelRegisterIn(BaseModel):
+    """The run to register under a model name (``PUT /models/{name}``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"run_id": "3f0b8c6e-0000-4000-8000-000000000000"}]},
+    )
+
+    run_id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=NO_NUL,
+        description="A succeeded run of yours (its whole id). A run that is already a "
+        "version of this model becomes current again (a rollback); any other becomes the "
+        "next version.",
+    )
+
+
+class ModelRecord(BaseModel):
+    """A registered model as listed: its name and the version it answers with."""
+
+    name: str = Field(description="The name other services call; unique per owner.")
+    current_version: int = Field(description="The version `predict` uses by default.")
+    run_id: str = Field(description="The run of the current version.")
+    latest_version: int = Field(description="The highest version number (= how many).")
+    created_at: datetime = Field(description="When the name was first registered.")
+    updated_at: datetime = Field(
+        description="When the current version last changed (a registration or a rollback)."
+    )
+
+
+class ModelVersionRecord(BaseModel):
+    """One version of a registered model: a succeeded run, numbered 1, 2, … in the order
+    they were registered. A version always names the same run."""
+
+    version: int
+    run_id: str
+    run_name: str | None = Field(description="The run's name, if it has one.")
+    current: bool = Field(description="True for the version `predict` uses by default.")
+    created_at: datetime = Field(description="When this version was registered.")
+    trained_at: datetime | None = Field(description="When its run finished training.")
+    metrics: dict[str, float | None] = Field(
+        description="The run's metrics (those of the stored model; see the run record)."
+    )
+    test_metrics: dict[str, Any] | None = Field(
+        default=None, description="The run's scores on its `test_split` rows, if any."
+    )
+
+
+class ModelDetailRecord(ModelRecord):
+    """A registered model with all its versions, oldest first."""
+
+    versions: list[ModelVersionRecord]
+
+
+class ModelList(BaseModel):
+    items: list[ModelRecord]
+    next_cursor: str | None
+
+
+class ModelPredictOut(PredictOut):
+    """A prediction through the registry: the run's `/predict` answer, and which version
+    and run gave it."""
+
+    model: str = Field(description="The model's name.")
+    version: int = Field(description="The version that answered.")
+    run_id: str = Field(description="That version's run.")

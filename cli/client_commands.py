@@ -39,7 +39,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client import BackpropClient, BackpropConnectionError, BackpropError, Evaluation, Run
+from client import (
+    BackpropClient,
+    BackpropConnectionError,
+    BackpropError,
+    Evaluation,
+    Prediction,
+    Run,
+)
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -486,11 +493,16 @@ def predict(
     if as_json:
         _emit_json(_dump(result))
         return
+    out.print(_prediction_table(result))
+
+
+def _prediction_table(result: Prediction) -> Table:
+    """One line per input row: its outputs, and its label for a classifier."""
     table = Table("row", "outputs", *(["label"] if result.labels is not None else []))
     for i, outputs in enumerate(result.outputs):
         label = [escape(str(result.labels[i]))] if result.labels is not None else []
         table.add_row(str(i + 1), ", ".join(_fmt(v) for v in outputs), *label)
-    out.print(table)
+    return table
 
 
 def _evaluation_tables(result: Evaluation) -> list[Table]:

@@ -19,6 +19,7 @@ from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import SSEError, connect_sse
@@ -29,8 +30,11 @@ from client.models import (
     Evaluation,
     Event,
     MetricItem,
+    ModelPrediction,
     ModelWeights,
     Prediction,
+    RegisteredModel,
+    RegisteredModelDetail,
     Run,
     Sweep,
 )
@@ -295,6 +299,48 @@ class BackpropClient:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {run.status} after {timeout} s")
             time.sleep(poll)
+
+    # -- the model registry ----------------------------------------------------------------
+    @staticmethod
+    def _model_path(name: str) -> str:
+        # Quoted whole: a name the server refuses (a space, a slash) reaches it, and its
+        # 422 says what a name may be.
+        return f"{API}/models/{quote(name, safe='')}"
+
+    def register_model(self, name: str, run_id: str) -> RegisteredModelDetail:
+        """Make a succeeded run the current version of the model ``name``.
+
+        A run that is not yet one of its versions becomes the next version (1 for a new
+        name); the run of an older version makes that version current again (a rollback:
+        no new number). Names are 1-100 letters, digits, ``.``, ``_`` and ``-``, beginning
+        with a letter or digit. ``run_id`` is a whole id.
+        """
+        resp = self._request("PUT", self._model_path(name), json={"run_id": run_id})
+        return RegisteredModelDetail.model_validate(resp.json())
+
+    def get_model(self, name: str) -> RegisteredModelDetail:
+        """A registered model with its versions (run ids, times, metrics) and which is current."""
+        resp = self._request("GET", self._model_path(name))
+        return RegisteredModelDetail.model_validate(resp.json())
+
+    def list_models(self, limit: int | None = None) -> list[RegisteredModel]:
+        """Your registered models, the most recently created first (at most ``limit``)."""
+        pages = self._pages(f"{API}/models", {}, limit)
+        return [RegisteredModel.model_validate(m) for m in pages]
+
+    def predict_model(self, name: str, inputs: Any, version: int | None = None) -> ModelPrediction:
+        """Predict with the current version of a registered model (or with ``version``); the
+        answer names the version and run that gave it."""
+        params = {} if version is None else {"version": version}
+        resp = self._request(
+            "POST", f"{self._model_path(name)}/predict", params=params,
+            json={"inputs": _rows(inputs)},
+        )  # fmt: skip
+        return ModelPrediction.model_validate(resp.json())
+
+    def delete_model(self, name: str) -> None:
+        """Remove a model name and its versions; the runs stay."""
+        self._request("DELETE", self._model_path(name))
 
     # -- sweeps --------------------------------------------------------------------------
     def create_sweep(self, spec: dict[str, Any]) -> Sweep:

@@ -1,4 +1,5 @@
-"""Typed results of the Backprop Service client: datasets, runs, sweeps, metrics and events.
+"""Typed results of the Backprop Service client: datasets, runs, sweeps, metrics, events and
+registered models.
 
 These mirror the records of the public contract (API.md §4–§5), field for field (a test
 compares them with the service's OpenAPI schema). Unknown extra fields that a newer server
@@ -223,6 +224,51 @@ class Evaluation(_Record):
     mae: float | None = None
     r2: float | None = None
     per_target: list[TargetMetrics] | None = None
+
+
+class ModelVersion(_Record):
+    """One version of a registered model: a succeeded run, numbered in the order it was
+    registered; the same number always names the same run."""
+
+    version: int
+    run_id: str
+    run_name: str | None = None
+    current: bool  # the version predict_model uses by default
+    created_at: datetime  # when it was registered
+    trained_at: datetime | None = None  # when its run finished training
+    metrics: dict[str, float | None]  # the run's metrics
+    test_metrics: dict[str, Any] | None = None
+
+
+class RegisteredModel(_Record):
+    """A registered model as ``list_models`` gives it: a name and its current version."""
+
+    name: str
+    current_version: int
+    run_id: str  # the current version's run
+    latest_version: int  # the highest version number
+    created_at: datetime
+    updated_at: datetime  # when the current version last changed
+
+
+class RegisteredModelDetail(RegisteredModel):
+    """A registered model with every version, oldest first (``GET /api/v1/models/{name}``)."""
+
+    versions: list[ModelVersion]
+
+    @property
+    def current(self) -> ModelVersion:
+        """The version predictions use by default."""
+        return next(v for v in self.versions if v.current)
+
+
+class ModelPrediction(Prediction):
+    """Outputs of ``predict_model``, and which ``version`` of the ``model`` (and which run)
+    gave them."""
+
+    model: str
+    version: int
+    run_id: str
 
 
 class Event(BaseModel):

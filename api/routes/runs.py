@@ -25,6 +25,7 @@ from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
 from api.events import SSE_RESPONSE, run_event_stream
 from api.pagination import list_owned
 from api.routes.predictions import model_cache
+from api.routes.registry import refuse_if_registered
 from api.schemas import (
     BAD_CURSOR,
     MetricsOut,
@@ -35,7 +36,7 @@ from api.schemas import (
     error_responses,
 )
 from api.validation import check_warm_start, new_run_values, validate_against
-from core.db.locks import serialise_owner
+from core.db.locks import lock_run_for_delete, serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
     SWEEP_ACTIVE,
@@ -382,8 +383,9 @@ def cancel_run(run_id: ResourceId, request: Request, db: SessionDep, owner: Owne
     responses=error_responses(
         401,
         404,
-        (409, "The run is still queued or running (cancel it first), or is a trial of a "
-         "sweep that has not ended."),
+        (409, "The run is still queued or running (cancel it first), is a trial of a "
+         "sweep that has not ended, or is a version of a registered model (`detail` names "
+         "it)."),
         422,
         503,
     ),
@@ -400,6 +402,9 @@ def delete_run(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
                 409, detail=f"run {run_id} is a trial of sweep {run.sweep_id}, which is "
                 f"{sweep_status}; delete it once the sweep has ended"
             )  # fmt: skip
+    # The row lock first: a registration that read the run commits before we look.
+    lock_run_for_delete(db.connection(), run_id)
+    refuse_if_registered(db, run_id)
     db.delete(run)
     db.commit()
     model_cache.drop(run_id)

@@ -1,8 +1,10 @@
 /*
- * Backprop Service dashboard: the runs list, a run's page with live learning curves, and the
- * datasets list. Plain browser JavaScript with no dependencies and nothing from other origins.
+ * Backprop Service dashboard: the runs list, a run's page with live learning curves, the
+ * datasets list and the registered models. Plain browser JavaScript with no dependencies and
+ * nothing from other origins.
  *
- * Routes (URL fragment): "#/" runs, "#/runs/<id>" one run, "#/datasets" datasets.
+ * Routes (URL fragment): "#/" runs, "#/runs/<id>" one run, "#/datasets" datasets,
+ * "#/models" registered models.
  * Every API call carries "Authorization: Bearer <key>" when an API key is saved in the page
  * (localStorage); with authentication off the key is simply unused. Live epochs come from
  * GET /api/v1/runs/<id>/events read with fetch() and a stream reader, because EventSource
@@ -36,6 +38,7 @@
     lastEventId: null,
     runs: [],
     datasets: [],
+    models: [],
     epochs: () => ui.items.map((item) => item.epoch),
   };
   window.backpropUI = ui;
@@ -199,7 +202,8 @@
     const main = document.getElementById("view");
     main.replaceChildren(...children);
     for (const link of document.querySelectorAll("nav a")) link.classList.remove("active");
-    const nav = document.getElementById(name === "datasets" ? "nav-datasets" : "nav-runs");
+    const navs = { datasets: "nav-datasets", models: "nav-models" };
+    const nav = document.getElementById(navs[name] || "nav-runs");
     if (nav) nav.classList.add("active");
   }
 
@@ -210,6 +214,7 @@
     const runMatch = hash.match(/^\/runs\/([^/?#]+)$/);
     if (runMatch) return showRun(s, decodeURIComponent(runMatch[1]));
     if (hash === "/datasets") return showDatasets(s);
+    if (hash === "/models") return showModels(s);
     return showRuns(s);
   }
 
@@ -327,6 +332,44 @@
         tbody.replaceChildren(...rows);
       },
       POLL_MS * 2,
+    );
+  }
+
+  // -- registered models --------------------------------------------------------------------
+
+  function showModels(s) {
+    const tbody = h("tbody");
+    const table = h(
+      "table",
+      { id: "models-table", class: "grid" },
+      h("thead", {}, h("tr", {}, ["Model", "Version", "Run", "Updated"].map((t) => h("th", { text: t })))),
+      tbody,
+    );
+    setView("models", h("div", { class: "heading" }, h("h1", { text: "Models" })), table);
+    poll(
+      s,
+      async () => {
+        const body = await apiJson("models?limit=200");
+        if (!s.alive) return;
+        ui.models = body.items;
+        const rows = body.items.map((m) =>
+          h(
+            "tr",
+            { "data-model-name": m.name, "data-run-id": m.run_id, "data-updated": m.updated_at },
+            h("td", { class: "model-name", text: m.name }),
+            h("td", { class: "model-version", text: `${m.current_version} of ${m.latest_version}` }),
+            h("td", {}, h("a", { class: "model-run", href: `#/runs/${encodeURIComponent(m.run_id)}`, text: m.run_id })),
+            h("td", { text: when(m.updated_at) }),
+          ),
+        );
+        if (!rows.length) {
+          rows.push(
+            h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No models yet: PUT /api/v1/models/<name>." })),
+          );
+        }
+        tbody.replaceChildren(...rows);
+      },
+      POLL_MS,
     );
   }
 
