@@ -18,7 +18,8 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from core.spec import DTypeName, Hinted, InitName, LayerSpec, NetworkSpec, TrainingConfig
+from core.runs.requests import RunRequest
+from core.spec import DTypeName, Hinted, InitName, LayerSpec
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
 
 SEED_NETWORK_EXAMPLE: JsonDict = {
@@ -80,7 +81,9 @@ class DatasetList(BaseModel):
     next_cursor: str | None
 
 
-class RunCreate(Hinted):
+class RunCreate(RunRequest):
+    """A run request (core.runs.requests.RunRequest), with its OpenAPI example."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -93,19 +96,6 @@ class RunCreate(Hinted):
                 }
             ]
         },
-    )
-
-    name: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
-    dataset_id: str = Field(max_length=64)
-    network: NetworkSpec
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    callback_url: str | None = Field(
-        default=None,
-        max_length=2000,
-        description="POSTed once when the run ends, signed with X-Backprop-Signature.",
-    )
-    priority: StrictInt = Field(
-        default=0, ge=0, le=9, description="0-9: among queued runs, higher ones start first."
     )
 
 
