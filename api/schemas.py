@@ -406,6 +406,17 @@ class SweepProgress(BaseModel):
     running: int = 0
     queued: int = 0
     pruned: int = 0
+    waiting: int = Field(
+        default=0, description="Trials waiting at an ASHA rung (queued; counted in `queued`)."
+    )
+
+
+class SweepExtend(BaseModel):
+    """``POST /sweeps/{id}/extend``: how many configurations to add."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: StrictInt = Field(ge=1, le=1000, description="Configurations to add.")
 
 
 class SweepRecord(BaseModel):
@@ -426,6 +437,9 @@ class SweepRecord(BaseModel):
     cross_validation: dict[str, Any] | None = None
     created_at: datetime
     finished_at: datetime | None
+    refit_run_id: str | None = Field(
+        default=None, description="The latest refit of the best setting (POST .../refit)."
+    )
 
 
 class SweepList(BaseModel):

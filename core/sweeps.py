@@ -239,6 +239,30 @@ def expand(space: SearchSpace, *, default_trials: int = 10) -> list[dict[str, An
     return trials
 
 
+def corners(space: SearchSpace, *, limit: int = 256) -> list[dict[str, Any]]:
+    """Parameter sets that check a space whose trials are not known in advance (tpe): each
+    parameter at its extremes (``low`` and ``high``; every listed value), in every
+    combination when there are at most ``limit``, else every parameter's extremes with the
+    others at their ``low`` (or first value), plus the all-high corner."""
+    options: list[list[Any]] = []
+    for spec in space.parameters.values():
+        if isinstance(spec, list):
+            options.append(spec)
+        elif isinstance(spec, Choice):
+            options.append(spec.values)
+        else:
+            options.append([spec.low] if spec.low == spec.high else [spec.low, spec.high])
+    paths = list(space.parameters)
+    if math.prod(len(o) for o in options) <= limit:
+        combos = [list(c) for c in itertools.product(*options)]
+    else:
+        low = [o[0] for o in options]
+        combos = [low, [o[-1] for o in options]]
+        for i, values in enumerate(options):
+            combos += [low[:i] + [v] + low[i + 1 :] for v in values[1:]]
+    return [dict(zip(paths, copy.deepcopy(c), strict=True)) for c in combos]
+
+
 def set_path(request: dict[str, Any], path: str, value: Any) -> None:
     """Set ``path`` (dotted; integer segments index lists) in ``request`` in place.
 
@@ -365,7 +389,8 @@ def leaderboard(trials: list[dict[str, Any]], metric: str, *, folds: int | None 
     """Rank trials, best first.
 
     Each trial is ``{"run_id", "trial", "fold", "params", "status", "value", "epoch",
-    "stop_reason"}``. Succeeded trials come first, then those still queued or running, then
+    "stop_reason"}``, optionally ``stop_details`` (a pruned or waiting trial's standing at
+    its rung) and ``waiting``. Succeeded trials come first, then those still queued or running, then
     cancelled (pruned) and failed ones; within each group the best metric first, missing
     values last. With ``folds`` the runs of one configuration (same ``trial``) make one entry
     whose metric is the mean over its folds' values, with ``<metric>_std`` beside it.
@@ -384,6 +409,10 @@ def leaderboard(trials: list[dict[str, Any]], metric: str, *, folds: int | None 
             }
             if t.get("stop_reason"):
                 entry["stop_reason"] = t["stop_reason"]
+            if t.get("stop_details") and t["status"] != "succeeded":
+                entry["stop_details"] = t["stop_details"]  # pruned, or waiting at a rung
+            if t.get("waiting"):
+                entry["waiting"] = True
             entries.append(entry)
     else:
         by_trial: dict[int, list[dict[str, Any]]] = {}
@@ -404,6 +433,9 @@ def leaderboard(trials: list[dict[str, Any]], metric: str, *, folds: int | None 
                 "fold_values": [t["value"] for t in runs],
                 "status": _combined_status([t["status"] for t in runs]),
             }
+            details = [t.get("stop_details") for t in runs]
+            if any(details) and entry["status"] != "succeeded":
+                entry["fold_stop_details"] = details
             reasons = {t.get("stop_reason") for t in runs} - {None}
             if reasons:
                 entry["stop_reason"] = STOP_PRUNED if STOP_PRUNED in reasons else reasons.pop()
