@@ -153,7 +153,10 @@ class RunRecord(BaseModel):
         default=None, description="small or large: parameters x samples x epochs vs the threshold."
     )
     priority: int = 0
-    sweep_id: str | None = Field(default=None, description="The sweep this run is a trial of.")
+    sweep_id: str | None = Field(
+        default=None,
+        description="The sweep this run is a trial of (or the refit of: then `trial` is null).",
+    )
     trial: int | None = None
     fold: int | None = Field(default=None, description="Cross-validation fold of the trial.")
     sweep_params: dict[str, Any] | None = None
@@ -161,6 +164,12 @@ class RunRecord(BaseModel):
         default=None,
         description="Why it stopped before its last epoch: 'early_stopped', 'pruned', "
         "'sweep_cancelled'.",
+    )
+    stop_details: dict[str, Any] | None = Field(
+        default=None,
+        description="Why it stopped early, in figures: a pruned trial's (or one waiting at "
+        "an ASHA rung) `rung`, `epoch`, `metric`, `value`, `cutoff`, `kept`, "
+        "`trials_at_rung`, `eta`.",
     )
     best_epoch: int | None = Field(
         default=None,

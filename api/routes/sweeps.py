@@ -532,6 +532,7 @@ def refit_sweep(
     """
     owner = principal.owner
     sweep = _owned_sweep(db, owner, sweep_id)
+    sweep_id = sweep.id  # the path may hold a unique prefix of it
     if SweepStatus(sweep.status) in SWEEP_ACTIVE:
         raise HTTPException(
             409, detail=f"sweep {sweep_id} is {sweep.status}: refit it once it has ended"
@@ -599,6 +600,7 @@ def extend_sweep(
     """
     owner = principal.owner
     sweep = _owned_sweep(db, owner, sweep_id)
+    sweep_id = sweep.id  # the path may hold a unique prefix of it
     search = SearchSpace.model_validate(sweep.spec["search"])
     if search.type == "grid":
         raise HTTPException(
@@ -674,6 +676,7 @@ def retry_failed(
     """
     owner = principal.owner
     sweep = _owned_sweep(db, owner, sweep_id)
+    sweep_id = sweep.id  # the path may hold a unique prefix of it
     failed = db.execute(
         select(Run)
         .where(Run.sweep_id == sweep_id, current_attempt(),
