@@ -577,7 +577,7 @@ def refit_sweep(
     response_model=SweepRecord,
     summary="Add trials to a sweep",
     responses=error_responses(
-        401, 404,
+        400, 401, 404, 413,
         (409, "A grid sweep: it has run every combination (start another sweep with more "
          "values); or its dataset is gone."),
         (422, "`trials` is not a positive integer, an added trial is invalid, or the sweep "
