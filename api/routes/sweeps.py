@@ -151,8 +151,11 @@ def sweep_record(db: Session, sweep: Sweep) -> dict[str, Any]:
             .order_by(Run.created_at.desc())
             .limit(1)
         ),
-        **({"search_stopped": sweep.spec["search_stopped"]}
-           if sweep.spec.get("search_stopped") else {}),
+        **(
+            {"search_stopped": sweep.spec["search_stopped"]}
+            if sweep.spec.get("search_stopped")
+            else {}
+        ),
     }
 
 
@@ -328,8 +331,10 @@ def create_sweep(
             name=name,
             status=SweepStatus.queued.value,
             metric=body.metric,
-            spec={**body.model_dump(mode="json", exclude_unset=True),
-                  "api_key_id": principal.key_id},
+            spec={
+                **body.model_dump(mode="json", exclude_unset=True),
+                "api_key_id": principal.key_id,
+            },
             n_trials=n_trials,
             n_runs=n_trials * folds,
             max_concurrent=body.max_concurrent,
@@ -463,11 +468,14 @@ def _owned_sweep(db: Session, owner: str, sweep_id: str) -> Sweep:
 
 def _admit(db: Session, owner: str, n_runs: int, settings: Any) -> None:
     """429 when ``n_runs`` more runs would exceed the owner's active-run limit."""
-    active = db.scalar(
-        select(func.count())
-        .select_from(Run)
-        .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
-    ) or 0
+    active = (
+        db.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
+        )
+        or 0
+    )
     if active + n_runs > settings.max_active_runs:
         raise HTTPException(
             429,
@@ -546,8 +554,7 @@ def refit_sweep(
     ):  # fmt: skip
         raise HTTPException(409, detail=f"a refit of sweep {sweep_id} is queued or running")
     runs = db.execute(
-        select(Run.epoch, Run.best_epoch)
-        .where(Run.id.in_(best.get("run_ids") or [best["run_id"]]))
+        select(Run.epoch, Run.best_epoch).where(Run.id.in_(best.get("run_ids") or [best["run_id"]]))
     ).all()
     try:
         run_body = RunCreate.model_validate(refit_request(sweep, best, list(runs)))

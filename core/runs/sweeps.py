@@ -216,8 +216,9 @@ def _promote(
     """Release up to ``slots`` trials waiting at a rung that are now among its best, the
     highest rung first and the best first; returns their ids."""
     waiting = s.execute(
-        select(Run.id, Run.epoch, Run.fold, Run.epochs)
-        .where(Run.sweep_id == sweep_id, _waiting(), current_attempt())
+        select(Run.id, Run.epoch, Run.fold, Run.epochs).where(
+            Run.sweep_id == sweep_id, _waiting(), current_attempt()
+        )
     ).all()
     candidates: list[tuple[int, float, str]] = []
     cache: dict[tuple[int, int | None], dict[str, float | None]] = {}
@@ -254,8 +255,9 @@ def _prune_waiting(s: Session, sweep_id: str, asha_by_epochs: dict[int, _Asha]) 
     from core.runs import lifecycle  # lifecycle imports this module
 
     waiting = s.execute(
-        select(Run.id, Run.epoch, Run.fold, Run.epochs)
-        .where(Run.sweep_id == sweep_id, _waiting(), current_attempt())
+        select(Run.id, Run.epoch, Run.fold, Run.epochs).where(
+            Run.sweep_id == sweep_id, _waiting(), current_attempt()
+        )
     ).all()
     changes = []
     for row in waiting:
@@ -276,9 +278,7 @@ def _prune_waiting(s: Session, sweep_id: str, asha_by_epochs: dict[int, _Asha]) 
 # -- tpe ----------------------------------------------------------------------------------
 
 
-def observed_trials(
-    s: Session, sweep_id: str, metric: str, space: SearchSpace
-) -> list[Any]:
+def observed_trials(s: Session, sweep_id: str, metric: str, space: SearchSpace) -> list[Any]:
     """The configurations of a tpe sweep so far, in trial order, as core/tpe.py takes them."""
     from core.tpe import Observed
 
@@ -336,11 +336,14 @@ def _create_suggested(s: Session, sweep: Any, slots: int) -> list[str]:
     spec: dict[str, Any] = sweep.spec
     space = SearchSpace.model_validate(spec["search"])
     folds = (spec.get("cross_validation") or {}).get("k")
-    created = s.scalar(
-        select(func.count(func.distinct(Run.trial))).where(
-            Run.sweep_id == sweep.id, Run.trial.is_not(None)
+    created = (
+        s.scalar(
+            select(func.count(func.distinct(Run.trial))).where(
+                Run.sweep_id == sweep.id, Run.trial.is_not(None)
+            )
         )
-    ) or 0
+        or 0
+    )
     base = spec["base"]
     dataset = s.execute(
         select(Dataset.id, Dataset.n_samples).where(Dataset.id == base["dataset_id"])
@@ -417,16 +420,19 @@ def _take_trials(s: Session, sweep_id: str) -> _Taken:
         select(Sweep.id, Sweep.owner, Sweep.name, Sweep.metric, Sweep.spec, Sweep.n_trials,
                Sweep.max_concurrent).where(Sweep.id == sweep_id)
     ).one()  # fmt: skip
-    in_flight = s.scalar(
-        select(func.count())
-        .select_from(Run)
-        .where(
-            Run.sweep_id == sweep_id,
-            Run.trial.is_not(None),
-            Run.status.in_(_ACTIVE_RUN),
-            Run.held.is_(False),
+    in_flight = (
+        s.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(
+                Run.sweep_id == sweep_id,
+                Run.trial.is_not(None),
+                Run.status.in_(_ACTIVE_RUN),
+                Run.held.is_(False),
+            )
         )
-    ) or 0
+        or 0
+    )
     slots = (sweep.max_concurrent or 1) - in_flight
     asha_by_epochs = {
         epochs: asha
@@ -483,11 +489,14 @@ def _more_to_start(s: Session, sweep: Any) -> bool:
         return True
     if sweep.spec["search"]["type"] != "tpe":
         return False
-    created = s.scalar(
-        select(func.count(func.distinct(Run.trial))).where(
-            Run.sweep_id == sweep.id, Run.trial.is_not(None)
+    created = (
+        s.scalar(
+            select(func.count(func.distinct(Run.trial))).where(
+                Run.sweep_id == sweep.id, Run.trial.is_not(None)
+            )
         )
-    ) or 0
+        or 0
+    )
     return bool(created < sweep.n_trials)
 
 
