@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from client import BackpropClient
+from client.errors import BackpropError
 from core.sweeps import SearchSpace, expand
 from tests.e2e.conftest import E2E_ENV
 from tests.e2e.stack import PYTHON, Stack, start_stack, wait_for
@@ -170,11 +171,16 @@ def test_a_tpe_sweep_suggests_its_trials_as_slots_free_and_can_be_extended(
     for entry in sweep["leaderboard"]:
         assert 1e-3 <= entry["params"]["training.optimizer.learning_rate"] <= 0.3
         assert entry["params"]["training.batch_size"] in (4, 8, 16)
-    # Extend: two more configurations, suggested from the six results; it runs again.
+    # Extend (the CLI): two more configurations, suggested from the six results.
+    env = {**stack.env, "BACKPROP_URL": stack.base_url}
+    args = [PYTHON, "-m", "cli", "sweep", "extend", created["id"], "--trials", "2", "--json"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    extended = json.loads(done.stdout)
+    assert extended["n_trials"] == 8 and extended["progress"]["total"] == 8
+    # It runs again (unless its new trials were quicker than this answer).
+    assert extended["status"] == "running" or extended["progress"]["finished"] == 8
     with BackpropClient(stack.base_url) as bp:
-        extended = bp.extend_sweep(created["id"], 2)
-        assert extended.n_trials == 8 and extended.progress.total == 8
-        assert extended.status in ("running", "succeeded")
         final = bp.wait_sweep(created["id"], timeout=120)
     assert final.status == "succeeded" and len(final.leaderboard) == 8
     # An invalid corner of the space is refused up front, naming it.
@@ -194,9 +200,9 @@ def test_extend_draws_the_random_trials_a_larger_sweep_would_have(stack: Stack) 
             "search": search, "metric": "val_loss", "max_concurrent": 2}  # fmt: skip
     sweep = _wait_sweep(stack, _create(stack, body)["id"])
     assert sweep["status"] == "succeeded" and sweep["finished_at"] is not None
-    resp = stack.client.post(f"/api/v1/sweeps/{sweep['id']}/extend", json={"trials": 2})
-    assert resp.status_code == 202, resp.text
-    assert resp.json()["status"] in ("running", "succeeded") and resp.json()["n_trials"] == 4
+    with BackpropClient(stack.base_url) as bp:
+        extended = bp.extend_sweep(sweep["id"], 2)
+    assert extended.n_trials == 4 and extended.status in ("running", "succeeded")
     final = _wait_sweep(stack, sweep["id"])
     assert final["status"] == "succeeded" and final["search"]["n_trials"] == 4
     expected = expand(SearchSpace.model_validate({**search, "n_trials": 4}))
@@ -232,7 +238,7 @@ def test_retry_failed_runs_the_failed_trials_again_and_the_board_shows_the_lates
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     retried = json.loads(done.stdout)
-    assert retried["status"] == "running" and retried["finished_at"] is None
+    assert retried["status"] == "running" or retried["progress"]["finished"] == 2
     again = next(e for e in retried["leaderboard"] if e["trial"] == failed["trial"])
     assert again["run_id"] != failed["run_id"]  # the latest attempt
     final = _wait_sweep(stack, sweep["id"])
@@ -247,8 +253,9 @@ def test_retry_failed_runs_the_failed_trials_again_and_the_board_shows_the_lates
     # Nothing failed in a sweep whose trials all succeeded.
     ok = _wait_sweep(stack, _create(stack, {**body, "search": {"type": "grid", "parameters": {
         "training.optimizer.learning_rate": [0.1]}}})["id"])  # fmt: skip
-    resp = stack.client.post(f"/api/v1/sweeps/{ok['id']}/retry-failed")
-    assert resp.status_code == 409
+    with BackpropClient(stack.base_url) as bp, pytest.raises(BackpropError) as refused:
+        bp.retry_failed_sweep(ok["id"])
+    assert refused.value.status_code == 409 and "no failed trial" in str(refused.value)
 
 
 def test_refit_trains_the_best_setting_on_every_row_as_a_run_of_the_sweep(
