@@ -1,8 +1,12 @@
 """/api/v1/sweeps: hyperparameter sweeps over ordinary runs (API.md §5a, docs/sweeps.md).
 
-A sweep expands its search space into trials, validates every trial's run request exactly
-as ``POST /runs`` does, and stores them all as ``queued`` runs carrying its ``sweep_id``;
-``core/runs/sweeps.py`` sends at most ``max_concurrent`` of them to the workers at a time.
+A grid or random sweep expands its search space into trials, validates every trial's run
+request exactly as ``POST /runs`` does, and stores them all as ``queued`` runs carrying its
+``sweep_id``; a tpe sweep validates the corners of its space and stores none: its
+dispatch creates each trial when a slot frees (core/runs/sweeps.py), which also sends at
+most ``max_concurrent`` of them to the workers at a time. ``refit``, ``extend`` and
+``retry-failed`` finish the job: a run of the best setting on all the data, more trials,
+the failed ones again.
 """
 
 from __future__ import annotations
