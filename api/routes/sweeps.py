@@ -465,9 +465,14 @@ def cancel_sweep(
 
 
 def _owned_sweep(db: Session, owner: str, sweep_id: str) -> Sweep:
-    """The sweep, its status brought up to date; the owner's admission lock taken first."""
+    """The sweep, its status brought up to date, then the owner's admission lock taken.
+
+    In this order: bringing the status up to date writes in a transaction of its own,
+    which on SQLite would wait for the write lock that ``serialise_owner`` takes."""
+    sweep = _current(db, owner, sweep_id)
     serialise_owner(db.connection(), owner)
-    return _current(db, owner, sweep_id)
+    db.refresh(sweep)
+    return sweep
 
 
 def _admit(db: Session, owner: str, n_runs: int, settings: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,33 @@ def test_refit_trains_the_best_setting_on_every_row_as_a_run_of_the_sweep(
     assert "refit run" in out.stdout
     latest = stack.client.get(f"/api/v1/sweeps/{sweep['id']}").json()["refit_run_id"]
     assert latest != refit.id and _run(stack, latest)["status"] == "succeeded"
+
+
+def test_the_new_endpoints_answer_at_once_while_the_sweep_catches_up(stack: Stack) -> None:
+    """A trial runs but no trial has ended: the sweep's row still says `queued`, so reading
+    it brings it up to date with a write of its own. That write must not wait for the
+    owner's admission lock the endpoint holds (SQLite: the database's one write lock, which
+    it would wait 30 s for, then fail)."""
+    ds = _linear_dataset(stack)
+    body = {
+        "base": {"dataset_id": ds["id"], "network": LINEAR,
+                 "training": _training(epochs=1_000_000)},
+        "search": {"type": "grid", "parameters": {
+            "training.optimizer.learning_rate": [0.01, 0.02]}},
+        "metric": "val_loss",
+        "max_concurrent": 1,
+    }  # fmt: skip
+    sweep = _create(stack, body)
+
+    def training() -> bool:
+        runs = stack.client.get("/api/v1/runs", params={"status": "running"}).json()["items"]
+        return any(r["sweep_id"] == sweep["id"] and r["progress"]["epoch"] > 0 for r in runs)
+
+    wait_for(training, 60, "a trial to train", interval=0.1)
+    for action in ("refit", "retry-failed", "extend"):
+        t0 = time.monotonic()
+        resp = stack.client.post(f"/api/v1/sweeps/{sweep['id']}/{action}", json={"trials": 1})
+        assert resp.status_code == 409, resp.text
+        assert time.monotonic() - t0 < 10, f"{action} waited {time.monotonic() - t0:.1f} s"
+    assert stack.client.get(f"/api/v1/sweeps/{sweep['id']}").json()["status"] == "running"
+    assert stack.client.post(f"/api/v1/sweeps/{sweep['id']}/cancel").status_code == 202
