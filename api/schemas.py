@@ -18,7 +18,8 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from core.spec import DTypeName, Hinted, InitName, LayerSpec, NetworkSpec, TrainingConfig
+from core.runs.requests import RunRequest
+from core.spec import DTypeName, Hinted, InitName, LayerSpec
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
 
 SEED_NETWORK_EXAMPLE: JsonDict = {
@@ -80,7 +81,9 @@ class DatasetList(BaseModel):
     next_cursor: str | None
 
 
-class RunCreate(Hinted):
+class RunCreate(RunRequest):
+    """A run request (core.runs.requests.RunRequest), with its OpenAPI example."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -93,19 +96,6 @@ class RunCreate(Hinted):
                 }
             ]
         },
-    )
-
-    name: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
-    dataset_id: str = Field(max_length=64)
-    network: NetworkSpec
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    callback_url: str | None = Field(
-        default=None,
-        max_length=2000,
-        description="POSTed once when the run ends, signed with X-Backprop-Signature.",
-    )
-    priority: StrictInt = Field(
-        default=0, ge=0, le=9, description="0-9: among queued runs, higher ones start first."
     )
 
 
@@ -163,7 +153,10 @@ class RunRecord(BaseModel):
         default=None, description="small or large: parameters x samples x epochs vs the threshold."
     )
     priority: int = 0
-    sweep_id: str | None = Field(default=None, description="The sweep this run is a trial of.")
+    sweep_id: str | None = Field(
+        default=None,
+        description="The sweep this run is a trial of (or the refit of: then `trial` is null).",
+    )
     trial: int | None = None
     fold: int | None = Field(default=None, description="Cross-validation fold of the trial.")
     sweep_params: dict[str, Any] | None = None
@@ -171,6 +164,12 @@ class RunRecord(BaseModel):
         default=None,
         description="Why it stopped before its last epoch: 'early_stopped', 'pruned', "
         "'sweep_cancelled'.",
+    )
+    stop_details: dict[str, Any] | None = Field(
+        default=None,
+        description="Why it stopped early, in figures: a pruned trial's (or one waiting at "
+        "an ASHA rung) `rung`, `epoch`, `metric`, `value`, `cutoff`, `kept`, "
+        "`trials_at_rung`, `eta`.",
     )
     best_epoch: int | None = Field(
         default=None,
@@ -432,6 +431,17 @@ class SweepProgress(BaseModel):
     running: int = 0
     queued: int = 0
     pruned: int = 0
+    waiting: int = Field(
+        default=0, description="Trials waiting at an ASHA rung (queued; counted in `queued`)."
+    )
+
+
+class SweepExtend(BaseModel):
+    """``POST /sweeps/{id}/extend``: how many configurations to add."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: StrictInt = Field(ge=1, le=1000, description="Configurations to add.")
 
 
 class SweepRecord(BaseModel):
@@ -452,6 +462,9 @@ class SweepRecord(BaseModel):
     cross_validation: dict[str, Any] | None = None
     created_at: datetime
     finished_at: datetime | None
+    refit_run_id: str | None = Field(
+        default=None, description="The latest refit of the best setting (POST .../refit)."
+    )
 
 
 class SweepList(BaseModel):

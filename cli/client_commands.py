@@ -589,7 +589,8 @@ def register(app: typer.Typer) -> None:
 # -- sweeps -----------------------------------------------------------------------------------
 
 sweep_app = typer.Typer(
-    help="Hyperparameter sweeps: create one from a JSON spec, show its leaderboard, cancel it.",
+    help="Hyperparameter sweeps: create one from a JSON spec, show its leaderboard, cancel, "
+    "extend or retry it, refit its best setting.",
     no_args_is_help=True,
 )
 SweepArg = Annotated[
@@ -730,3 +731,59 @@ def sweep_cancel(
         _emit_json(_dump(sweep))
     else:
         out.print(f"sweep [bold]{sweep.id}[/] {sweep.status}")
+
+
+@sweep_app.command("refit")
+def sweep_refit(
+    sweep_id: SweepArg,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the refit run.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the sweep's best setting on all the data (every fold, no validation hold-out)
+    as a final run linked to the sweep."""
+    with _session(url, api_key) as bp:
+        run = bp.refit_sweep(sweep_id)
+        if not watch:
+            if as_json:
+                _emit_json(_dump(run))
+            else:
+                out.print(f"refit run [bold]{run.id}[/] {run.status} (sweep {run.sweep_id})")
+            return
+        if not as_json:
+            out.print(f"refit run [bold]{run.id}[/] {run.status} (sweep {run.sweep_id})")
+        code = _watch(bp, run, as_json)
+    raise typer.Exit(code)
+
+
+@sweep_app.command("extend")
+def sweep_extend(
+    sweep_id: SweepArg,
+    trials: Annotated[int, typer.Option(min=1, help="How many configurations to add.")],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add trials to a random or tpe sweep; a sweep that ended runs again."""
+    with _session(url, api_key) as bp:
+        sweep = bp.extend_sweep(sweep_id, trials)
+    if as_json:
+        _emit_json(_dump(sweep))
+    else:
+        out.print(f"sweep [bold]{sweep.id}[/] {sweep.status}: {sweep.n_trials} trials, "
+                  f"{sweep.progress.finished}/{sweep.progress.total} runs ended")  # fmt: skip
+
+
+@sweep_app.command("retry-failed")
+def sweep_retry_failed(
+    sweep_id: SweepArg, url: UrlOpt = None, api_key: KeyOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Run the sweep's failed trials again (the leaderboard shows the latest attempt)."""
+    with _session(url, api_key) as bp:
+        sweep = bp.retry_failed_sweep(sweep_id)
+    if as_json:
+        _emit_json(_dump(sweep))
+    else:
+        out.print(f"sweep [bold]{sweep.id}[/] {sweep.status}: "
+                  f"{sweep.progress.finished}/{sweep.progress.total} runs ended")  # fmt: skip

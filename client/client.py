@@ -362,6 +362,25 @@ class BackpropClient:
         resp = self._request("POST", f"{API}/sweeps/{sweep_id}/cancel")
         return Sweep.model_validate(resp.json())
 
+    def refit_sweep(self, sweep_id: str) -> Run:
+        """Train the sweep's best setting on all the data (every fold, no validation
+        hold-out) as a final run linked to the sweep (its ``refit_run_id``); returns the run.
+        409 while the sweep runs or when no trial succeeded."""
+        resp = self._request("POST", f"{API}/sweeps/{sweep_id}/refit")
+        return Run.model_validate(resp.json())
+
+    def extend_sweep(self, sweep_id: str, trials: int) -> Sweep:
+        """Add ``trials`` configurations to a random or tpe sweep (409 for a grid); a sweep
+        that ended runs again."""
+        resp = self._request("POST", f"{API}/sweeps/{sweep_id}/extend", json={"trials": trials})
+        return Sweep.model_validate(resp.json())
+
+    def retry_failed_sweep(self, sweep_id: str) -> Sweep:
+        """Run the sweep's failed trials again (new runs, same trial and fold; the
+        leaderboard shows the latest attempt). 409 when none failed."""
+        resp = self._request("POST", f"{API}/sweeps/{sweep_id}/retry-failed")
+        return Sweep.model_validate(resp.json())
+
     def wait_sweep(self, sweep_id: str, timeout: float | None = None, poll: float = 1.0) -> Sweep:
         """Poll until the sweep and all its trials have ended; returns its final record.
 

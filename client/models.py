@@ -78,6 +78,7 @@ class Run(_Record):
     fold: int | None = None
     sweep_params: dict[str, Any] | None = None
     stop_reason: str | None = None
+    stop_details: dict[str, Any] | None = None  # a pruned trial's rung, value and cutoff
     best_epoch: int | None = None  # the model's epoch, when early stopping kept the best
     last_epoch_metrics: dict[str, float | None] | None = None
     test_metrics: dict[str, Any] | None = None
@@ -98,6 +99,7 @@ class SweepProgress(_Record):
     running: int = 0
     queued: int = 0
     pruned: int = 0
+    waiting: int = 0  # waiting at an ASHA rung (counted in queued too)
 
 
 class Sweep(_Record):
@@ -121,6 +123,7 @@ class Sweep(_Record):
     cross_validation: dict[str, Any] | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    refit_run_id: str | None = None  # the latest refit of its best setting
 
     @property
     def done(self) -> bool:
