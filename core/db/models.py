@@ -107,6 +107,9 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+    # The owner's own organisation (PATCH): string → string labels and free text.
+    tags: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Run(Base):
@@ -154,6 +157,11 @@ class Run(Base):
     test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # The run whose weights this one started from (training.warm_start).
     parent_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Why it stopped early, in figures (a pruned trial: its rung, value and the cutoff).
+    stop_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The owner's own organisation (PATCH): string → string labels and free text.
+    tags: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     queue: Mapped[str | None] = mapped_column(String(100), nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -243,6 +251,9 @@ class Sweep(Base):
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     # Touched by every dispatch: that UPDATE serialises dispatching per sweep.
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+    # The owner's own organisation (PATCH): string → string labels and free text.
+    tags: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class MetricRow(Base):
