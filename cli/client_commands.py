@@ -697,6 +697,15 @@ def _apply_edit(bp: BackpropClient, resource_id: str, kind: str, **fields: Any) 
     return bp.update_run(resource_id, **fields)
 
 
+def _read(bp: BackpropClient, resource_id: str, kind: str) -> Any:
+    """The record of the run, sweep or dataset (``kind``)."""
+    if kind == "sweep":
+        return bp.get_sweep(resource_id)
+    if kind == "dataset":
+        return bp.get_dataset(resource_id)
+    return bp.get_run(resource_id)
+
+
 def _kind(sweep: bool, dataset: bool) -> str:
     if sweep and dataset:
         raise UsageProblem("--sweep and --dataset: give at most one")
@@ -731,7 +740,10 @@ def tag(
     with _session(url, api_key) as bp:
         kind = _kind(sweep, dataset)
         patch = _tag_pairs(pairs or [], remove or [])
-        record = _apply_edit(bp, resource_id, kind, **({"tags": patch} if patch else {}))
+        if patch:
+            record = _apply_edit(bp, resource_id, kind, tags=patch)
+        else:
+            record = _read(bp, resource_id, kind)
     if as_json:
         _emit_json(_dump(record))
     else:
@@ -774,8 +786,7 @@ def edit(
         kind = _kind(sweep, dataset)
         patch = _tag_pairs(tag or [], remove_tag or [])
         if clear_tags and patch:  # every tag not set again is removed, in the same edit
-            get = {"run": bp.get_run, "sweep": bp.get_sweep, "dataset": bp.get_dataset}[kind]
-            patch = {**dict.fromkeys(get(resource_id).tags), **patch}
+            patch = {**dict.fromkeys(_read(bp, resource_id, kind).tags), **patch}
         if patch or clear_tags:
             fields["tags"] = patch or None
         record = _apply_edit(bp, resource_id, kind, **fields)

@@ -581,7 +581,8 @@ def test_list_filters_sorts_and_updates_of_runs_sweeps_and_datasets(stack: Stack
         assert bp.list_runs(**mine, created_after=datetime.now(UTC) + timedelta(hours=1)) == []
         with pytest.raises(BackpropError) as caught:
             bp.update_run(runs[0].id, tags={"bad key": "v"})
-        assert caught.value.status_code == 422 and caught.value.problems[0].startswith("tags.bad key")
+        assert caught.value.status_code == 422
+        assert caught.value.problems[0].startswith("tags.bad key")
 
         # Datasets and sweeps alike.
         edited = bp.update_dataset(ds.id, name=f"{marker} renamed", tags={"src": marker})
