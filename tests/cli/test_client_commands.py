@@ -397,7 +397,8 @@ def test_invalid_values_print_as_field_paths_with_what_a_near_miss_meant(
     ], lines
     query = backprop(stack, "runs", "--status", "runing")
     assert query.returncode == 3
-    assert query.stderr.splitlines()[1].startswith("  status (query parameter): Input should be")
+    # status repeats (?status=a&status=b): the first one given is status[0]
+    assert query.stderr.splitlines()[1].startswith("  status[0] (query parameter): Input should")
     assert query.stderr.rstrip().endswith("did you mean 'running'?")
 
 
