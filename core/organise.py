@@ -63,6 +63,11 @@ def check_tag_key(key: str) -> str:
 
 def check_tag_value(value: str) -> str:
     """``value`` if it may be a tag's value, else :class:`EditError` saying why."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no JSON answer could carry it
+            raise EditError("tags", f"tag value {value!r}: not valid Unicode") from None
     if not _TAG_VALUE.match(value):
         raise EditError(
             "tags",
