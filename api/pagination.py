@@ -112,15 +112,30 @@ def decode_cursor(cursor: str, sort: Sort) -> Position:
                 raise ValueError("not an object")
         made_for = Sort(str(doc.get("s")), doc.get("o") == "desc")
         created, row_id = _time(doc.get("c")), _row_id(doc.get("i"))
-        value = doc.get("v")
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if value is not None and not (number and math.isfinite(value)):
-            raise ValueError("bad value")
+        value = _sort_value(doc.get("v"), made_for.key)
     except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise _bad(cursor) from exc
     if made_for != sort:
         raise _bad(cursor, f"made for {made_for.describe()}, not for {sort.describe()}")
     return Position(value, created, row_id)
+
+
+def _sort_value(value: Any, key: str) -> float | int | None:
+    """A cursor's sort value as its column holds it: an epoch number (32 bits) for
+    ``best_epoch``, a finite float for a metric; ValueError for anything else (a value the
+    database could not compare would be a 5xx)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("bad value")
+    if key == "best_epoch":
+        if not isinstance(value, int) or not -(2**31) <= value < 2**31:
+            raise ValueError("bad epoch")
+        return value
+    number = float(value)  # OverflowError for an int beyond floats
+    if not math.isfinite(number):
+        raise ValueError("not finite")
+    return number
 
 
 def _after(columns: list[Any], values: list[Any], descending: bool) -> ColumnElement[bool]:

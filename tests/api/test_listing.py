@@ -233,11 +233,15 @@ def test_a_cursor_belongs_to_its_sort_and_order(db: Session) -> None:
         '{"s":"loss","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":true}',
         '{"s":"loss","o":"asc","c":12,"i":"x","v":0.1}',
         "[1, 2]",
+        '{"s":"loss","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":1' + "0" * 400 + "}",
+        '{"s":"best_epoch","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":4294967296}',
+        '{"s":"best_epoch","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":1.5}',
+        '{"s":"loss","o":"asc","c":"2026-01-01T00:00:00","i":"' + "x" * 65 + '","v":1}',
     ],
 )
 def test_a_cursor_we_did_not_issue_is_400(raw: str) -> None:
     cursor = base64.urlsafe_b64encode(raw.encode()).decode()
-    sort = Sort("loss", False) if '"loss"' in raw else Sort()
+    sort = next((Sort(k, False) for k in ("loss", "best_epoch") if f'"{k}"' in raw), Sort())
     with pytest.raises(HTTPException) as caught:
         decode_cursor(cursor, sort)
     assert caught.value.status_code == 400
