@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-bench run test lint format bench-engine bench-service bench-tpe clean
+.PHONY: install install-bench run test lint format bench-engine bench-service bench-tpe bench-lists clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-service: install
 
 bench-tpe: install-bench
 	$(BIN)/python bench/tpe_vs_random.py --seeds 5 --budget 30 --epochs 10 --startup 10
+
+bench-lists: install
+	$(BIN)/python bench/list_runs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info backprop.db*

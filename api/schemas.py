@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
     StrictFloat,
     StrictInt,
+    WithJsonSchema,
     computed_field,
     field_validator,
 )
 from pydantic.config import JsonDict
 
+from core import organise
 from core.runs.requests import RunRequest
 from core.spec import DTypeName, Hinted, InitName, LayerSpec
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
@@ -63,6 +66,74 @@ class DatasetCreateJSON(BaseModel):
     task: Literal["classification", "regression"] | None = None
 
 
+# -- the owner's organisation: name, tags, notes (core/organise.py has the rule) -------------
+
+
+def _checked(check: Any) -> Any:
+    """A pydantic validator of ``check`` (core/organise.py): its message on failure."""
+
+    def validate(value: str) -> str:
+        try:
+            return str(check(value))
+        except organise.EditError as exc:
+            raise ValueError(str(exc)) from None
+
+    return AfterValidator(validate)
+
+
+TagKey = Annotated[
+    str,
+    _checked(organise.check_tag_key),
+    WithJsonSchema({"type": "string", "pattern": organise.TAG_KEY_PATTERN}),
+]
+TagValue = Annotated[
+    str,
+    _checked(organise.check_tag_value),
+    WithJsonSchema({"type": "string", "pattern": organise.TAG_VALUE_PATTERN}),
+]
+TAGS_DESCRIPTION = "The owner's labels, key → value (`PATCH` changes them)."
+NOTES_DESCRIPTION = "The owner's free text (`PATCH` changes it)."
+
+
+class OrganiseEdit(BaseModel):
+    """What a `PATCH` of a run, sweep or dataset changes; a field left out stays as it is.
+
+    `tags` is a JSON merge patch (RFC 7396) of the tags: a key with a string sets that tag,
+    a key with `null` removes it, the keys not named stay; `"tags": null` removes them all.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "iris baseline", "tags": {"project": "iris", "stale": None},
+                 "notes": "lr 0.05 is the best so far"}
+            ]
+        },
+    )  # fmt: skip
+
+    name: str | None = Field(
+        default=None, min_length=1, max_length=organise.NAME_MAX, pattern=organise.TEXT_PATTERN,
+        description="A new name; `null` removes a run's or a sweep's name.",
+    )  # fmt: skip
+    tags: dict[TagKey, TagValue | None] | None = Field(
+        default=None, max_length=organise.MAX_TAGS,
+        description=f"Tags to set (`key: value`) or remove (`key: null`). Keys: 1-"
+        f"{organise.TAG_KEY_MAX} characters of `A-Z a-z 0-9 _ . - /`; values: up to "
+        f"{organise.TAG_VALUE_MAX} characters, no control characters; at most "
+        f"{organise.MAX_TAGS} tags.",
+    )  # fmt: skip
+    notes: str | None = Field(
+        default=None, max_length=organise.NOTES_MAX, pattern=organise.TEXT_PATTERN,
+        description=f"New notes (up to {organise.NOTES_MAX} characters); `null` removes them.",
+    )  # fmt: skip
+
+    def edit(self) -> organise.Edit:
+        """The edit this body asks for (the fields it leaves out are UNSET)."""
+        given = self.model_fields_set
+        return organise.Edit(**{name: getattr(self, name) for name in given})
+
+
 class DatasetRecord(BaseModel):
     id: str
     name: str
@@ -74,6 +145,8 @@ class DatasetRecord(BaseModel):
     sha256: str
     size_bytes: int
     created_at: datetime
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DESCRIPTION)
+    notes: str | None = Field(default=None, description=NOTES_DESCRIPTION)
 
 
 class DatasetList(BaseModel):
@@ -187,6 +260,8 @@ class RunRecord(BaseModel):
     parent_run_id: str | None = Field(
         default=None, description="The run whose weights it started from (`warm_start`)."
     )
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DESCRIPTION)
+    notes: str | None = Field(default=None, description=NOTES_DESCRIPTION)
     transitions: list[TransitionOut] = Field(
         default_factory=list,
         description="Every change of its status, oldest first, with the reason.",
@@ -196,6 +271,11 @@ class RunRecord(BaseModel):
     @classmethod
     def _no_metrics_yet(cls, value: Any) -> Any:
         return value or {"loss": None}
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _no_tags(cls, value: Any) -> Any:
+        return value or {}
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -465,6 +545,8 @@ class SweepRecord(BaseModel):
     refit_run_id: str | None = Field(
         default=None, description="The latest refit of the best setting (POST .../refit)."
     )
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DESCRIPTION)
+    notes: str | None = Field(default=None, description=NOTES_DESCRIPTION)
 
 
 class SweepList(BaseModel):

@@ -15,7 +15,8 @@ import json
 import mimetypes
 import os
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -43,13 +44,61 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 API = "/api/v1"
 PAGE_SIZE = 200
 
-__all__ = ["DEFAULT_URL", "BackpropClient", "EventStream"]
+__all__ = ["DEFAULT_URL", "UNSET", "BackpropClient", "EventStream"]
 
 
 def _rows(value: Any) -> Any:
     """Plain lists from an array-like (anything with ``tolist()``), else ``value`` itself."""
     tolist = getattr(value, "tolist", None)
     return tolist() if callable(tolist) else value
+
+
+class _Unset:
+    """The default of an ``update_*`` argument: leave that field as it is."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def _edit_body(name: Any, tags: Any, notes: Any) -> dict[str, Any]:
+    """The ``PATCH`` body: the fields given (``None`` removes), none of the others."""
+    given = {"name": name, "tags": tags, "notes": notes}
+    return {key: (dict(value) if key == "tags" and value is not None else value)
+            for key, value in given.items() if value is not UNSET}  # fmt: skip
+
+
+def _time(value: datetime | str | None) -> str | None:
+    """A time for a query: ISO 8601 (a time without a zone is UTC to the server)."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _tag_filters(tags: Mapping[str, str] | Sequence[str] | None) -> list[str]:
+    """``?tag=`` values: ``{"project": "iris"}`` or ``["project:iris"]`` → ``["project:iris"]``."""
+    if tags is None:
+        return []
+    if isinstance(tags, Mapping):
+        return [f"{key}:{value}" for key, value in tags.items()]
+    return [tags] if isinstance(tags, str) else list(tags)
+
+
+def _list_filters(
+    *,
+    status: str | Sequence[str] | None = None,
+    tags: Mapping[str, str] | Sequence[str] | None = None,
+    q: str | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """The query parameters of a list, leaving out those not given (httpx repeats lists)."""
+    params: dict[str, Any] = {
+        "status": [status] if isinstance(status, str) else list(status or ()),
+        "tag": _tag_filters(tags),
+        "q": q,
+        **more,
+    }
+    return {k: v for k, v in params.items() if v is not None and v is not False and v != []}
 
 
 def _error_from(resp: httpx.Response) -> BackpropError:
@@ -193,9 +242,26 @@ class BackpropClient:
         resp = self._request("POST", f"{API}/datasets", params=params, json=body)
         return Dataset.model_validate(resp.json())
 
-    def list_datasets(self, limit: int | None = None) -> list[Dataset]:
-        """All datasets, newest first (at most ``limit``)."""
-        return [Dataset.model_validate(d) for d in self._pages(f"{API}/datasets", {}, limit)]
+    def list_datasets(
+        self,
+        limit: int | None = None,
+        *,
+        tags: Mapping[str, str] | Sequence[str] | None = None,
+        q: str | None = None,
+    ) -> list[Dataset]:
+        """All datasets, newest first (at most ``limit``); ``tags`` and ``q`` narrow the
+        list as in :meth:`list_runs`."""
+        params = _list_filters(tags=tags, q=q)
+        return [Dataset.model_validate(d) for d in self._pages(f"{API}/datasets", params, limit)]
+
+    def update_dataset(
+        self, dataset_id: str, *, name: Any = UNSET, tags: Any = UNSET, notes: Any = UNSET
+    ) -> Dataset:
+        """Rename, tag or annotate a dataset, as :meth:`update_run` (a dataset keeps a name:
+        ``name=None`` is refused)."""
+        body = _edit_body(name, tags, notes)
+        resp = self._request("PATCH", f"{API}/datasets/{dataset_id}", json=body)
+        return Dataset.model_validate(resp.json())
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """One dataset's record."""
@@ -228,10 +294,52 @@ class BackpropClient:
             body["priority"] = priority
         return Run.model_validate(self._request("POST", f"{API}/runs", json=body).json())
 
-    def list_runs(self, status: str | None = None, limit: int | None = None) -> list[Run]:
-        """Runs newest first, optionally only those with ``status``; all pages unless ``limit``."""
-        params = {"status": status} if status else {}
+    def list_runs(
+        self,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        *,
+        tags: Mapping[str, str] | Sequence[str] | None = None,
+        q: str | None = None,
+        dataset_id: str | None = None,
+        sweep_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        top_level: bool = False,
+        sort: str | None = None,
+        order: str | None = None,
+    ) -> list[Run]:
+        """Runs, newest first unless ``sort``/``order`` say otherwise; all pages unless
+        ``limit``. The filters narrow the list together (API.md §5):
+
+        - ``status``: one status or several (any of them);
+        - ``tags``: ``{"project": "iris"}`` or ``["project:iris"]``, all of them;
+        - ``q``: the name contains it, case aside;
+        - ``dataset_id``, ``sweep_id`` (whole ids); ``top_level=True``: no sweep trials;
+        - ``created_after`` (inclusive), ``created_before`` (exclusive): datetimes or ISO text.
+
+        ``sort``: ``created_at``, ``loss``, ``val_loss``, ``accuracy``, ``val_accuracy`` or
+        ``best_epoch`` (runs without the value last); ``order``: ``asc`` or ``desc``
+        (default: newest first, lowest loss or best epoch first, highest accuracy first).
+        """
+        params = _list_filters(
+            status=status, tags=tags, q=q, dataset_id=dataset_id, sweep_id=sweep_id,
+            created_after=_time(created_after), created_before=_time(created_before),
+            top_level=top_level, sort=sort, order=order,
+        )  # fmt: skip
         return [Run.model_validate(r) for r in self._pages(f"{API}/runs", params, limit)]
+
+    def update_run(
+        self, run_id: str, *, name: Any = UNSET, tags: Any = UNSET, notes: Any = UNSET
+    ) -> Run:
+        """Change a run's ``name``, ``tags`` or ``notes``; the record as it is now.
+
+        Only what is given changes; ``None`` removes (``tags=None``: every tag). ``tags``
+        merges: ``{"stage": "final", "old": None}`` sets one tag and removes another,
+        leaving the rest. The run's training and status are never affected.
+        """
+        body = _edit_body(name, tags, notes)
+        return Run.model_validate(self._request("PATCH", f"{API}/runs/{run_id}", json=body).json())
 
     def get_run(self, run_id: str) -> Run:
         """One run's record."""
@@ -348,10 +456,26 @@ class BackpropClient:
         (``{"base": <run request>, "search": {...}, "metric": ..., ...}``, docs/sweeps.md)."""
         return Sweep.model_validate(self._request("POST", f"{API}/sweeps", json=spec).json())
 
-    def list_sweeps(self, status: str | None = None, limit: int | None = None) -> list[Sweep]:
-        """Sweeps newest first, optionally only those with ``status``."""
-        params = {"status": status} if status else {}
+    def list_sweeps(
+        self,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        *,
+        tags: Mapping[str, str] | Sequence[str] | None = None,
+        q: str | None = None,
+    ) -> list[Sweep]:
+        """Sweeps newest first; ``status``, ``tags`` and ``q`` narrow the list as in
+        :meth:`list_runs`."""
+        params = _list_filters(status=status, tags=tags, q=q)
         return [Sweep.model_validate(s) for s in self._pages(f"{API}/sweeps", params, limit)]
+
+    def update_sweep(
+        self, sweep_id: str, *, name: Any = UNSET, tags: Any = UNSET, notes: Any = UNSET
+    ) -> Sweep:
+        """Rename, tag or annotate a sweep, as :meth:`update_run` (its trials keep theirs)."""
+        body = _edit_body(name, tags, notes)
+        resp = self._request("PATCH", f"{API}/sweeps/{sweep_id}", json=body)
+        return Sweep.model_validate(resp.json())
 
     def get_sweep(self, sweep_id: str) -> Sweep:
         """One sweep: status, progress and leaderboard (best first)."""

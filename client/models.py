@@ -33,6 +33,8 @@ class Dataset(_Record):
     sha256: str
     size_bytes: int
     created_at: datetime
+    tags: dict[str, str] = {}  # the owner's labels (update_dataset)
+    notes: str | None = None
 
 
 class Progress(_Record):
@@ -83,6 +85,8 @@ class Run(_Record):
     last_epoch_metrics: dict[str, float | None] | None = None
     test_metrics: dict[str, Any] | None = None
     parent_run_id: str | None = None
+    tags: dict[str, str] = {}  # the owner's labels (update_run)
+    notes: str | None = None
     transitions: list[Transition] = []  # the run's timeline, oldest first
 
     @property
@@ -124,6 +128,8 @@ class Sweep(_Record):
     created_at: datetime
     finished_at: datetime | None = None
     refit_run_id: str | None = None  # the latest refit of its best setting
+    tags: dict[str, str] = {}  # the owner's labels (update_sweep)
+    notes: str | None = None
 
     @property
     def done(self) -> bool:

@@ -31,7 +31,7 @@ from sqlalchemy import Select, and_, bindparam, delete, func, select
 from sqlalchemy.orm import Session, aliased
 
 from api.deps import OwnerDep, SessionDep
-from api.pagination import page, paginate
+from api.pagination import Sort, keyset_page
 from api.routes.predictions import model_cache, predict_with
 from api.schemas import (
     BAD_CURSOR,
@@ -271,8 +271,8 @@ def list_models(
         )
         .where(RegisteredModel.owner == owner)
     )
-    rows, next_cursor = page(
-        list(db.execute(paginate(stmt, RegisteredModel, cursor, limit))), limit
+    rows, next_cursor = keyset_page(
+        db, stmt, RegisteredModel, Sort(), cursor, limit, entities=False
     )
     items = [ModelRecord.model_validate(row, from_attributes=True) for row in rows]
     return {"items": items, "next_cursor": next_cursor}

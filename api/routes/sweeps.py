@@ -26,11 +26,13 @@ from sse_starlette.sse import EventSourceResponse
 
 from api import idempotency
 from api.auth import PrincipalDep
-from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
+from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, edit_owned, get_owned
 from api.events import SSE_RESPONSE
-from api.pagination import list_owned
+from api.listing import Filters, SearchQuery, TagQuery, parse_tags
+from api.pagination import Sort, keyset_page
 from api.schemas import (
     BAD_CURSOR,
+    OrganiseEdit,
     RunCreate,
     RunRecord,
     SweepCreate,
@@ -160,6 +162,8 @@ def sweep_record(db: Session, sweep: Sweep) -> dict[str, Any]:
             if sweep.spec.get("search_stopped")
             else {}
         ),
+        "tags": sweep.tags or {},
+        "notes": sweep.notes,
     }
 
 
@@ -389,16 +393,39 @@ def create_sweep(
 def list_sweeps(
     db: SessionDep,
     owner: OwnerDep,
-    status: Annotated[SweepStatus | None, Query()] = None,
+    status: Annotated[
+        list[SweepStatus] | None,
+        Query(max_length=5, description="Only sweeps with this status; repeat for several."),
+    ] = None,
+    tag: TagQuery = None,
+    q: SearchQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Your sweeps' records, newest first, `limit` (default 50) at a time, optionally only
-    those with one `status`. `next_cursor` is null on the last page; otherwise pass it as
-    `cursor` for the next one.
+    """Your sweeps' records, newest first, `limit` (default 50) at a time; `status`, `tag`
+    and `q` narrow the list as for runs. `next_cursor` is null on the last page; otherwise
+    pass it as `cursor` (with the same filters) for the next one.
     """
-    rows, next_cursor = list_owned(db, Sweep, owner, cursor, limit, status and status.value)
+    filters = Filters(statuses=[s.value for s in status or ()], tags=parse_tags(tag), q=q)
+    stmt = filters.apply(
+        select(Sweep).where(Sweep.owner == owner), Sweep, db.get_bind().dialect.name
+    )
+    rows, next_cursor = keyset_page(db, stmt, Sweep, Sort(), cursor, limit)
     return {"items": [sweep_record(db, s) for s in rows], "next_cursor": next_cursor}
+
+
+@router.patch(
+    "/{sweep_id}",
+    response_model=SweepRecord,
+    summary="Name, tag or annotate a sweep",
+    responses=error_responses(400, 401, 404, 413, 422, 503),
+)
+def edit_sweep(
+    sweep_id: ResourceId, body: OrganiseEdit, db: SessionDep, owner: OwnerDep
+) -> dict[str, Any]:
+    """Change the sweep's `name`, `tags` or `notes` as for a run; its trials keep theirs.
+    200 with its record."""
+    return sweep_record(db, edit_owned(db, Sweep, owner, sweep_id, body))
 
 
 def _current(db: Session, owner: str, sweep_id: str) -> Sweep:

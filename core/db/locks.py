@@ -26,7 +26,9 @@ transaction); later calls in the same transaction are covered by the first.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select, text
+from typing import Any
+
+from sqlalchemy import Connection, Row, Select, select, text
 
 from core.db.models import Dataset, Run
 
@@ -95,3 +97,13 @@ def lock_run_for_delete(conn: Connection, run_id: str) -> None:
         _begin_immediate(conn)
     else:
         conn.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+
+
+def select_for_update(conn: Connection, stmt: Select[Any]) -> Row[Any] | None:
+    """The first row of ``stmt``, locked until this transaction ends (``FOR UPDATE``; on
+    SQLite the transaction takes the database's write lock first): a read-modify-write of
+    that row cannot interleave with another."""
+    if conn.dialect.name == "sqlite":
+        _begin_immediate(conn)
+        return conn.execute(stmt).first()
+    return conn.execute(stmt.with_for_update()).first()

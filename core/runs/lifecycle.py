@@ -48,7 +48,17 @@ from sqlalchemy import (
 )
 
 from core.broker import enqueue_webhook
-from core.db.models import Checkpoint, Dataset, MetricRow, Run, RunStatus, RunTransition, utcnow
+from core.db.models import (
+    SORTABLE_METRICS,
+    Checkpoint,
+    Dataset,
+    MetricRow,
+    Run,
+    RunStatus,
+    RunTransition,
+    metric_columns,
+    utcnow,
+)
 from core.dispatch import freed, request_dispatch
 from core.runs import timeline
 from core.runs.sweeps import after_run_end
@@ -271,7 +281,11 @@ _RECORD_EPOCH = (
     update(_runs)
     .where(_runs.c.id == bindparam("run_id"), _runs.c.lease_owner == bindparam("me"))
     .values(
-        epoch=bindparam("epoch"), metrics=bindparam("metrics"), lease_expires_at=bindparam("lease")
+        epoch=bindparam("epoch"),
+        metrics=bindparam("metrics"),
+        lease_expires_at=bindparam("lease"),
+        # metrics' sortable values, in their columns (the list's sort keys)
+        **{key: bindparam(f"m_{key}") for key in SORTABLE_METRICS},
     )  # fmt: skip
     .returning(_runs.c.cancel_requested, _runs.c.stop_reason)
 )
@@ -297,7 +311,8 @@ def record_epoch(
     row = conn.execute(
         _RECORD_EPOCH,
         {"run_id": run_id, "me": worker, "epoch": epoch, "metrics": metrics,
-         "lease": utcnow() + timedelta(seconds=lease_s)},
+         "lease": utcnow() + timedelta(seconds=lease_s),
+         **{f"m_{key}": value for key, value in metric_columns(metrics).items()}},
     ).first()  # fmt: skip
     return None if row is None else EpochRecorded(bool(row[0]), row[1])
 
@@ -597,6 +612,7 @@ def succeed(
         model_metrics.update(more_metrics)
     if model_metrics is not None:
         results["metrics"] = model_metrics
+        results.update(metric_columns(model_metrics))  # the list's sort keys, kept in step
     reason = timeline.trained(epochs, last_epoch=last_epoch, best_epoch=best_epoch)
     return _end(conn, run_id, RunStatus.succeeded, worker=worker, reason=reason, error=None,
                 drop_checkpoint=drop_checkpoint, results=results)  # fmt: skip
