@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-bench run test lint format bench-engine bench-service clean
+.PHONY: install install-bench run test lint format bench-engine bench-service bench-tpe bench-lists clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench-engine: install-bench
 
 bench-service: install
 	$(BIN)/python bench/service.py
+
+bench-tpe: install-bench
+	$(BIN)/python bench/tpe_vs_random.py --seeds 5 --budget 30 --epochs 10 --startup 10
+
+bench-lists: install
+	$(BIN)/python bench/list_runs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info backprop.db*

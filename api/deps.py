@@ -14,7 +14,8 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from api.auth import PrincipalDep
-from api.schemas import error_responses
+from api.schemas import OrganiseEdit, error_responses
+from core import organise
 from core.db.models import Dataset, Run, Sweep
 from core.db.session import get_autocommit_engine, get_sessionmaker
 from core.ids import AmbiguousId, is_prefix, resolve_prefix
@@ -52,6 +53,27 @@ def get_owned(db: Session, model: type[Owned], owner: str, resource_id: str) -> 
     row = None if "\x00" in resource_id else db.get(model, resource_id)
     if row is None or row.owner != owner:
         raise HTTPException(404, detail=f"{model.__name__.lower()} {resource_id} not found")
+    return row
+
+
+def edit_owned(
+    db: Session, model: type[Owned], owner: str, resource_id: str, body: OrganiseEdit
+) -> Owned:
+    """Apply a ``PATCH`` of name, tags and notes (core/organise.py's rule) to ``owner``'s
+    ``model`` row and commit; the row as it is now. 404 as :func:`get_owned`; 422 when the
+    result breaks the rule (more tags than allowed, a dataset without a name)."""
+    get_owned(db, model, owner, resource_id)
+    try:
+        found = organise.apply(db.connection(), model, resource_id, body.edit())
+    except organise.EditError as exc:
+        db.rollback()
+        raise HTTPException(422, detail=f"{exc.field}: {exc}") from None
+    if not found:  # deleted since we looked
+        db.rollback()
+        raise HTTPException(404, detail=f"{model.__name__.lower()} {resource_id} not found")
+    db.commit()
+    row = get_owned(db, model, owner, resource_id)
+    db.refresh(row)
     return row
 
 

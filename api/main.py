@@ -25,7 +25,7 @@ from api.json_depth import JSONDepthLimit
 from api.limits import BodySizeLimit
 from api.metrics import HTTPMetricsMiddleware, build_registry
 from api.metrics import router as metrics_router
-from api.routes import datasets, evaluation, health, plots, predictions, runs, sweeps, ui
+from api.routes import datasets, evaluation, health, plots, predictions, registry, runs, sweeps, ui
 from core.db.session import TRANSIENT_ERRORS
 from core.settings import get_settings
 from core.spec import with_hints
@@ -122,8 +122,9 @@ def create_app() -> FastAPI:
     app.add_middleware(HTTPMetricsMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_router)
-    # The resource routers: an id prefix in a path stands for the id it begins.
-    for resources in (datasets, runs, predictions, evaluation, sweeps, plots):
+    # The resource routers: an id prefix in a path stands for the id it begins (model names
+    # in the registry's paths are no ids, and are left as they are).
+    for resources in (datasets, runs, predictions, evaluation, sweeps, plots, registry):
         document_ambiguous_prefixes(resources.router.routes)
         app.include_router(resources.router, dependencies=[RESOLVE_PATH_IDS])
     app.include_router(ui.router)

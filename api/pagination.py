@@ -1,58 +1,200 @@
-"""Keyset pagination, newest first, over tables with ``created_at`` and ``id`` columns."""
+"""Keyset pagination of the lists, in any order they sort by, stable while rows are added.
+
+A list is ordered by a sort key, then ``created_at``, then ``id`` (unique), all in the same
+direction; rows without a value of the sort key (NULL) come after all the others, ordered by
+``(created_at, id)`` in that direction. A page is fetched as "the first ``limit + 1`` rows
+after the last row of the previous page", and the cursor is that last row's position: its
+sort value (or "in the group without one"), ``created_at`` and ``id``. So a page never
+repeats or skips a row because rows were added or removed before it; only a row whose sort
+value changes between two pages (a running run's loss) may move past the cursor.
+
+Each page is one index range scan on PostgreSQL (``(owner, key, created_at, id)``, read
+forwards or backwards): the rows with a value first, then, when the page is not full, the
+rows without one.
+
+The cursor is opaque to clients: URL-safe base64 of a small JSON document naming the sort and
+the order it was made for; using it with another sort or order is a 400. Cursors of the old
+form (``created_at|id``, newest first) are still read.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fastapi import HTTPException
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import ColumnElement, Select, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from core.db.models import as_utc
 
 T = TypeVar("T", bound=tuple[Any, ...])
 
+Order = Literal["asc", "desc"]
 
-def encode_cursor(created_at: datetime, row_id: str) -> str:
-    raw = f"{as_utc(created_at).isoformat()}|{row_id}"  # type: ignore[union-attr]
+
+@dataclass(frozen=True)
+class Sort:
+    """The order of a list: by the column ``key`` of the model (``created_at``: by time
+    alone), ``descending`` or not."""
+
+    key: str = "created_at"
+    descending: bool = True
+
+    @property
+    def order(self) -> Order:
+        return "desc" if self.descending else "asc"
+
+    def describe(self) -> str:
+        return f"sort={self.key}&order={self.order}"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ended: the last row's sort value (``None``: among the rows without
+    one), its ``created_at`` and its ``id``."""
+
+    value: float | int | None
+    created_at: datetime
+    row_id: str
+
+
+def _b64(raw: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def encode_cursor(sort: Sort, position: Position) -> str:
+    """The cursor of the page that starts after ``position`` in the order ``sort``."""
+    created = as_utc(position.created_at)
+    assert created is not None
+    doc: dict[str, Any] = {"s": sort.key, "o": sort.order, "c": created.isoformat(),
+                           "i": position.row_id}  # fmt: skip
+    if sort.key != "created_at":
+        doc["v"] = position.value
+    return _b64(json.dumps(doc, separators=(",", ":")))
+
+
+def _bad(cursor: str, why: str = "not a cursor from this API") -> HTTPException:
+    shown = cursor if len(cursor) <= 80 else cursor[:80] + "…"
+    return HTTPException(400, detail=f"cursor: {why} ({shown!r})")
+
+
+def _time(stamp: Any) -> datetime:
+    if not isinstance(stamp, str):
+        raise ValueError("no time")
+    created = datetime.fromisoformat(stamp)
+    # Normalised here, so that a time the database cannot hold is a 400, not a 500.
+    return created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
+
+
+def _row_id(value: Any) -> str:
+    # NUL: never issued, and PostgreSQL refuses it in a query (was a 500).
+    if not isinstance(value, str) or "\x00" in value or len(value) > 64:
+        raise ValueError("bad id")
+    return value
+
+
+def decode_cursor(cursor: str, sort: Sort) -> Position:
+    """The position ``cursor`` points at; 400 when it is not one of ours or was made for
+    another sort or order."""
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        stamp, row_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
-        if "\x00" in row_id:  # never issued; PostgreSQL refuses NUL in a query (was a 500)
-            raise ValueError("NUL in cursor")
-        created = datetime.fromisoformat(stamp)
-        # Normalised here, so that a time the database cannot hold is a 400, not a 500.
-        created = created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
-        return created, row_id
+        raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
+        if not raw.startswith("{"):  # the first form: "created_at|id", newest first
+            stamp, row_id = raw.split("|", 1)
+            doc: dict[str, Any] = {"s": "created_at", "o": "desc", "c": stamp, "i": row_id}
+        else:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        made_for = Sort(str(doc.get("s")), doc.get("o") == "desc")
+        created, row_id = _time(doc.get("c")), _row_id(doc.get("i"))
+        value = _sort_value(doc.get("v"), made_for.key)
     except (ValueError, UnicodeDecodeError, OverflowError) as exc:
-        raise HTTPException(400, detail=f"cursor: not a cursor from this API ({cursor!r})") from exc
+        raise _bad(cursor) from exc
+    if made_for != sort:
+        raise _bad(cursor, f"made for {made_for.describe()}, not for {sort.describe()}")
+    return Position(value, created, row_id)
 
 
-def paginate(stmt: Select[T], model: Any, cursor: str | None, limit: int) -> Select[T]:
-    """Order newest first and start after ``cursor``; fetch ``limit + 1`` to see if more."""
-    if cursor:
-        created_at, row_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                model.created_at < created_at,
-                and_(model.created_at == created_at, model.id < row_id),
-            )
-        )
-    return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+def _sort_value(value: Any, key: str) -> float | int | None:
+    """A cursor's sort value as its column holds it: an epoch number (32 bits) for
+    ``best_epoch``, a finite float for a metric; ValueError for anything else (a value the
+    database could not compare would be a 5xx)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("bad value")
+    if key == "best_epoch":
+        if not isinstance(value, int) or not -(2**31) <= value < 2**31:
+            raise ValueError("bad epoch")
+        return value
+    number = float(value)  # OverflowError for an int beyond floats
+    if not math.isfinite(number):
+        raise ValueError("not finite")
+    return number
 
 
-def page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
-    """Split the ``limit + 1`` fetched rows into the page and the next cursor."""
+def _after(columns: list[Any], values: list[Any], descending: bool) -> ColumnElement[bool]:
+    """Rows after ``values`` in the order of ``columns``: a row-value comparison, which
+    PostgreSQL answers from the index on those columns."""
+    bound = [literal(v, type_=c.type) for c, v in zip(columns, values, strict=True)]
+    return tuple_(*columns) < tuple_(*bound) if descending else tuple_(*columns) > tuple_(*bound)
+
+
+def _ordered(stmt: Select[T], columns: list[Any], descending: bool, n: int) -> Select[T]:
+    return stmt.order_by(*(c.desc() if descending else c.asc() for c in columns)).limit(n)
+
+
+def keyset_page(
+    db: Session,
+    stmt: Select[Any],
+    model: Any,
+    sort: Sort,
+    cursor: str | None,
+    limit: int,
+    *,
+    entities: bool = True,
+) -> tuple[list[Any], str | None]:
+    """One page of ``stmt``'s rows (ORM objects of ``model``, filtered by the caller; with
+    ``entities=False``, rows of columns that include ``model``'s ``created_at`` and ``id``)
+    in the order ``sort``, starting after ``cursor``; and the next page's cursor, or None
+    after the last page."""
+
+    def fetch(page: Select[Any]) -> list[Any]:
+        return list(db.scalars(page)) if entities else list(db.execute(page).all())
+
+    position = decode_cursor(cursor, sort) if cursor else None
+    tail = [model.created_at, model.id]
+    desc = sort.descending
+    rows: list[Any] = []
+    if sort.key == "created_at":
+        page = stmt
+        if position is not None:
+            page = page.where(_after(tail, [position.created_at, position.row_id], desc))
+        rows = fetch(_ordered(page, tail, desc, limit + 1))
+    else:
+        key = getattr(model, sort.key)
+        if position is None or position.value is not None:
+            page = stmt.where(key.is_not(None))
+            if position is not None:
+                after = [position.value, position.created_at, position.row_id]
+                page = page.where(_after([key, *tail], after, desc))
+            rows = fetch(_ordered(page, [key, *tail], desc, limit + 1))
+            position = None  # the rows without a value come next, from their first
+        if len(rows) <= limit:
+            page = stmt.where(key.is_(None))
+            if position is not None:
+                page = page.where(_after(tail, [position.created_at, position.row_id], desc))
+            rows += fetch(_ordered(page, tail, desc, limit + 1 - len(rows)))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last.created_at, last.id)
+    value = None if sort.key == "created_at" else getattr(last, sort.key)
+    return rows[:limit], encode_cursor(sort, Position(value, last.created_at, last.id))
 
 
 def list_owned(
@@ -68,4 +210,4 @@ def list_owned(
     stmt = select(model).where(model.owner == owner)
     if status is not None:
         stmt = stmt.where(model.status == status)
-    return page(list(db.scalars(paginate(stmt, model, cursor, limit))), limit)
+    return keyset_page(db, stmt, model, Sort(), cursor, limit)

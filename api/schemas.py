@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
     StrictFloat,
     StrictInt,
+    WithJsonSchema,
     computed_field,
     field_validator,
 )
 from pydantic.config import JsonDict
 
-from core.spec import DTypeName, Hinted, InitName, LayerSpec, NetworkSpec, TrainingConfig
+from core import organise
+from core.runs.requests import RunRequest
+from core.spec import DTypeName, Hinted, InitName, LayerSpec
 from core.sweeps import CrossValidation, MetricName, Pruning, SearchSpace
 
 SEED_NETWORK_EXAMPLE: JsonDict = {
@@ -62,6 +66,74 @@ class DatasetCreateJSON(BaseModel):
     task: Literal["classification", "regression"] | None = None
 
 
+# -- the owner's organisation: name, tags, notes (core/organise.py has the rule) -------------
+
+
+def _checked(check: Any) -> Any:
+    """A pydantic validator of ``check`` (core/organise.py): its message on failure."""
+
+    def validate(value: str) -> str:
+        try:
+            return str(check(value))
+        except organise.EditError as exc:
+            raise ValueError(str(exc)) from None
+
+    return AfterValidator(validate)
+
+
+TagKey = Annotated[
+    str,
+    _checked(organise.check_tag_key),
+    WithJsonSchema({"type": "string", "pattern": organise.TAG_KEY_PATTERN}),
+]
+TagValue = Annotated[
+    str,
+    _checked(organise.check_tag_value),
+    WithJsonSchema({"type": "string", "pattern": organise.TAG_VALUE_PATTERN}),
+]
+TAGS_DESCRIPTION = "The owner's labels, key → value (`PATCH` changes them)."
+NOTES_DESCRIPTION = "The owner's free text (`PATCH` changes it)."
+
+
+class OrganiseEdit(BaseModel):
+    """What a `PATCH` of a run, sweep or dataset changes; a field left out stays as it is.
+
+    `tags` is a JSON merge patch (RFC 7396) of the tags: a key with a string sets that tag,
+    a key with `null` removes it, the keys not named stay; `"tags": null` removes them all.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "iris baseline", "tags": {"project": "iris", "stale": None},
+                 "notes": "lr 0.05 is the best so far"}
+            ]
+        },
+    )  # fmt: skip
+
+    name: str | None = Field(
+        default=None, min_length=1, max_length=organise.NAME_MAX, pattern=organise.TEXT_PATTERN,
+        description="A new name; `null` removes a run's or a sweep's name.",
+    )  # fmt: skip
+    tags: dict[TagKey, TagValue | None] | None = Field(
+        default=None, max_length=organise.MAX_TAGS,
+        description=f"Tags to set (`key: value`) or remove (`key: null`). Keys: 1-"
+        f"{organise.TAG_KEY_MAX} characters of `A-Z a-z 0-9 _ . - /`; values: up to "
+        f"{organise.TAG_VALUE_MAX} characters, no control characters; at most "
+        f"{organise.MAX_TAGS} tags.",
+    )  # fmt: skip
+    notes: str | None = Field(
+        default=None, max_length=organise.NOTES_MAX, pattern=organise.TEXT_PATTERN,
+        description=f"New notes (up to {organise.NOTES_MAX} characters); `null` removes them.",
+    )  # fmt: skip
+
+    def edit(self) -> organise.Edit:
+        """The edit this body asks for (the fields it leaves out are UNSET)."""
+        given = self.model_fields_set
+        return organise.Edit(**{name: getattr(self, name) for name in given})
+
+
 class DatasetRecord(BaseModel):
     id: str
     name: str
@@ -73,6 +145,8 @@ class DatasetRecord(BaseModel):
     sha256: str
     size_bytes: int
     created_at: datetime
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DESCRIPTION)
+    notes: str | None = Field(default=None, description=NOTES_DESCRIPTION)
 
 
 class DatasetList(BaseModel):
@@ -80,7 +154,9 @@ class DatasetList(BaseModel):
     next_cursor: str | None
 
 
-class RunCreate(Hinted):
+class RunCreate(RunRequest):
+    """A run request (core.runs.requests.RunRequest), with its OpenAPI example."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -93,19 +169,6 @@ class RunCreate(Hinted):
                 }
             ]
         },
-    )
-
-    name: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
-    dataset_id: str = Field(max_length=64)
-    network: NetworkSpec
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    callback_url: str | None = Field(
-        default=None,
-        max_length=2000,
-        description="POSTed once when the run ends, signed with X-Backprop-Signature.",
-    )
-    priority: StrictInt = Field(
-        default=0, ge=0, le=9, description="0-9: among queued runs, higher ones start first."
     )
 
 
@@ -163,7 +226,10 @@ class RunRecord(BaseModel):
         default=None, description="small or large: parameters x samples x epochs vs the threshold."
     )
     priority: int = 0
-    sweep_id: str | None = Field(default=None, description="The sweep this run is a trial of.")
+    sweep_id: str | None = Field(
+        default=None,
+        description="The sweep this run is a trial of (or the refit of: then `trial` is null).",
+    )
     trial: int | None = None
     fold: int | None = Field(default=None, description="Cross-validation fold of the trial.")
     sweep_params: dict[str, Any] | None = None
@@ -171,6 +237,12 @@ class RunRecord(BaseModel):
         default=None,
         description="Why it stopped before its last epoch: 'early_stopped', 'pruned', "
         "'sweep_cancelled'.",
+    )
+    stop_details: dict[str, Any] | None = Field(
+        default=None,
+        description="Why it stopped early, in figures: a pruned trial's (or one waiting at "
+        "an ASHA rung) `rung`, `epoch`, `metric`, `value`, `cutoff`, `kept`, "
+        "`trials_at_rung`, `eta`.",
     )
     best_epoch: int | None = Field(
         default=None,
@@ -188,6 +260,8 @@ class RunRecord(BaseModel):
     parent_run_id: str | None = Field(
         default=None, description="The run whose weights it started from (`warm_start`)."
     )
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DESCRIPTION)
+    notes: str | None = Field(default=None, description=NOTES_DESCRIPTION)
     transitions: list[TransitionOut] = Field(
         default_factory=list,
         description="Every change of its status, oldest first, with the reason.",
@@ -197,6 +271,11 @@ class RunRecord(BaseModel):
     @classmethod
     def _no_metrics_yet(cls, value: Any) -> Any:
         return value or {"loss": None}
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _no_tags(cls, value: Any) -> Any:
+        return value or {}
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -432,6 +511,17 @@ class SweepProgress(BaseModel):
     running: int = 0
     queued: int = 0
     pruned: int = 0
+    waiting: int = Field(
+        default=0, description="Trials waiting at an ASHA rung (queued; counted in `queued`)."
+    )
+
+
+class SweepExtend(BaseModel):
+    """``POST /sweeps/{id}/extend``: how many configurations to add."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: StrictInt = Field(ge=1, le=1000, description="Configurations to add.")
 
 
 class SweepRecord(BaseModel):
@@ -452,6 +542,11 @@ class SweepRecord(BaseModel):
     cross_validation: dict[str, Any] | None = None
     created_at: datetime
     finished_at: datetime | None
+    refit_run_id: str | None = Field(
+        default=None, description="The latest refit of the best setting (POST .../refit)."
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DESCRIPTION)
+    notes: str | None = Field(default=None, description=NOTES_DESCRIPTION)
 
 
 class SweepList(BaseModel):
@@ -530,3 +625,75 @@ class RegressionEvaluation(_EvaluationBase):
     mae: float
     r2: float | None = Field(description="Mean R² over the targets; null for fewer than two rows.")
     per_target: list[TargetMetrics]
+
+
+# -- the model registry (api/routes/registry.py) ----------------------------------------------
+
+
+class ModelRegisterIn(BaseModel):
+    """The run to register under a model name (``PUT /models/{name}``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"run_id": "3f0b8c6e-0000-4000-8000-000000000000"}]},
+    )
+
+    run_id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=NO_NUL,
+        description="A succeeded run of yours (its whole id). A run that is already a "
+        "version of this model becomes current again (a rollback); any other becomes the "
+        "next version.",
+    )
+
+
+class ModelRecord(BaseModel):
+    """A registered model as listed: its name and the version it answers with."""
+
+    name: str = Field(description="The name other services call; unique per owner.")
+    current_version: int = Field(description="The version `predict` uses by default.")
+    run_id: str = Field(description="The run of the current version.")
+    latest_version: int = Field(description="The highest version number (= how many).")
+    created_at: datetime = Field(description="When the name was first registered.")
+    updated_at: datetime = Field(
+        description="When the current version last changed (a registration or a rollback)."
+    )
+
+
+class ModelVersionRecord(BaseModel):
+    """One version of a registered model: a succeeded run, numbered 1, 2, … in the order
+    they were registered. A version always names the same run."""
+
+    version: int
+    run_id: str
+    run_name: str | None = Field(description="The run's name, if it has one.")
+    current: bool = Field(description="True for the version `predict` uses by default.")
+    created_at: datetime = Field(description="When this version was registered.")
+    trained_at: datetime | None = Field(description="When its run finished training.")
+    metrics: dict[str, float | None] = Field(
+        description="The run's metrics (those of the stored model; see the run record)."
+    )
+    test_metrics: dict[str, Any] | None = Field(
+        default=None, description="The run's scores on its `test_split` rows, if any."
+    )
+
+
+class ModelDetailRecord(ModelRecord):
+    """A registered model with all its versions, oldest first."""
+
+    versions: list[ModelVersionRecord]
+
+
+class ModelList(BaseModel):
+    items: list[ModelRecord]
+    next_cursor: str | None
+
+
+class ModelPredictOut(PredictOut):
+    """A prediction through the registry: the run's `/predict` answer, and which version
+    and run gave it."""
+
+    model: str = Field(description="The model's name.")
+    version: int = Field(description="The version that answered.")
+    run_id: str = Field(description="That version's run.")

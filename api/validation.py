@@ -20,19 +20,20 @@ from sqlalchemy.orm import Session
 
 from api.schemas import RunCreate
 from core.data import DatasetError, targets_from_npz_bytes
-from core.db.models import Dataset, ModelArtifact, Run, RunStatus
+from core.db.models import Dataset, ModelArtifact, Run
 from core.engine import EngineError
 from core.engine.targets import CROSS_ENTROPY, label_classes
 from core.keys import Principal
-from core.queues import count_parameters, job_size, queue_kind
+from core.queues import count_parameters
+from core.runs.requests import queue_of as core_queue_of
+from core.runs.requests import run_values
 from core.settings import Settings
 from core.spec import check_compatible, regression_on_classes_problem
 
 
 def queue_of(body: RunCreate, dataset: Dataset | Any, settings: Any) -> str:
     """``small`` or ``large``: the run's parameters x samples x epochs vs the threshold."""
-    size = job_size(count_parameters(body.network), dataset.n_samples, body.training.epochs)
-    return queue_kind(size, settings.small_job_threshold)
+    return core_queue_of(body, dataset.n_samples, settings)
 
 
 def new_run_values(
@@ -43,28 +44,12 @@ def new_run_values(
     *,
     name: str | None,
 ) -> dict[str, Any]:
-    """The columns of a new, queued run of ``body`` on ``dataset``: the one place they are
-    built, for ``POST /runs`` and for a sweep's trials alike."""
-    training = body.training.model_dump(mode="json")
-    if training.get("max_runtime_s") is None:
-        training["max_runtime_s"] = settings.max_runtime_s
-    return {
-        "owner": principal.owner,
-        "name": name,
-        "dataset_id": dataset.id,
-        "network": body.network.model_dump(mode="json", exclude_none=True),
-        "training": training,
-        "status": RunStatus.queued.value,
-        "epochs": body.training.epochs,
-        "metrics": {"loss": None},
-        "callback_url": body.callback_url,
-        "webhook_status": "pending" if body.callback_url else None,
-        "api_key_id": principal.key_id,
-        "enqueued_at": None,  # sent by the dispatcher when a worker has room
-        "queue": queue_of(body, dataset, settings),
-        "priority": body.priority,
-        "parent_run_id": body.training.warm_start.run_id if body.training.warm_start else None,
-    }
+    """The columns of a new, queued run of ``body`` on ``dataset`` (core.runs.requests
+    builds them, for ``POST /runs`` and for a sweep's trials alike)."""
+    return run_values(
+        body, dataset_id=dataset.id, n_samples=dataset.n_samples, owner=principal.owner,
+        api_key_id=principal.key_id, settings=settings, name=name,
+    )  # fmt: skip
 
 
 class _Cache:

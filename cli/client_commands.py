@@ -1,5 +1,5 @@
 """Client commands of ``backprop``: submit, runs, show, watch, cancel, weights, predict,
-evaluate.
+evaluate, tag, edit.
 
 They talk to a running service over HTTP through :class:`client.BackpropClient` and import
 nothing of the service itself. Every command takes ``--url`` / ``--api-key`` (defaults
@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,7 +40,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client import BackpropClient, BackpropConnectionError, BackpropError, Evaluation, Run
+from client import (
+    BackpropClient,
+    BackpropConnectionError,
+    BackpropError,
+    Evaluation,
+    Prediction,
+    Run,
+)
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -309,43 +317,136 @@ def submit(
     raise typer.Exit(code)
 
 
+_RELATIVE = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_METRIC_SORTS = ("loss", "val_loss", "accuracy", "val_accuracy", "best_epoch")
+
+
+def _when(value: str | None, option: str) -> str | None:
+    """A time for ``--since``/``--until``: ISO 8601 (a date, or a date and time; UTC unless
+    it says otherwise), or a duration back from now: ``30m``, ``12h``, ``7d``, ``2w``."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:] in _RELATIVE:
+        back = timedelta(seconds=int(text[:-1]) * _RELATIVE[text[-1]])
+        return (datetime.now(UTC) - back).isoformat()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageProblem(
+            f"{option} {value!r}: give an ISO 8601 date or time (2026-12-01, "
+            "2026-12-01T09:30) or a duration back from now (30m, 12h, 7d, 2w)"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def _tag_filter(value: str) -> str:
+    """``--tag`` as the API takes it, ``key:value``; ``key=value`` is read as the same when
+    there is no ``:``."""
+    if ":" not in value and "=" in value:
+        key, _, rest = value.partition("=")
+        return f"{key}:{rest}"
+    return value
+
+
+def _whole_id(bp: BackpropClient, kind: str, value: str | None) -> str | None:
+    """The whole id a (possibly shortened) ``--dataset``/``--sweep`` id stands for: the
+    lists filter by whole ids, and the server resolves a prefix on the resource's path."""
+    if value is None or len(value) >= 36:
+        return value
+    found = bp.get_dataset(value) if kind == "dataset" else bp.get_sweep(value)
+    return found.id
+
+
+def _tags_text(tags: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in tags.items())
+
+
 def runs(
     status: Annotated[
-        str | None, typer.Option(help="Only runs with this status (queued, running, …).")
+        list[str] | None,
+        typer.Option(help="Only runs with this status (queued, running, …); repeat for several."),
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(help="Only runs tagged KEY:VALUE; repeat for several (all must match)."),
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Only runs whose name contains this, case aside.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Only runs trained on this dataset (id or prefix).")
+    ] = None,
+    sweep: Annotated[
+        str | None, typer.Option(help="Only the trials of this sweep (id or prefix).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only runs created at or after this time: ISO 8601, or 30m/12h/7d."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only runs created before this time (as --since).")
+    ] = None,
+    top_level: Annotated[bool, typer.Option("--top-level", help="Leave out sweep trials.")] = False,
+    sort: Annotated[
+        str | None,
+        typer.Option(help="created_at, loss, val_loss, accuracy, val_accuracy or best_epoch."),
+    ] = None,
+    desc: Annotated[
+        bool | None,
+        typer.Option(
+            "--desc/--asc",
+            help="The order (default: newest first; lowest loss or best epoch first, "
+            "highest accuracy first).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first, or filtered and sorted as asked (filters combine)."""
     with _session(url, api_key) as bp:
-        items = bp.list_runs(status=status, limit=limit)
+        items = bp.list_runs(
+            status=status, limit=limit, tags=[_tag_filter(t) for t in tag or ()], q=search,
+            dataset_id=_whole_id(bp, "dataset", dataset), sweep_id=_whole_id(bp, "sweep", sweep),
+            created_after=_when(since, "--since"), created_before=_when(until, "--until"),
+            top_level=top_level, sort=sort, order=None if desc is None else ("desc" if desc
+                                                                            else "asc"),
+        )  # fmt: skip
     if as_json:
         _emit_json([_dump(r) for r in items])
         return
     # Fits the terminal (80 columns too): short ids (any unique prefix works as an id), one
-    # line per run, the name cut with "…" to the room left (all of it with --json).
+    # line per run, the name and tags cut with "…" to the room left (all of it with --json).
+    # The value column is the sort key's when the list is sorted by a metric, else the loss.
+    shown = sort if sort in _METRIC_SORTS else "loss"
+
+    def value(r: Run) -> str:
+        return _fmt(r.best_epoch if shown == "best_epoch" else r.metrics.get(shown))
+
     short = _short_ids([r.id for r in items])
     rows = [
         (
             short[r.id],
             r.status,
             f"{r.progress.epoch}/{r.progress.epochs}",
-            _fmt(r.metrics.get("loss")),
+            value(r),
             r.created_at.strftime("%m-%d %H:%M"),
         )
         for r in items
     ]
     table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold")
     room = out.width
-    for i, column in enumerate(("id", "status", "epoch", "loss", "created")):
+    for i, column in enumerate(("id", "status", "epoch", shown, "created")):
         width = max([len(column), *(len(row[i]) for row in rows)])
         table.add_column(column, no_wrap=True, min_width=width)
         room -= width + 2
     table.add_column("name", no_wrap=True, overflow="ellipsis", max_width=max(room, 4))
     for row, r in zip(rows, items, strict=True):
-        table.add_row(*row, escape(r.name or ""))
+        tags = f" [dim]{escape(_tags_text(r.tags))}[/]" if r.tags else ""
+        table.add_row(*row, escape(r.name or "") + tags)
     out.print(table)
 
 
@@ -486,11 +587,16 @@ def predict(
     if as_json:
         _emit_json(_dump(result))
         return
+    out.print(_prediction_table(result))
+
+
+def _prediction_table(result: Prediction) -> Table:
+    """One line per input row: its outputs, and its label for a classifier."""
     table = Table("row", "outputs", *(["label"] if result.labels is not None else []))
     for i, outputs in enumerate(result.outputs):
         label = [escape(str(result.labels[i]))] if result.labels is not None else []
         table.add_row(str(i + 1), ", ".join(_fmt(v) for v in outputs), *label)
-    out.print(table)
+    return table
 
 
 def _evaluation_tables(result: Evaluation) -> list[Table]:
@@ -567,9 +673,144 @@ def evaluate(
         out.print(table)
 
 
+# -- organising: names, tags, notes ------------------------------------------------------------
+
+IdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="A run's id (a sweep's with --sweep, a dataset's with --dataset), or a unique "
+        "prefix of it (6+ characters).",
+        show_default=False,
+    ),
+]
+SweepFlag = Annotated[bool, typer.Option("--sweep", help="ID is a sweep's.")]
+DatasetFlag = Annotated[bool, typer.Option("--dataset", help="ID is a dataset's.")]
+
+
+def _tag_pairs(pairs: list[str], remove: list[str]) -> dict[str, str | None]:
+    """``KEY=VALUE`` arguments and ``--remove KEY`` options as a merge patch of tags."""
+    patch: dict[str, str | None] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageProblem(f"{pair!r}: give a tag as KEY=VALUE (an empty VALUE is allowed)")
+        patch[key] = value
+    patch.update(dict.fromkeys(remove))
+    return patch
+
+
+def _apply_edit(bp: BackpropClient, resource_id: str, kind: str, **fields: Any) -> Any:
+    """PATCH the run, sweep or dataset (``kind``) with ``fields``; its record after."""
+    if kind == "sweep":
+        return bp.update_sweep(resource_id, **fields)
+    if kind == "dataset":
+        return bp.update_dataset(resource_id, **fields)
+    return bp.update_run(resource_id, **fields)
+
+
+def _read(bp: BackpropClient, resource_id: str, kind: str) -> Any:
+    """The record of the run, sweep or dataset (``kind``)."""
+    if kind == "sweep":
+        return bp.get_sweep(resource_id)
+    if kind == "dataset":
+        return bp.get_dataset(resource_id)
+    return bp.get_run(resource_id)
+
+
+def _kind(sweep: bool, dataset: bool) -> str:
+    if sweep and dataset:
+        raise UsageProblem("--sweep and --dataset: give at most one")
+    return "sweep" if sweep else "dataset" if dataset else "run"
+
+
+def _print_organised(kind: str, record: Any) -> None:
+    out.print(f"{kind} [bold]{record.id}[/]")
+    out.print(f"  name:  {escape(record.name) if record.name else '-'}")
+    out.print(f"  tags:  {escape(_tags_text(record.tags)) if record.tags else '-'}")
+    if record.notes:
+        out.print("  notes: " + escape(record.notes).replace("\n", "\n         "))
+
+
+def tag(
+    resource_id: IdArg,
+    pairs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[KEY=VALUE]...", help="Tags to set.", show_default=False),
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", "-r", help="A tag KEY to remove; repeat.")
+    ] = None,
+    sweep: SweepFlag = False,
+    dataset: DatasetFlag = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tag a run (or a sweep, a dataset): set KEY=VALUE tags, remove others; the rest stay.
+    Without KEY=VALUE or --remove, show its tags."""
+    with _session(url, api_key) as bp:
+        kind = _kind(sweep, dataset)
+        patch = _tag_pairs(pairs or [], remove or [])
+        if patch:
+            record = _apply_edit(bp, resource_id, kind, tags=patch)
+        else:
+            record = _read(bp, resource_id, kind)
+    if as_json:
+        _emit_json(_dump(record))
+    else:
+        _print_organised(kind, record)
+
+
+def edit(
+    resource_id: IdArg,
+    name: Annotated[
+        str | None, typer.Option(help="A new name (\"\" removes a run's or a sweep's).")
+    ] = None,
+    notes: Annotated[
+        str | None,
+        typer.Option(help='New notes ("" removes them; "-" reads them from stdin).'),
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="A tag KEY=VALUE to set; repeat.")
+    ] = None,
+    remove_tag: Annotated[
+        list[str] | None, typer.Option("--remove-tag", help="A tag KEY to remove; repeat.")
+    ] = None,
+    clear_tags: Annotated[
+        bool, typer.Option("--clear-tags", help="Remove every tag first.")
+    ] = False,
+    sweep: SweepFlag = False,
+    dataset: DatasetFlag = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename a run (or a sweep, a dataset), change its notes or tags; what is not given
+    stays as it is. Training and status are never affected."""
+    fields: dict[str, Any] = {}
+    if name is not None:
+        fields["name"] = name or None
+    if notes is not None:
+        text = typer.get_text_stream("stdin").read() if notes == "-" else notes
+        fields["notes"] = text or None
+    with _session(url, api_key) as bp:
+        kind = _kind(sweep, dataset)
+        patch = _tag_pairs(tag or [], remove_tag or [])
+        if clear_tags and patch:  # every tag not set again is removed, in the same edit
+            patch = {**dict.fromkeys(_read(bp, resource_id, kind).tags), **patch}
+        if patch or clear_tags:
+            fields["tags"] = patch or None
+        record = _apply_edit(bp, resource_id, kind, **fields)
+    if as_json:
+        _emit_json(_dump(record))
+    else:
+        _print_organised(kind, record)
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to ``app``."""
-    for command in (submit, runs, show, watch, cancel, weights, predict, evaluate):
+    for command in (submit, runs, show, watch, cancel, weights, predict, evaluate, tag, edit):
         app.command()(command)
     app.add_typer(sweep_app, name="sweep")
 
@@ -577,7 +818,8 @@ def register(app: typer.Typer) -> None:
 # -- sweeps -----------------------------------------------------------------------------------
 
 sweep_app = typer.Typer(
-    help="Hyperparameter sweeps: create one from a JSON spec, show its leaderboard, cancel it.",
+    help="Hyperparameter sweeps: create one from a JSON spec, show its leaderboard, cancel, "
+    "extend or retry it, refit its best setting.",
     no_args_is_help=True,
 )
 SweepArg = Annotated[
@@ -718,3 +960,59 @@ def sweep_cancel(
         _emit_json(_dump(sweep))
     else:
         out.print(f"sweep [bold]{sweep.id}[/] {sweep.status}")
+
+
+@sweep_app.command("refit")
+def sweep_refit(
+    sweep_id: SweepArg,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the refit run.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the sweep's best setting on all the data (every fold, no validation hold-out)
+    as a final run linked to the sweep."""
+    with _session(url, api_key) as bp:
+        run = bp.refit_sweep(sweep_id)
+        if not watch:
+            if as_json:
+                _emit_json(_dump(run))
+            else:
+                out.print(f"refit run [bold]{run.id}[/] {run.status} (sweep {run.sweep_id})")
+            return
+        if not as_json:
+            out.print(f"refit run [bold]{run.id}[/] {run.status} (sweep {run.sweep_id})")
+        code = _watch(bp, run, as_json)
+    raise typer.Exit(code)
+
+
+@sweep_app.command("extend")
+def sweep_extend(
+    sweep_id: SweepArg,
+    trials: Annotated[int, typer.Option(min=1, help="How many configurations to add.")],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add trials to a random or tpe sweep; a sweep that ended runs again."""
+    with _session(url, api_key) as bp:
+        sweep = bp.extend_sweep(sweep_id, trials)
+    if as_json:
+        _emit_json(_dump(sweep))
+    else:
+        out.print(f"sweep [bold]{sweep.id}[/] {sweep.status}: {sweep.n_trials} trials, "
+                  f"{sweep.progress.finished}/{sweep.progress.total} runs ended")  # fmt: skip
+
+
+@sweep_app.command("retry-failed")
+def sweep_retry_failed(
+    sweep_id: SweepArg, url: UrlOpt = None, api_key: KeyOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Run the sweep's failed trials again (the leaderboard shows the latest attempt)."""
+    with _session(url, api_key) as bp:
+        sweep = bp.retry_failed_sweep(sweep_id)
+    if as_json:
+        _emit_json(_dump(sweep))
+    else:
+        out.print(f"sweep [bold]{sweep.id}[/] {sweep.status}: "
+                  f"{sweep.progress.finished}/{sweep.progress.total} runs ended")  # fmt: skip

@@ -285,11 +285,14 @@ def standalone(
 
 
 def _register_subcommands() -> None:
-    """Commands that live in modules of their own (client commands, API keys)."""
+    """Commands that live in modules of their own (client commands, the model registry,
+    API keys)."""
     from cli import client_commands
     from cli.keys import keys_app
+    from cli.model_commands import models_app
 
     client_commands.register(app)
+    app.add_typer(models_app, name="models")
     app.add_typer(keys_app, name="keys")
 
 

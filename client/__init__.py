@@ -11,7 +11,7 @@ Depends on ``httpx``, ``httpx-sse`` and ``pydantic`` only::
             ...
 """
 
-from client.client import DEFAULT_URL, BackpropClient, EventStream
+from client.client import DEFAULT_URL, UNSET, BackpropClient, EventStream
 from client.errors import BackpropConnectionError, BackpropError
 from client.models import (
     ClassMetrics,
@@ -19,9 +19,13 @@ from client.models import (
     Evaluation,
     Event,
     MetricItem,
+    ModelPrediction,
+    ModelVersion,
     ModelWeights,
     Prediction,
     Progress,
+    RegisteredModel,
+    RegisteredModelDetail,
     Run,
     Sweep,
     TargetMetrics,
@@ -30,6 +34,7 @@ from client.models import (
 
 __all__ = [
     "DEFAULT_URL",
+    "UNSET",
     "BackpropClient",
     "BackpropConnectionError",
     "BackpropError",
@@ -39,9 +44,13 @@ __all__ = [
     "Event",
     "EventStream",
     "MetricItem",
+    "ModelPrediction",
+    "ModelVersion",
     "ModelWeights",
     "Prediction",
     "Progress",
+    "RegisteredModel",
+    "RegisteredModelDetail",
     "Run",
     "Sweep",
     "TargetMetrics",

@@ -15,10 +15,12 @@ import json
 import mimetypes
 import os
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import SSEError, connect_sse
@@ -29,8 +31,11 @@ from client.models import (
     Evaluation,
     Event,
     MetricItem,
+    ModelPrediction,
     ModelWeights,
     Prediction,
+    RegisteredModel,
+    RegisteredModelDetail,
     Run,
     Sweep,
 )
@@ -39,13 +44,61 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 API = "/api/v1"
 PAGE_SIZE = 200
 
-__all__ = ["DEFAULT_URL", "BackpropClient", "EventStream"]
+__all__ = ["DEFAULT_URL", "UNSET", "BackpropClient", "EventStream"]
 
 
 def _rows(value: Any) -> Any:
     """Plain lists from an array-like (anything with ``tolist()``), else ``value`` itself."""
     tolist = getattr(value, "tolist", None)
     return tolist() if callable(tolist) else value
+
+
+class _Unset:
+    """The default of an ``update_*`` argument: leave that field as it is."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def _edit_body(name: Any, tags: Any, notes: Any) -> dict[str, Any]:
+    """The ``PATCH`` body: the fields given (``None`` removes), none of the others."""
+    given = {"name": name, "tags": tags, "notes": notes}
+    return {key: (dict(value) if key == "tags" and value is not None else value)
+            for key, value in given.items() if value is not UNSET}  # fmt: skip
+
+
+def _time(value: datetime | str | None) -> str | None:
+    """A time for a query: ISO 8601 (a time without a zone is UTC to the server)."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _tag_filters(tags: Mapping[str, str] | Sequence[str] | None) -> list[str]:
+    """``?tag=`` values: ``{"project": "iris"}`` or ``["project:iris"]`` → ``["project:iris"]``."""
+    if tags is None:
+        return []
+    if isinstance(tags, Mapping):
+        return [f"{key}:{value}" for key, value in tags.items()]
+    return [tags] if isinstance(tags, str) else list(tags)
+
+
+def _list_filters(
+    *,
+    status: str | Sequence[str] | None = None,
+    tags: Mapping[str, str] | Sequence[str] | None = None,
+    q: str | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """The query parameters of a list, leaving out those not given (httpx repeats lists)."""
+    params: dict[str, Any] = {
+        "status": [status] if isinstance(status, str) else list(status or ()),
+        "tag": _tag_filters(tags),
+        "q": q,
+        **more,
+    }
+    return {k: v for k, v in params.items() if v is not None and v is not False and v != []}
 
 
 def _error_from(resp: httpx.Response) -> BackpropError:
@@ -189,9 +242,26 @@ class BackpropClient:
         resp = self._request("POST", f"{API}/datasets", params=params, json=body)
         return Dataset.model_validate(resp.json())
 
-    def list_datasets(self, limit: int | None = None) -> list[Dataset]:
-        """All datasets, newest first (at most ``limit``)."""
-        return [Dataset.model_validate(d) for d in self._pages(f"{API}/datasets", {}, limit)]
+    def list_datasets(
+        self,
+        limit: int | None = None,
+        *,
+        tags: Mapping[str, str] | Sequence[str] | None = None,
+        q: str | None = None,
+    ) -> list[Dataset]:
+        """All datasets, newest first (at most ``limit``); ``tags`` and ``q`` narrow the
+        list as in :meth:`list_runs`."""
+        params = _list_filters(tags=tags, q=q)
+        return [Dataset.model_validate(d) for d in self._pages(f"{API}/datasets", params, limit)]
+
+    def update_dataset(
+        self, dataset_id: str, *, name: Any = UNSET, tags: Any = UNSET, notes: Any = UNSET
+    ) -> Dataset:
+        """Rename, tag or annotate a dataset, as :meth:`update_run` (a dataset keeps a name:
+        ``name=None`` is refused)."""
+        body = _edit_body(name, tags, notes)
+        resp = self._request("PATCH", f"{API}/datasets/{dataset_id}", json=body)
+        return Dataset.model_validate(resp.json())
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """One dataset's record."""
@@ -224,10 +294,52 @@ class BackpropClient:
             body["priority"] = priority
         return Run.model_validate(self._request("POST", f"{API}/runs", json=body).json())
 
-    def list_runs(self, status: str | None = None, limit: int | None = None) -> list[Run]:
-        """Runs newest first, optionally only those with ``status``; all pages unless ``limit``."""
-        params = {"status": status} if status else {}
+    def list_runs(
+        self,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        *,
+        tags: Mapping[str, str] | Sequence[str] | None = None,
+        q: str | None = None,
+        dataset_id: str | None = None,
+        sweep_id: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        top_level: bool = False,
+        sort: str | None = None,
+        order: str | None = None,
+    ) -> list[Run]:
+        """Runs, newest first unless ``sort``/``order`` say otherwise; all pages unless
+        ``limit``. The filters narrow the list together (API.md §5):
+
+        - ``status``: one status or several (any of them);
+        - ``tags``: ``{"project": "iris"}`` or ``["project:iris"]``, all of them;
+        - ``q``: the name contains it, case aside;
+        - ``dataset_id``, ``sweep_id`` (whole ids); ``top_level=True``: no sweep trials;
+        - ``created_after`` (inclusive), ``created_before`` (exclusive): datetimes or ISO text.
+
+        ``sort``: ``created_at``, ``loss``, ``val_loss``, ``accuracy``, ``val_accuracy`` or
+        ``best_epoch`` (runs without the value last); ``order``: ``asc`` or ``desc``
+        (default: newest first, lowest loss or best epoch first, highest accuracy first).
+        """
+        params = _list_filters(
+            status=status, tags=tags, q=q, dataset_id=dataset_id, sweep_id=sweep_id,
+            created_after=_time(created_after), created_before=_time(created_before),
+            top_level=top_level, sort=sort, order=order,
+        )  # fmt: skip
         return [Run.model_validate(r) for r in self._pages(f"{API}/runs", params, limit)]
+
+    def update_run(
+        self, run_id: str, *, name: Any = UNSET, tags: Any = UNSET, notes: Any = UNSET
+    ) -> Run:
+        """Change a run's ``name``, ``tags`` or ``notes``; the record as it is now.
+
+        Only what is given changes; ``None`` removes (``tags=None``: every tag). ``tags``
+        merges: ``{"stage": "final", "old": None}`` sets one tag and removes another,
+        leaving the rest. The run's training and status are never affected.
+        """
+        body = _edit_body(name, tags, notes)
+        return Run.model_validate(self._request("PATCH", f"{API}/runs/{run_id}", json=body).json())
 
     def get_run(self, run_id: str) -> Run:
         """One run's record."""
@@ -296,16 +408,74 @@ class BackpropClient:
                 raise TimeoutError(f"run {run_id} is still {run.status} after {timeout} s")
             time.sleep(poll)
 
+    # -- the model registry ----------------------------------------------------------------
+    @staticmethod
+    def _model_path(name: str) -> str:
+        # Quoted whole: a name the server refuses (a space, a slash) reaches it, and its
+        # 422 says what a name may be.
+        return f"{API}/models/{quote(name, safe='')}"
+
+    def register_model(self, name: str, run_id: str) -> RegisteredModelDetail:
+        """Make a succeeded run the current version of the model ``name``.
+
+        A run that is not yet one of its versions becomes the next version (1 for a new
+        name); the run of an older version makes that version current again (a rollback:
+        no new number). Names are 1-100 letters, digits, ``.``, ``_`` and ``-``, beginning
+        with a letter or digit. ``run_id`` is a whole id.
+        """
+        resp = self._request("PUT", self._model_path(name), json={"run_id": run_id})
+        return RegisteredModelDetail.model_validate(resp.json())
+
+    def get_model(self, name: str) -> RegisteredModelDetail:
+        """A registered model with its versions (run ids, times, metrics) and which is current."""
+        resp = self._request("GET", self._model_path(name))
+        return RegisteredModelDetail.model_validate(resp.json())
+
+    def list_models(self, limit: int | None = None) -> list[RegisteredModel]:
+        """Your registered models, the most recently created first (at most ``limit``)."""
+        pages = self._pages(f"{API}/models", {}, limit)
+        return [RegisteredModel.model_validate(m) for m in pages]
+
+    def predict_model(self, name: str, inputs: Any, version: int | None = None) -> ModelPrediction:
+        """Predict with the current version of a registered model (or with ``version``); the
+        answer names the version and run that gave it."""
+        params = {} if version is None else {"version": version}
+        resp = self._request(
+            "POST", f"{self._model_path(name)}/predict", params=params,
+            json={"inputs": _rows(inputs)},
+        )  # fmt: skip
+        return ModelPrediction.model_validate(resp.json())
+
+    def delete_model(self, name: str) -> None:
+        """Remove a model name and its versions; the runs stay."""
+        self._request("DELETE", self._model_path(name))
+
     # -- sweeps --------------------------------------------------------------------------
     def create_sweep(self, spec: dict[str, Any]) -> Sweep:
         """Start a hyperparameter sweep: ``spec`` is the body of ``POST /api/v1/sweeps``
         (``{"base": <run request>, "search": {...}, "metric": ..., ...}``, docs/sweeps.md)."""
         return Sweep.model_validate(self._request("POST", f"{API}/sweeps", json=spec).json())
 
-    def list_sweeps(self, status: str | None = None, limit: int | None = None) -> list[Sweep]:
-        """Sweeps newest first, optionally only those with ``status``."""
-        params = {"status": status} if status else {}
+    def list_sweeps(
+        self,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        *,
+        tags: Mapping[str, str] | Sequence[str] | None = None,
+        q: str | None = None,
+    ) -> list[Sweep]:
+        """Sweeps newest first; ``status``, ``tags`` and ``q`` narrow the list as in
+        :meth:`list_runs`."""
+        params = _list_filters(status=status, tags=tags, q=q)
         return [Sweep.model_validate(s) for s in self._pages(f"{API}/sweeps", params, limit)]
+
+    def update_sweep(
+        self, sweep_id: str, *, name: Any = UNSET, tags: Any = UNSET, notes: Any = UNSET
+    ) -> Sweep:
+        """Rename, tag or annotate a sweep, as :meth:`update_run` (its trials keep theirs)."""
+        body = _edit_body(name, tags, notes)
+        resp = self._request("PATCH", f"{API}/sweeps/{sweep_id}", json=body)
+        return Sweep.model_validate(resp.json())
 
     def get_sweep(self, sweep_id: str) -> Sweep:
         """One sweep: status, progress and leaderboard (best first)."""
@@ -314,6 +484,25 @@ class BackpropClient:
     def cancel_sweep(self, sweep_id: str) -> Sweep:
         """Cancel a sweep: queued trials never start, running ones stop (409 when it ended)."""
         resp = self._request("POST", f"{API}/sweeps/{sweep_id}/cancel")
+        return Sweep.model_validate(resp.json())
+
+    def refit_sweep(self, sweep_id: str) -> Run:
+        """Train the sweep's best setting on all the data (every fold, no validation
+        hold-out) as a final run linked to the sweep (its ``refit_run_id``); returns the run.
+        409 while the sweep runs or when no trial succeeded."""
+        resp = self._request("POST", f"{API}/sweeps/{sweep_id}/refit")
+        return Run.model_validate(resp.json())
+
+    def extend_sweep(self, sweep_id: str, trials: int) -> Sweep:
+        """Add ``trials`` configurations to a random or tpe sweep (409 for a grid); a sweep
+        that ended runs again."""
+        resp = self._request("POST", f"{API}/sweeps/{sweep_id}/extend", json={"trials": trials})
+        return Sweep.model_validate(resp.json())
+
+    def retry_failed_sweep(self, sweep_id: str) -> Sweep:
+        """Run the sweep's failed trials again (new runs, same trial and fold; the
+        leaderboard shows the latest attempt). 409 when none failed."""
+        resp = self._request("POST", f"{API}/sweeps/{sweep_id}/retry-failed")
         return Sweep.model_validate(resp.json())
 
     def wait_sweep(self, sweep_id: str, timeout: float | None = None, poll: float = 1.0) -> Sweep:

@@ -1,4 +1,5 @@
-"""Typed results of the Backprop Service client: datasets, runs, sweeps, metrics and events.
+"""Typed results of the Backprop Service client: datasets, runs, sweeps, metrics, events and
+registered models.
 
 These mirror the records of the public contract (API.md §4–§5), field for field (a test
 compares them with the service's OpenAPI schema). Unknown extra fields that a newer server
@@ -32,6 +33,8 @@ class Dataset(_Record):
     sha256: str
     size_bytes: int
     created_at: datetime
+    tags: dict[str, str] = {}  # the owner's labels (update_dataset)
+    notes: str | None = None
 
 
 class Progress(_Record):
@@ -77,10 +80,13 @@ class Run(_Record):
     fold: int | None = None
     sweep_params: dict[str, Any] | None = None
     stop_reason: str | None = None
+    stop_details: dict[str, Any] | None = None  # a pruned trial's rung, value and cutoff
     best_epoch: int | None = None  # the model's epoch, when early stopping kept the best
     last_epoch_metrics: dict[str, float | None] | None = None
     test_metrics: dict[str, Any] | None = None
     parent_run_id: str | None = None
+    tags: dict[str, str] = {}  # the owner's labels (update_run)
+    notes: str | None = None
     transitions: list[Transition] = []  # the run's timeline, oldest first
 
     @property
@@ -97,6 +103,7 @@ class SweepProgress(_Record):
     running: int = 0
     queued: int = 0
     pruned: int = 0
+    waiting: int = 0  # waiting at an ASHA rung (counted in queued too)
 
 
 class Sweep(_Record):
@@ -120,6 +127,9 @@ class Sweep(_Record):
     cross_validation: dict[str, Any] | None = None
     created_at: datetime
     finished_at: datetime | None = None
+    refit_run_id: str | None = None  # the latest refit of its best setting
+    tags: dict[str, str] = {}  # the owner's labels (update_sweep)
+    notes: str | None = None
 
     @property
     def done(self) -> bool:
@@ -223,6 +233,51 @@ class Evaluation(_Record):
     mae: float | None = None
     r2: float | None = None
     per_target: list[TargetMetrics] | None = None
+
+
+class ModelVersion(_Record):
+    """One version of a registered model: a succeeded run, numbered in the order it was
+    registered; the same number always names the same run."""
+
+    version: int
+    run_id: str
+    run_name: str | None = None
+    current: bool  # the version predict_model uses by default
+    created_at: datetime  # when it was registered
+    trained_at: datetime | None = None  # when its run finished training
+    metrics: dict[str, float | None]  # the run's metrics
+    test_metrics: dict[str, Any] | None = None
+
+
+class RegisteredModel(_Record):
+    """A registered model as ``list_models`` gives it: a name and its current version."""
+
+    name: str
+    current_version: int
+    run_id: str  # the current version's run
+    latest_version: int  # the highest version number
+    created_at: datetime
+    updated_at: datetime  # when the current version last changed
+
+
+class RegisteredModelDetail(RegisteredModel):
+    """A registered model with every version, oldest first (``GET /api/v1/models/{name}``)."""
+
+    versions: list[ModelVersion]
+
+    @property
+    def current(self) -> ModelVersion:
+        """The version predictions use by default."""
+        return next(v for v in self.versions if v.current)
+
+
+class ModelPrediction(Prediction):
+    """Outputs of ``predict_model``, and which ``version`` of the ``model`` (and which run)
+    gave them."""
+
+    model: str
+    version: int
+    run_id: str
 
 
 class Event(BaseModel):

@@ -131,14 +131,24 @@ Distribution = Annotated[
 
 
 class SearchSpace(StrictModel):
-    """``{"type": "grid" | "random", "parameters": {path: values | distribution}, ...}``."""
+    """``{"type": "grid" | "random" | "tpe", "parameters": {path: values | distribution},
+    ...}``. A ``tpe`` search takes the same parameters as a random one; its trials are
+    suggested one at a time by Optuna's TPE sampler from the results so far (core/tpe.py)."""
 
-    type: Literal["grid", "random"]
+    type: Literal["grid", "random", "tpe"]
     parameters: dict[str, list[Any] | Distribution] = Field(min_length=1)
     n_trials: StrictInt | None = Field(
-        default=None, ge=1, description="Trials of a random search (default 10)."
+        default=None, ge=1, description="Trials of a random or tpe search (default 10)."
     )
-    seed: StrictInt = Field(default=0, ge=0, description="Seeds a random search.")
+    seed: StrictInt = Field(
+        default=0, ge=0, description="Seeds a random search, or the TPE sampler."
+    )
+    n_startup_trials: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        description="tpe: how many finished trials are drawn at random before TPE models "
+        "the results (default 10, Optuna's).",
+    )
 
     @field_validator("parameters")
     @classmethod
@@ -164,6 +174,8 @@ class SearchSpace(StrictModel):
                     )
             if self.n_trials is not None:
                 raise ValueError("n_trials: a grid search runs every combination; omit n_trials")
+        if self.n_startup_trials is not None and self.type != "tpe":
+            raise ValueError("n_startup_trials: only a tpe search takes it")
         return self
 
 
@@ -204,7 +216,8 @@ def expand(space: SearchSpace, *, default_trials: int = 10) -> list[dict[str, An
 
     A grid is the Cartesian product, the first parameter varying slowest. A random search
     draws ``n_trials`` sets from ``np.random.default_rng(seed)``, parameter by parameter in
-    the order given.
+    the order given. A tpe search has no fixed list (core/tpe.py suggests its trials one at
+    a time); here it draws like a random search, which the API uses to check the space.
     """
     paths = list(space.parameters)
     if space.type == "grid":
@@ -224,6 +237,30 @@ def expand(space: SearchSpace, *, default_trials: int = 10) -> list[dict[str, An
                 params[path] = spec.sample(rng)
         trials.append(params)
     return trials
+
+
+def corners(space: SearchSpace, *, limit: int = 256) -> list[dict[str, Any]]:
+    """Parameter sets that check a space whose trials are not known in advance (tpe): each
+    parameter at its extremes (``low`` and ``high``; every listed value), in every
+    combination when there are at most ``limit``, else every parameter's extremes with the
+    others at their ``low`` (or first value), plus the all-high corner."""
+    options: list[list[Any]] = []
+    for spec in space.parameters.values():
+        if isinstance(spec, list):
+            options.append(spec)
+        elif isinstance(spec, Choice):
+            options.append(spec.values)
+        else:
+            options.append([spec.low] if spec.low == spec.high else [spec.low, spec.high])
+    paths = list(space.parameters)
+    if math.prod(len(o) for o in options) <= limit:
+        combos = [list(c) for c in itertools.product(*options)]
+    else:
+        low = [o[0] for o in options]
+        combos = [low, [o[-1] for o in options]]
+        for i, values in enumerate(options):
+            combos += [low[:i] + [v] + low[i + 1 :] for v in values[1:]]
+    return [dict(zip(paths, copy.deepcopy(c), strict=True)) for c in combos]
 
 
 def set_path(request: dict[str, Any], path: str, value: Any) -> None:
@@ -288,24 +325,41 @@ def _worse(value: float | None, mode: str) -> float:
     return value if mode == "min" else -value
 
 
+def asha_kept(n: int, eta: int, *, final: bool = False) -> int:
+    """How many of the ``n`` trials at a rung may go past it: the best ``⌊n/eta⌋``; at least
+    one once ``final`` (no trial is left to start or running, as in synchronous successive
+    halving)."""
+    kept = n // eta
+    return max(1, kept) if final and n else kept
+
+
 def asha_keep(
-    value: float | None, rung_values: Sequence[float | None], eta: int, mode: str
+    value: float | None,
+    rung_values: Sequence[float | None],
+    eta: int,
+    mode: str,
+    *,
+    final: bool = False,
 ) -> bool:
-    """Whether a trial continues past a rung.
-
-    ``rung_values`` holds every trial's metric at this rung, this trial's included. With
-    fewer than ``eta`` values every trial continues; else only the best ``max(1, n // eta)``
-    (ties continue).
+    """Whether a trial may go past a rung now: its value is among the best
+    :func:`asha_kept` of ``rung_values`` (every trial's metric at this rung, its own
+    included; ties go on). With fewer than ``eta`` values none may go on yet (unless
+    ``final``): the trial waits at the rung for the others (see core/runs/sweeps.py).
     """
-    if len(rung_values) < eta or value is None:
-        return True
-    return _worse(value, mode) <= _worse(asha_cutoff(rung_values, eta, mode), mode)
+    cutoff = asha_cutoff(rung_values, eta, mode, final=final)
+    if cutoff is None:
+        return False
+    return _worse(value, mode) <= _worse(cutoff, mode)
 
 
-def asha_cutoff(rung_values: Sequence[float | None], eta: int, mode: str) -> float | None:
-    """The worst value that still continues past a rung: the ``max(1, n // eta)``-th best
-    of ``rung_values`` (``mode`` "min" or "max")."""
-    k = max(1, len(rung_values) // eta)
+def asha_cutoff(
+    rung_values: Sequence[float | None], eta: int, mode: str, *, final: bool = False
+) -> float | None:
+    """The worst value that may still go past a rung: the :func:`asha_kept`-th best of
+    ``rung_values`` (``mode`` "min" or "max"); ``None`` while none may."""
+    k = asha_kept(len(rung_values), eta, final=final)
+    if k == 0:
+        return None
     return sorted(rung_values, key=lambda v: _worse(v, mode))[k - 1]
 
 
@@ -335,7 +389,8 @@ def leaderboard(trials: list[dict[str, Any]], metric: str, *, folds: int | None 
     """Rank trials, best first.
 
     Each trial is ``{"run_id", "trial", "fold", "params", "status", "value", "epoch",
-    "stop_reason"}``. Succeeded trials come first, then those still queued or running, then
+    "stop_reason"}``, optionally ``stop_details`` (a pruned or waiting trial's standing at
+    its rung) and ``waiting``. Succeeded trials come first, then those still queued or running, then
     cancelled (pruned) and failed ones; within each group the best metric first, missing
     values last. With ``folds`` the runs of one configuration (same ``trial``) make one entry
     whose metric is the mean over its folds' values, with ``<metric>_std`` beside it.
@@ -354,6 +409,10 @@ def leaderboard(trials: list[dict[str, Any]], metric: str, *, folds: int | None 
             }
             if t.get("stop_reason"):
                 entry["stop_reason"] = t["stop_reason"]
+            if t.get("stop_details") and t["status"] != "succeeded":
+                entry["stop_details"] = t["stop_details"]  # pruned, or waiting at a rung
+            if t.get("waiting"):
+                entry["waiting"] = True
             entries.append(entry)
     else:
         by_trial: dict[int, list[dict[str, Any]]] = {}
@@ -374,6 +433,9 @@ def leaderboard(trials: list[dict[str, Any]], metric: str, *, folds: int | None 
                 "fold_values": [t["value"] for t in runs],
                 "status": _combined_status([t["status"] for t in runs]),
             }
+            details = [t.get("stop_details") for t in runs]
+            if any(details) and entry["status"] != "succeeded":
+                entry["fold_stop_details"] = details
             reasons = {t.get("stop_reason") for t in runs} - {None}
             if reasons:
                 entry["stop_reason"] = STOP_PRUNED if STOP_PRUNED in reasons else reasons.pop()

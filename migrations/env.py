@@ -13,6 +13,7 @@ import logging.config
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
+from core.db import migrate
 from core.db.models import Base
 from core.db.session import normalize_url
 from core.settings import get_settings
@@ -37,6 +38,7 @@ def _configure(connection: Connection | None = None, url: str | None = None) -> 
         target_metadata=target_metadata,
         render_as_batch=dialect.startswith("sqlite"),
         compare_type=True,
+        include_object=migrate.for_dialect(dialect.split("+")[0]),
         literal_binds=connection is None,
         dialect_opts={"paramstyle": "named"} if connection is None else {},
     )

@@ -37,7 +37,7 @@ from core.engine.targets import CROSS_ENTROPY
 from core.engine.training import held_out_rows, validation_rows, validation_size
 from core.runs import lifecycle
 from core.runs.lifecycle import Change
-from core.runs.sweeps import PruneCheck
+from core.runs.sweeps import PruneCheck, Standing
 from core.scoring import score
 from core.settings import Settings, get_settings
 from core.spec import NetworkSpec, TrainingConfig
@@ -121,8 +121,8 @@ class RunTrainer:
         self._last_elapsed = 0.0
         self._cancel = False
         self._stop_reason: str | None = None  # runs.stop_reason of a stop request
-        self._stop_note: str | None = None  # the prune verdict, when pruning stopped it
         self._prune_check = PruneCheck(run_id, sweep_id=None)
+        self._waiting: Standing | None = None  # ASHA: it waits at this rung (pauses)
         self._sweep_id: str | None = None
         self._claim_change: Change | None = None
         self._has_checkpoint = False
@@ -299,19 +299,18 @@ class RunTrainer:
             ), model=_Model(net.save(), net.weights_epoch or last_epoch))  # fmt: skip
         assert self._stopped_at is not None
         if self._cancel:
-            reason = lifecycle.stop_reason_text(
-                self._stop_reason, after_epoch=self._stopped_at, note=self._stop_note
-            )
+            reason = lifecycle.stop_reason_text(self._stop_reason, after_epoch=self._stopped_at)
             # It keeps what it learned: the weights of the epoch it stopped at, as a
             # partial model (downloadable, usable for predict and warm starts).
             partial = _Model(net.save(), self._stopped_at, partial=True)
-            return self._finish(
-                self._ending(lifecycle.stop, reason=reason, error=self._stop_note), model=partial
-            )
+            return self._finish(self._ending(lifecycle.stop, reason=reason), model=partial)
         if self._runtime_exceeded:
             return self._finish(self._ending(
                 lifecycle.expire, max_runtime_s=config.max_runtime_s, epoch=self._stopped_at,
             ))  # fmt: skip
+        if self._waiting is not None:
+            self._pause(self._waiting, _Model(net.save(), self._stopped_at, partial=True))
+            return None
         self._hand_back()
         return None
 
@@ -389,6 +388,12 @@ class RunTrainer:
         self._handing_back = handback_requested()
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._runtime_exceeded = True
+        if not self._cancel and self._waiting is None:
+            # A rung where this trial is not among the best yet: it waits there, resuming
+            # from this epoch's checkpoint if its sweep promotes it.
+            self._waiting = self._prune_check(epoch)
+            if self._waiting is not None:
+                return True
         if epoch >= self._epochs and not self._handing_back:
             return False  # the run ends here: its model is stored next, no checkpoint needed
         last_epoch, last_time = self._last_checkpoint
@@ -413,25 +418,11 @@ class RunTrainer:
         self._has_checkpoint = True
 
     def _should_stop(self) -> bool:
-        if not self._cancel and (verdict := self._prune_check(self._last_epoch)):
-            self._prune(verdict)
-        if self._cancel or self._runtime_exceeded or self._handing_back:
+        stop = self._cancel or self._runtime_exceeded or self._handing_back
+        if stop or self._waiting is not None:
             self._stopped_at = self._last_epoch
             return True
         return False
-
-    def _prune(self, verdict: str) -> None:
-        """ASHA found this trial weak: flag it to stop, unless it is no longer ours."""
-        try:
-            flagged = self._single(
-                "pruning", lambda conn: lifecycle.prune(conn, self.run_id, worker=self.me)
-            )
-        except Exception as exc:  # pruning is an optimisation: never break the run for it
-            logger.warning("run %s: could not prune it (%s); continuing", self.run_id, exc)
-            return
-        if flagged:
-            logger.info("run %s: %s", self.run_id, verdict)
-            self._cancel, self._stop_note = True, verdict
 
     # -- outcome --------------------------------------------------------------------
     def _ending(self, transition: Callable[..., Change | None], **kwargs: Any) -> _Ending:
@@ -473,6 +464,24 @@ class RunTrainer:
         change = self._tx("handing back", lambda conn: lifecycle.hand_back(
             conn, self.run_id, worker=self.me, checkpoint_epoch=checkpoint_epoch
         ))  # fmt: skip
+        if change is None:
+            raise LeaseLost(self.run_id)
+        lifecycle.announce([change], self.events)
+        logger.info("run %s: %s", self.run_id, change.reason)
+
+    def _pause(self, where: Standing, model: _Model) -> None:
+        """ASHA: wait at the rung (re-queued, held by its sweep) with this epoch's checkpoint;
+        the weights it has are its model while it waits (the sweep drops them if it goes
+        on)."""
+
+        def record(conn: Connection) -> Change | None:
+            conn.execute(_insert_ignoring_duplicate(conn, self.run_id, model))
+            return lifecycle.pause(
+                conn, self.run_id, worker=self.me, epoch=where.epoch,
+                details=where.details(), reason=where.waiting(),
+            )  # fmt: skip
+
+        change = self._tx("pausing", record)
         if change is None:
             raise LeaseLost(self.run_id)
         lifecycle.announce([change], self.events)

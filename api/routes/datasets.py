@@ -13,13 +13,15 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from api import idempotency
-from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
-from api.pagination import list_owned
+from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, edit_owned, get_owned
+from api.listing import Filters, SearchQuery, TagQuery, parse_tags
+from api.pagination import Sort, keyset_page
 from api.schemas import (
     BAD_CURSOR,
     DatasetCreateJSON,
     DatasetList,
     DatasetRecord,
+    OrganiseEdit,
     error_responses,
 )
 from core.data import (
@@ -109,6 +111,8 @@ def dataset_record(ds: Dataset) -> dict[str, Any]:
         "sha256": ds.sha256,
         "size_bytes": ds.size_bytes,
         "created_at": ds.created_at,
+        "tags": ds.tags or {},
+        "notes": ds.notes,
     }
 
 
@@ -315,14 +319,19 @@ async def create_dataset(
 def list_datasets(
     db: SessionDep,
     owner: OwnerDep,
+    tag: TagQuery = None,
+    q: SearchQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Your datasets' records (without their data), newest first, `limit` (default 50) at
-    a time. `next_cursor` is null on the last page; otherwise pass it as `cursor` for the
-    next one.
+    a time; `tag` and `q` narrow the list as for runs. `next_cursor` is null on the last
+    page; otherwise pass it as `cursor` (with the same filters) for the next one.
     """
-    rows, next_cursor = list_owned(db, Dataset, owner, cursor, limit)
+    stmt = Filters(tags=parse_tags(tag), q=q).apply(
+        select(Dataset).where(Dataset.owner == owner), Dataset, db.get_bind().dialect.name
+    )
+    rows, next_cursor = keyset_page(db, stmt, Dataset, Sort(), cursor, limit)
     return {"items": [dataset_record(d) for d in rows], "next_cursor": next_cursor}
 
 
@@ -337,6 +346,20 @@ def get_dataset(dataset_id: ResourceId, db: SessionDep, owner: OwnerDep) -> dict
     `classes` for classification, and the `sha256` and `size_bytes` of the stored data.
     """
     return dataset_record(get_owned(db, Dataset, owner, dataset_id))
+
+
+@router.patch(
+    "/{dataset_id}",
+    response_model=DatasetRecord,
+    summary="Rename, tag or annotate a dataset",
+    responses=error_responses(400, 401, 404, 413, 422, 503),
+)
+def edit_dataset(
+    dataset_id: ResourceId, body: OrganiseEdit, db: SessionDep, owner: OwnerDep
+) -> dict[str, Any]:
+    """Change the dataset's `name`, `tags` or `notes` as for a run (a dataset keeps a name:
+    `"name": null` is 422). Its data never changes. 200 with its record."""
+    return dataset_record(edit_owned(db, Dataset, owner, dataset_id, body))
 
 
 @router.delete(

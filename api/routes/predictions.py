@@ -86,6 +86,19 @@ class ModelCache:
                 self._items.popitem(last=False)
         return loaded
 
+    def get_by_id(self, db: Session, run_id: str) -> LoadedModel:
+        """The model of the run with this id, loaded once (its row is read only then): for
+        callers that found the id elsewhere, as a registered model's version. 409 when the
+        run has none (404 when it is gone)."""
+        with self._lock:
+            if run_id in self._items:
+                self._items.move_to_end(run_id)
+                return self._items[run_id]
+        run = db.get(Run, run_id)
+        if run is None:
+            raise HTTPException(404, detail=f"run {run_id} not found")
+        return self.get_loaded(db, run)
+
     def drop(self, run_id: str) -> None:
         with self._lock:
             self._items.pop(run_id, None)
@@ -186,7 +199,13 @@ def predict(run_id: ResourceId, body: PredictIn, db: SessionDep, owner: OwnerDep
     first when it trained with one. A classification run also answers `labels`: the class
     of each row.
     """
-    loaded = model_cache.get_loaded(db, get_owned(db, Run, owner, run_id))
+    return predict_with(model_cache.get_loaded(db, get_owned(db, Run, owner, run_id)), body)
+
+
+def predict_with(loaded: LoadedModel, body: PredictIn) -> dict[str, Any]:
+    """The answer of a predict route (this one, and a registered model's): `outputs`, and
+    `labels` for a classifier, and `partial` with `epoch` for a cancelled run's weights; 422
+    for inputs of the wrong width or not finite."""
     net = loaded.net
     n_in = net.spec.input_dim
     for i, row in enumerate(body.inputs):

@@ -21,13 +21,24 @@ from sse_starlette.sse import EventSourceResponse
 
 from api import idempotency
 from api.auth import PrincipalDep
-from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
+from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, edit_owned, get_owned
 from api.events import SSE_RESPONSE, run_event_stream
-from api.pagination import list_owned
+from api.listing import (
+    Filters,
+    RunSortKey,
+    SearchQuery,
+    TagQuery,
+    UtcTime,
+    parse_tags,
+    run_sort,
+)
+from api.pagination import Order, keyset_page
 from api.routes.predictions import model_cache
+from api.routes.registry import refuse_if_registered
 from api.schemas import (
     BAD_CURSOR,
     MetricsOut,
+    OrganiseEdit,
     RunCreate,
     RunList,
     RunRecord,
@@ -35,7 +46,7 @@ from api.schemas import (
     error_responses,
 )
 from api.validation import check_warm_start, new_run_values, validate_against
-from core.db.locks import serialise_owner
+from core.db.locks import lock_run_for_delete, serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
     SWEEP_ACTIVE,
@@ -228,6 +239,10 @@ async def create_run(
     return idempotency.respond(result, response)
 
 
+def _id_query(description: str) -> Any:
+    return Query(min_length=1, max_length=64, pattern=r"^[^\x00]*$", description=description)
+
+
 @router.get(
     "",
     response_model=RunList,
@@ -237,17 +252,84 @@ async def create_run(
 def list_runs(
     db: SessionDep,
     owner: OwnerDep,
-    status: Annotated[RunStatus | None, Query()] = None,
+    status: Annotated[
+        list[RunStatus] | None,
+        Query(
+            max_length=5,
+            description="Only runs with this status; repeat for several (any of them).",
+        ),
+    ] = None,
+    tag: TagQuery = None,
+    q: SearchQuery = None,
+    dataset_id: Annotated[
+        str | None, _id_query("Only runs trained on this dataset (its whole id).")
+    ] = None,
+    sweep_id: Annotated[
+        str | None, _id_query("Only the trials of this sweep (its whole id).")
+    ] = None,
+    created_after: Annotated[
+        UtcTime | None,
+        Query(
+            description="Only runs created at or after this time (ISO 8601; UTC unless it "
+            "says otherwise)."
+        ),
+    ] = None,
+    created_before: Annotated[
+        UtcTime | None, Query(description="Only runs created before this time.")
+    ] = None,
+    top_level: Annotated[
+        bool, Query(description="`true`: only runs that are no sweep's trial.")
+    ] = False,
+    sort: Annotated[
+        RunSortKey,
+        Query(
+            description="The order: by creation time, or by a value of the run's `metrics` "
+            "(the model's), or its `best_epoch`; ties by creation time. Runs without the "
+            "value come last."
+        ),
+    ] = "created_at",
+    order: Annotated[
+        Order | None,
+        Query(
+            description="`asc` or `desc`. Default: newest first for `created_at`, lowest "
+            "first for the losses and `best_epoch`, highest first for the accuracies."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Your runs, newest first, `limit` (default 50) at a time, optionally only those with
-    one `status`. Sweep trials are ordinary runs and are listed too.
+    """Your runs, `limit` (default 50) at a time, newest first unless `sort` and `order` say
+    otherwise. Sweep trials are ordinary runs and are listed too (`top_level=true` leaves
+    them out). The filters narrow the list together (AND).
 
-    `next_cursor` is null on the last page; otherwise pass it as `cursor` for the next one.
+    `next_cursor` is null on the last page; otherwise pass it as `cursor`, with the same
+    `sort`, `order` and filters, for the next one. Paging is stable: runs added meanwhile
+    never make a page repeat or skip one (a run whose sort value changes while it trains may
+    move, as it does in the order).
     """
-    rows, next_cursor = list_owned(db, Run, owner, cursor, limit, status and status.value)
+    filters = Filters(
+        statuses=[s.value for s in status or ()], tags=parse_tags(tag), q=q,
+        dataset_id=dataset_id, sweep_id=sweep_id, top_level=top_level,
+        created_after=created_after, created_before=created_before,
+    )  # fmt: skip
+    stmt = filters.apply(select(Run).where(Run.owner == owner), Run, db.get_bind().dialect.name)
+    rows, next_cursor = keyset_page(db, stmt, Run, run_sort(sort, order), cursor, limit)
     return {"items": run_records(db.connection(), rows), "next_cursor": next_cursor}
+
+
+@router.patch(
+    "/{run_id}",
+    response_model=RunRecord,
+    summary="Name, tag or annotate a run",
+    responses=error_responses(400, 401, 404, 413, 422, 503),
+)
+def edit_run(run_id: ResourceId, body: OrganiseEdit, db: SessionDep, owner: OwnerDep) -> RunRecord:
+    """Change the run's `name`, `tags` or `notes`; the fields left out stay as they are.
+    `tags` merges (a key set to `null` is removed). Nothing else of the run changes, its
+    status least of all, and a run may be edited at any time. 200 with the run's record.
+    """
+    run = edit_owned(db, Run, owner, run_id, body)
+    return run_records(db.connection(), [run])[0]
 
 
 # The polling endpoints do their database work in one worker-thread call, with a
@@ -382,8 +464,9 @@ def cancel_run(run_id: ResourceId, request: Request, db: SessionDep, owner: Owne
     responses=error_responses(
         401,
         404,
-        (409, "The run is still queued or running (cancel it first), or is a trial of a "
-         "sweep that has not ended."),
+        (409, "The run is still queued or running (cancel it first), is a trial of a "
+         "sweep that has not ended, or is a version of a registered model (`detail` names "
+         "it)."),
         422,
         503,
     ),
@@ -400,6 +483,9 @@ def delete_run(run_id: ResourceId, db: SessionDep, owner: OwnerDep) -> Response:
                 409, detail=f"run {run_id} is a trial of sweep {run.sweep_id}, which is "
                 f"{sweep_status}; delete it once the sweep has ended"
             )  # fmt: skip
+    # The row lock first: a registration that read the run commits before we look.
+    lock_run_for_delete(db.connection(), run_id)
+    refuse_if_registered(db, run_id)
     db.delete(run)
     db.commit()
     model_cache.drop(run_id)

@@ -1,8 +1,12 @@
 """/api/v1/sweeps: hyperparameter sweeps over ordinary runs (API.md §5a, docs/sweeps.md).
 
-A sweep expands its search space into trials, validates every trial's run request exactly
-as ``POST /runs`` does, and stores them all as ``queued`` runs carrying its ``sweep_id``;
-``core/runs/sweeps.py`` sends at most ``max_concurrent`` of them to the workers at a time.
+A grid or random sweep expands its search space into trials, validates every trial's run
+request exactly as ``POST /runs`` does, and stores them all as ``queued`` runs carrying its
+``sweep_id``; a tpe sweep validates the corners of its space and stores none: its
+dispatch creates each trial when a slot frees (core/runs/sweeps.py), which also sends at
+most ``max_concurrent`` of them to the workers at a time. ``refit``, ``extend`` and
+``retry-failed`` finish the job: a run of the best setting on all the data, more trials,
+the failed ones again.
 """
 
 from __future__ import annotations
@@ -22,15 +26,20 @@ from sse_starlette.sse import EventSourceResponse
 
 from api import idempotency
 from api.auth import PrincipalDep
-from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, get_owned
+from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, edit_owned, get_owned
 from api.events import SSE_RESPONSE
-from api.pagination import list_owned
+from api.listing import Filters, SearchQuery, TagQuery, parse_tags
+from api.pagination import Sort, keyset_page
 from api.schemas import (
     BAD_CURSOR,
+    OrganiseEdit,
     RunCreate,
+    RunRecord,
     SweepCreate,
+    SweepExtend,
     SweepList,
     SweepRecord,
+    TransitionOut,
     error_responses,
 )
 from api.validation import check_warm_start, new_run_values, validate_against
@@ -46,13 +55,17 @@ from core.db.models import (
     utcnow,
 )
 from core.db.session import get_sessionmaker
+from core.dispatch import request_dispatch
 from core.runs import lifecycle, timeline
-from core.runs.sweeps import dispatch, refresh
+from core.runs.requests import trial_label
+from core.runs.sweeps import current_attempt, dispatch, refresh, reopen, trial_requests
 from core.streams import EVENT_STATUS
 from core.sweeps import (
     STOP_PRUNED,
+    SearchSpace,
     SpaceError,
     apply,
+    corners,
     expand,
     grid_size,
     leaderboard,
@@ -83,9 +96,11 @@ def _trials(db: Session, sweep: Sweep) -> list[dict[str, Any]]:
             Run.metrics,
             Run.epoch,
             Run.stop_reason,
+            Run.stop_details,
+            Run.held,
             Run.finished_at,
         )  # fmt: skip
-        .where(Run.sweep_id == sweep.id)
+        .where(Run.sweep_id == sweep.id, current_attempt())
         .order_by(Run.trial, Run.fold)
     ).all()
     return [
@@ -98,6 +113,8 @@ def _trials(db: Session, sweep: Sweep) -> list[dict[str, Any]]:
             "value": (r.metrics or {}).get(sweep.metric),
             "epoch": r.epoch,
             "stop_reason": r.stop_reason,
+            "stop_details": r.stop_details,
+            "waiting": bool(r.held and r.status == RunStatus.queued.value and r.epoch),
             "finished_at": r.finished_at,
         }
         for r in rows
@@ -124,6 +141,7 @@ def sweep_record(db: Session, sweep: Sweep) -> dict[str, Any]:
             "running": statuses.count(RunStatus.running.value),
             "queued": statuses.count(RunStatus.queued.value),
             "pruned": sum(t["stop_reason"] == STOP_PRUNED for t in trials),
+            "waiting": sum(t["waiting"] for t in trials),
         },
         "leaderboard": board,
         "best": best,
@@ -133,6 +151,19 @@ def sweep_record(db: Session, sweep: Sweep) -> dict[str, Any]:
         "base": sweep.spec.get("base"),
         "created_at": sweep.created_at,
         "finished_at": sweep.finished_at,
+        "refit_run_id": db.scalar(
+            select(Run.id)
+            .where(Run.sweep_id == sweep.id, Run.trial.is_(None))
+            .order_by(Run.created_at.desc())
+            .limit(1)
+        ),
+        **(
+            {"search_stopped": sweep.spec["search_stopped"]}
+            if sweep.spec.get("search_stopped")
+            else {}
+        ),
+        "tags": sweep.tags or {},
+        "notes": sweep.notes,
     }
 
 
@@ -160,6 +191,7 @@ def _trial_requests(
     """
     folds = body.cross_validation.k if body.cross_validation else None
     n_configs = grid_size(body.search) if body.search.type == "grid" else body.search.n_trials or 10
+    check_only = body.search.type == "tpe"  # its trials come later, one at a time
     n_runs = n_configs * (folds or 1)
     if n_runs > settings.max_sweep_trials:
         raise HTTPException(
@@ -176,8 +208,11 @@ def _trial_requests(
         )
     base = body.base.model_dump(mode="json", exclude_unset=True)
     result = []
-    for index, params in enumerate(expand(body.search)):
+    configs = corners(body.search) if check_only else expand(body.search)
+    for index, params in enumerate(configs):
         where = _describe(index, params)
+        if check_only:
+            where = "the corner " + where.split(" ", 2)[2] + " of the space"
         try:
             request = apply(base, params)
         except SpaceError as exc:
@@ -214,7 +249,8 @@ def _trial_requests(
                         detail=f"metric: val_accuracy needs a classification loss "
                         f"({', '.join(CLASSIFICATION_LOSSES)}); {where} trains with {cfg.loss}",
                     )
-            result.append((index, fold, params, run_body))
+            if not check_only:
+                result.append((index, fold, params, run_body))
     return result
 
 
@@ -282,15 +318,19 @@ def create_sweep(
             except WebhookTargetError as exc:
                 raise HTTPException(422, detail=f"base.callback_url: {exc}") from exc
         trials = _trial_requests(body, dataset, settings)
+        folds = body.cross_validation.k if body.cross_validation else 1
+        n_trials = len({index for index, *_ in trials})
+        if body.search.type == "tpe":
+            n_trials = body.search.n_trials or 10
         active = db.scalar(
             select(func.count())
             .select_from(Run)
             .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
         )
-        if (active or 0) + len(trials) > settings.max_active_runs:
+        if (active or 0) + n_trials * folds > settings.max_active_runs:
             raise HTTPException(
                 429,
-                detail=f"this sweep has {len(trials)} runs and you have {active} queued or "
+                detail=f"this sweep has {n_trials * folds} runs and you have {active} queued or "
                 f"running; the limit is {settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
             )
         name = body.name or body.base.name
@@ -299,25 +339,27 @@ def create_sweep(
             name=name,
             status=SweepStatus.queued.value,
             metric=body.metric,
-            spec=body.model_dump(mode="json", exclude_unset=True),
-            n_trials=len({index for index, *_ in trials}),
-            n_runs=len(trials),
+            spec={
+                **body.model_dump(mode="json", exclude_unset=True),
+                "api_key_id": principal.key_id,
+            },
+            n_trials=n_trials,
+            n_runs=n_trials * folds,
             max_concurrent=body.max_concurrent,
         )
         db.add(sweep)
         db.flush()
         rows, reasons = [], []
         for index, fold, params, run_body in trials:
-            label = f"{name or 'sweep'} trial {index}" + (
-                f" fold {fold}" if fold is not None else ""
-            )
+            label = trial_label(name, index, fold)
             check_warm_start(db, run_body, owner)
-            values = new_run_values(run_body, dataset, principal, settings, name=label[:200])
+            values = new_run_values(run_body, dataset, principal, settings, name=label)
             # Held: released by core/runs/sweeps.dispatch, max_concurrent at a time.
             rows.append({**values, "held": True, "sweep_id": sweep.id, "trial": index,
                          "fold": fold, "sweep_params": params})  # fmt: skip
             reasons.append(timeline.submitted(sweep_id=sweep.id, trial=index, fold=fold))
-        lifecycle.create_many(db.connection(), rows, reasons=reasons)
+        if rows:  # a tpe sweep's trials are created by its dispatch, one at a time
+            lifecycle.create_many(db.connection(), rows, reasons=reasons)
         return sweep_record(db, sweep), f"/api/v1/sweeps/{sweep.id}"
 
     # The owner's active-run count stays exact until the commit (see core/db/locks.py).
@@ -328,7 +370,12 @@ def create_sweep(
     )  # fmt: skip
     if not isinstance(result, Response):
         record = result[0]
-        dispatch(record["id"])  # after the commit: the workers must find the runs
+        if dispatch(record["id"]) and body.search.type == "tpe":  # after the commit
+            with get_sessionmaker()() as fresh:
+                sweep_row = fresh.get(Sweep, record["id"])
+                assert sweep_row is not None
+                record = sweep_record(fresh, sweep_row)
+                result = (record, result[1])
         logger.info("sweep %s: %d runs, %d at a time", record["id"],
                     record["progress"]["total"], record["max_concurrent"])  # fmt: skip
     return idempotency.respond(result, response)
@@ -346,16 +393,39 @@ def create_sweep(
 def list_sweeps(
     db: SessionDep,
     owner: OwnerDep,
-    status: Annotated[SweepStatus | None, Query()] = None,
+    status: Annotated[
+        list[SweepStatus] | None,
+        Query(max_length=5, description="Only sweeps with this status; repeat for several."),
+    ] = None,
+    tag: TagQuery = None,
+    q: SearchQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Your sweeps' records, newest first, `limit` (default 50) at a time, optionally only
-    those with one `status`. `next_cursor` is null on the last page; otherwise pass it as
-    `cursor` for the next one.
+    """Your sweeps' records, newest first, `limit` (default 50) at a time; `status`, `tag`
+    and `q` narrow the list as for runs. `next_cursor` is null on the last page; otherwise
+    pass it as `cursor` (with the same filters) for the next one.
     """
-    rows, next_cursor = list_owned(db, Sweep, owner, cursor, limit, status and status.value)
+    filters = Filters(statuses=[s.value for s in status or ()], tags=parse_tags(tag), q=q)
+    stmt = filters.apply(
+        select(Sweep).where(Sweep.owner == owner), Sweep, db.get_bind().dialect.name
+    )
+    rows, next_cursor = keyset_page(db, stmt, Sweep, Sort(), cursor, limit)
     return {"items": [sweep_record(db, s) for s in rows], "next_cursor": next_cursor}
+
+
+@router.patch(
+    "/{sweep_id}",
+    response_model=SweepRecord,
+    summary="Name, tag or annotate a sweep",
+    responses=error_responses(400, 401, 404, 413, 422, 503),
+)
+def edit_sweep(
+    sweep_id: ResourceId, body: OrganiseEdit, db: SessionDep, owner: OwnerDep
+) -> dict[str, Any]:
+    """Change the sweep's `name`, `tags` or `notes` as for a run; its trials keep theirs.
+    200 with its record."""
+    return sweep_record(db, edit_owned(db, Sweep, owner, sweep_id, body))
 
 
 def _current(db: Session, owner: str, sweep_id: str) -> Sweep:
@@ -414,6 +484,267 @@ def cancel_sweep(
     stopped = lifecycle.cancel_sweep_trials(db.connection(), sweep_id)
     db.commit()
     lifecycle.announce(stopped, request.app.state.events)
+    db.refresh(sweep)
+    return sweep_record(db, sweep)
+
+
+# -- finishing the job: refit, extend, retry ---------------------------------------------
+
+
+def _owned_sweep(db: Session, owner: str, sweep_id: str) -> Sweep:
+    """The sweep, its status brought up to date, then the owner's admission lock taken.
+
+    In this order: bringing the status up to date writes in a transaction of its own,
+    which on SQLite would wait for the write lock that ``serialise_owner`` takes."""
+    sweep = _current(db, owner, sweep_id)
+    serialise_owner(db.connection(), owner)
+    db.refresh(sweep)
+    return sweep
+
+
+def _admit(db: Session, owner: str, n_runs: int, settings: Any) -> None:
+    """429 when ``n_runs`` more runs would exceed the owner's active-run limit."""
+    active = (
+        db.scalar(
+            select(func.count())
+            .select_from(Run)
+            .where(Run.owner == owner, Run.status.in_([s.value for s in ACTIVE_STATUSES]))
+        )
+        or 0
+    )
+    if active + n_runs > settings.max_active_runs:
+        raise HTTPException(
+            429,
+            detail=f"this adds {n_runs} runs and you have {active} queued or running; the "
+            f"limit is {settings.max_active_runs} (BACKPROP_MAX_ACTIVE_RUNS)",
+        )
+
+
+def _sweep_dataset(db: Session, sweep: Sweep) -> Dataset:
+    dataset_id = sweep.spec["base"]["dataset_id"]
+    dataset = db.scalars(
+        select(Dataset).where(Dataset.id == dataset_id).with_for_update(read=True)
+    ).first()
+    if dataset is None:
+        raise HTTPException(409, detail=f"the sweep's dataset {dataset_id} no longer exists")
+    return dataset
+
+
+def refit_request(sweep: Sweep, best: dict[str, Any], runs: list[Any]) -> dict[str, Any]:
+    """The refit's run request: the sweep's base with the best trial's parameters, trained
+    on every row (no validation split, no fold held out, no early stopping), for as many
+    epochs as the best trial trained (the epoch its model came from when early stopping
+    ended it; the mean over its folds with cross-validation). A ``test_split`` stays: the
+    test rows are not for choosing, only for scoring."""
+    request = apply(sweep.spec["base"], best["params"])
+    training = request.setdefault("training", {})
+    training["validation_split"] = 0.0
+    training.pop("validation_fold", None)
+    if training.pop("early_stopping", None) is not None and runs:
+        trained = [r.best_epoch or r.epoch for r in runs]
+        training["epochs"] = max(1, round(sum(trained) / len(trained)))
+    return request
+
+
+@router.post(
+    "/{sweep_id}/refit",
+    status_code=202,
+    response_model=RunRecord,
+    summary="Train a sweep's best setting on all the data",
+    response_description="The refit run, `queued`; its URL in the `Location` header.",
+    responses=error_responses(
+        401, 404,
+        (409, "The sweep is still running, no trial succeeded, a refit of it is queued or "
+         "running, or its dataset is gone."),
+        422,
+        (429, "One more run would exceed BACKPROP_MAX_ACTIVE_RUNS."),
+        503,
+    ),
+)  # fmt: skip
+def refit_sweep(
+    sweep_id: ResourceId,
+    response: Response,
+    db: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> Any:
+    """Train the best trial's setting on all the data — every fold, no validation hold-out —
+    as a final run linked to the sweep: a run with the sweep's `sweep_id` and no `trial`,
+    shown in the sweep's record as `refit_run_id` (the latest refit). Early stopping, if
+    the base had it, is replaced by the number of epochs the best trial trained (the mean
+    over its folds). 202 with the run's record.
+    """
+    owner = principal.owner
+    sweep = _owned_sweep(db, owner, sweep_id)
+    sweep_id = sweep.id  # the path may hold a unique prefix of it
+    if SweepStatus(sweep.status) in SWEEP_ACTIVE:
+        raise HTTPException(
+            409, detail=f"sweep {sweep_id} is {sweep.status}: refit it once it has ended"
+        )
+    best = sweep_record(db, sweep)["best"]
+    if best is None:
+        raise HTTPException(409, detail=f"sweep {sweep_id} has no succeeded trial to refit")
+    if db.scalar(
+        select(Run.id).where(Run.sweep_id == sweep_id, Run.trial.is_(None),
+                             Run.status.in_([s.value for s in ACTIVE_STATUSES]))
+    ):  # fmt: skip
+        raise HTTPException(409, detail=f"a refit of sweep {sweep_id} is queued or running")
+    runs = db.execute(
+        select(Run.epoch, Run.best_epoch).where(Run.id.in_(best.get("run_ids") or [best["run_id"]]))
+    ).all()
+    try:
+        run_body = RunCreate.model_validate(refit_request(sweep, best, list(runs)))
+    except ValidationError as exc:
+        raise HTTPException(
+            422, detail=f"refit: invalid run request: {_validation_message(exc)}"
+        ) from None
+    dataset = _sweep_dataset(db, sweep)
+    validate_against(run_body, dataset, settings)
+    _admit(db, owner, 1, settings)
+    values = new_run_values(run_body, dataset, principal, settings,
+                            name=trial_label(sweep.name, None, None))  # fmt: skip
+    values.update(sweep_id=sweep.id, trial=None, fold=None, sweep_params=best["params"])
+    row, first = lifecycle.create(db.connection(), values,
+                                  reason=timeline.refit_submitted(sweep.id))  # fmt: skip
+    db.commit()
+    request_dispatch()
+    response.headers["Location"] = f"/api/v1/runs/{row.id}"
+    record = RunRecord.model_validate(row)
+    record.transitions = [TransitionOut.model_validate(first)]
+    return record
+
+
+@router.post(
+    "/{sweep_id}/extend",
+    status_code=202,
+    response_model=SweepRecord,
+    summary="Add trials to a sweep",
+    responses=error_responses(
+        400, 401, 404, 413,
+        (409, "A grid sweep: it has run every combination (start another sweep with more "
+         "values); or its dataset is gone."),
+        (422, "`trials` is not a positive integer, an added trial is invalid, or the sweep "
+         "would have more runs than BACKPROP_MAX_SWEEP_TRIALS."),
+        (429, "The added runs would exceed BACKPROP_MAX_ACTIVE_RUNS."),
+        503,
+    ),
+)  # fmt: skip
+def extend_sweep(
+    sweep_id: ResourceId,
+    body: SweepExtend,
+    db: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """Add `trials` configurations to a `random` or `tpe` sweep. A random sweep draws them
+    as if its `n_trials` had been larger from the start (the same seed: its first trials
+    are the ones it has); a tpe sweep suggests them from all the results so far. A grid
+    has no more combinations: 409. A sweep that ended runs again. 202 with its record.
+    """
+    owner = principal.owner
+    sweep = _owned_sweep(db, owner, sweep_id)
+    sweep_id = sweep.id  # the path may hold a unique prefix of it
+    search = SearchSpace.model_validate(sweep.spec["search"])
+    if search.type == "grid":
+        raise HTTPException(
+            409, detail=f"sweep {sweep_id} is a grid: it has run every combination; start "
+            "another sweep with more values (extend takes random and tpe sweeps)",
+        )  # fmt: skip
+    folds = (sweep.spec.get("cross_validation") or {}).get("k")
+    new_total = sweep.n_trials + body.trials
+    if new_total * (folds or 1) > settings.max_sweep_trials:
+        raise HTTPException(
+            422, detail=f"trials: the sweep would have {new_total * (folds or 1)} runs; the "
+            f"limit is {settings.max_sweep_trials} (BACKPROP_MAX_SWEEP_TRIALS)",
+        )  # fmt: skip
+    dataset = _sweep_dataset(db, sweep)
+    _admit(db, owner, body.trials * (folds or 1), settings)
+    spec = {**sweep.spec, "search": {**sweep.spec["search"], "n_trials": new_total}}
+    spec.pop("search_stopped", None)
+    if search.type == "random":
+        more = expand(SearchSpace.model_validate(spec["search"]))[sweep.n_trials :]
+        rows, reasons = [], []
+        for offset, params in enumerate(more):
+            index = sweep.n_trials + offset
+            try:
+                requests = trial_requests(spec["base"], params, folds)
+            except (SpaceError, ValidationError) as exc:
+                raise HTTPException(
+                    422, detail=f"{_describe(index, params)}: invalid run request: {exc}"
+                ) from None
+            for fold, request in requests:
+                run_body = RunCreate.model_validate(request.model_dump(mode="json"))
+                if fold in (None, 0):
+                    try:
+                        validate_against(run_body, dataset, settings)
+                    except HTTPException as exc:
+                        raise HTTPException(
+                            422, detail=f"{_describe(index, params)}: {exc.detail}"
+                        ) from None
+                values = new_run_values(run_body, dataset, principal, settings,
+                                        name=trial_label(sweep.name, index, fold))  # fmt: skip
+                rows.append({**values, "held": True, "sweep_id": sweep.id, "trial": index,
+                             "fold": fold, "sweep_params": params})  # fmt: skip
+                reasons.append(timeline.submitted(sweep_id=sweep.id, trial=index, fold=fold))
+        lifecycle.create_many(db.connection(), rows, reasons=reasons)
+    db.execute(
+        update(Sweep).where(Sweep.id == sweep_id)
+        .values(spec=spec, n_trials=new_total, n_runs=new_total * (folds or 1))
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    reopen(db, sweep_id)
+    db.commit()
+    dispatch(sweep_id)
+    db.refresh(sweep)
+    return sweep_record(db, sweep)
+
+
+@router.post(
+    "/{sweep_id}/retry-failed",
+    status_code=202,
+    response_model=SweepRecord,
+    summary="Run a sweep's failed trials again",
+    responses=error_responses(
+        401, 404, (409, "No trial's latest attempt failed; or the dataset is gone."), 422,
+        (429, "The new runs would exceed BACKPROP_MAX_ACTIVE_RUNS."), 503,
+    ),
+)  # fmt: skip
+def retry_failed(
+    sweep_id: ResourceId, db: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Run every trial (and fold) whose latest attempt `failed` again, as new runs with the
+    same trial, fold and request; the leaderboard then shows the latest attempt. Pruned
+    and cancelled trials are not failed. A sweep that ended runs again. 202 with its
+    record.
+    """
+    owner = principal.owner
+    sweep = _owned_sweep(db, owner, sweep_id)
+    sweep_id = sweep.id  # the path may hold a unique prefix of it
+    failed = db.execute(
+        select(Run)
+        .where(Run.sweep_id == sweep_id, current_attempt(),
+               Run.status == RunStatus.failed.value)
+        .order_by(Run.trial, Run.fold)
+    ).scalars().all()  # fmt: skip
+    if not failed:
+        raise HTTPException(409, detail=f"sweep {sweep_id} has no failed trial to retry")
+    dataset = _sweep_dataset(db, sweep)
+    _admit(db, owner, len(failed), settings)
+    rows, reasons = [], []
+    for run in failed:
+        run_body = RunCreate.model_validate(
+            {"dataset_id": run.dataset_id, "network": run.network, "training": run.training,
+             "callback_url": run.callback_url, "priority": run.priority}
+        )  # fmt: skip
+        values = new_run_values(run_body, dataset, principal, settings, name=run.name)
+        rows.append({**values, "held": True, "sweep_id": sweep.id, "trial": run.trial,
+                     "fold": run.fold, "sweep_params": run.sweep_params})  # fmt: skip
+        reasons.append(timeline.retry_submitted(sweep_id=sweep.id, trial=run.trial or 0,
+                                                fold=run.fold, failed_run_id=run.id))  # fmt: skip
+    lifecycle.create_many(db.connection(), rows, reasons=reasons)
+    reopen(db, sweep_id)
+    db.commit()
+    dispatch(sweep_id)
     db.refresh(sweep)
     return sweep_record(db, sweep)
 

@@ -1,8 +1,10 @@
 /*
- * Backprop Service dashboard: the runs list, a run's page with live learning curves, and the
- * datasets list. Plain browser JavaScript with no dependencies and nothing from other origins.
+ * Backprop Service dashboard: the runs list, a run's page with live learning curves, the
+ * datasets list and the registered models. Plain browser JavaScript with no dependencies and
+ * nothing from other origins.
  *
- * Routes (URL fragment): "#/" runs, "#/runs/<id>" one run, "#/datasets" datasets.
+ * Routes (URL fragment): "#/" runs, "#/runs/<id>" one run, "#/datasets" datasets,
+ * "#/models" registered models.
  * Every API call carries "Authorization: Bearer <key>" when an API key is saved in the page
  * (localStorage); with authentication off the key is simply unused. Live epochs come from
  * GET /api/v1/runs/<id>/events read with fetch() and a stream reader, because EventSource
@@ -53,6 +55,7 @@
     compare: null, // {runs, metrics} on the compare view
     runs: [],
     datasets: [],
+    models: [],
     epochs: () => ui.items.map((item) => item.epoch),
   };
   window.backpropUI = ui;
@@ -273,7 +276,13 @@
     const main = document.getElementById("view");
     main.replaceChildren(...children);
     for (const link of document.querySelectorAll("nav a")) link.classList.remove("active");
-    const navs = { datasets: "nav-datasets", dataset: "nav-datasets", sweeps: "nav-sweeps", sweep: "nav-sweeps" };
+    const navs = {
+      datasets: "nav-datasets",
+      dataset: "nav-datasets",
+      sweeps: "nav-sweeps",
+      sweep: "nav-sweeps",
+      models: "nav-models",
+    };
     const nav = document.getElementById(navs[name] || "nav-runs");
     if (nav) nav.classList.add("active");
   }
@@ -294,6 +303,7 @@
     if (hash === "/sweeps") return showSweeps(s);
     if (hash === "/compare") return showCompare(s, (params.get("runs") || "").split(",").filter(Boolean));
     if (hash === "/datasets") return showDatasets(s);
+    if (hash === "/models") return showModels(s);
     return showRuns(s, params);
   }
 
@@ -793,6 +803,44 @@
         tbody.replaceChildren(...rows);
       },
       POLL_MS * 2,
+    );
+  }
+
+  // -- registered models --------------------------------------------------------------------
+
+  function showModels(s) {
+    const tbody = h("tbody");
+    const table = h(
+      "table",
+      { id: "models-table", class: "grid" },
+      h("thead", {}, h("tr", {}, ["Model", "Version", "Run", "Updated"].map((t) => h("th", { text: t })))),
+      tbody,
+    );
+    setView("models", h("div", { class: "heading" }, h("h1", { text: "Models" })), table);
+    poll(
+      s,
+      async () => {
+        const body = await apiJson("models?limit=200");
+        if (!s.alive) return;
+        ui.models = body.items;
+        const rows = body.items.map((m) =>
+          h(
+            "tr",
+            { "data-model-name": m.name, "data-run-id": m.run_id, "data-updated": m.updated_at },
+            h("td", { class: "model-name", text: m.name }),
+            h("td", { class: "model-version", text: `${m.current_version} of ${m.latest_version}` }),
+            h("td", {}, h("a", { class: "model-run", href: `#/runs/${encodeURIComponent(m.run_id)}`, text: m.run_id })),
+            h("td", { text: when(m.updated_at) }),
+          ),
+        );
+        if (!rows.length) {
+          rows.push(
+            h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No models yet: PUT /api/v1/models/<name>." })),
+          );
+        }
+        tbody.replaceChildren(...rows);
+      },
+      POLL_MS,
     );
   }
 

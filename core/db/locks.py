@@ -14,6 +14,11 @@ Two rules need them:
   with this SHA-256, else insert one" must not interleave with the same upload's twin. A
   transaction-scoped advisory lock per owner and digest serialises only such twins (other
   uploads, and the owner's submits, go on); on SQLite, ``BEGIN IMMEDIATE`` as above.
+- A model name's versions are numbered 1, 2, … without gaps or twins: registrations (and
+  the deletion) of one owner's name take turns, by an advisory lock per owner and name.
+- "A run became a model's version" and "the run was deleted" exclude each other: the
+  registration reads the run row ``FOR SHARE`` and the run's delete locks it ``FOR
+  UPDATE`` before it looks for versions, as for datasets above.
 
 On SQLite each function must come before the transaction's first write (it begins the
 transaction); later calls in the same transaction are covered by the first.
@@ -21,14 +26,17 @@ transaction); later calls in the same transaction are covered by the first.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select, text
+from typing import Any
 
-from core.db.models import Dataset
+from sqlalchemy import Connection, Row, Select, select, text
+
+from core.db.models import Dataset, Run
 
 # Classes of advisory locks (the first key of the two-key form), one per purpose.
 OWNER_LOCK = 1
 DISPATCH_LOCK = 2
 DATASET_CONTENT_LOCK = 3
+MODEL_NAME_LOCK = 4
 
 
 def _begin_immediate(conn: Connection) -> None:
@@ -74,3 +82,28 @@ def lock_dataset_for_delete(conn: Connection, dataset_id: str) -> None:
         _begin_immediate(conn)
     else:
         conn.execute(select(Dataset.id).where(Dataset.id == dataset_id).with_for_update())
+
+
+def serialise_model_name(conn: Connection, owner: str, name: str) -> None:
+    """Until this transaction ends, no other transaction that called this for ``owner``'s
+    model ``name`` runs (nor, on SQLite, any other writer)."""
+    _serialise(conn, MODEL_NAME_LOCK, f"{owner}:{name}")
+
+
+def lock_run_for_delete(conn: Connection, run_id: str) -> None:
+    """Wait for registrations that read the run (``FOR SHARE``) to commit, and keep new
+    ones waiting until this transaction ends."""
+    if conn.dialect.name == "sqlite":
+        _begin_immediate(conn)
+    else:
+        conn.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+
+
+def select_for_update(conn: Connection, stmt: Select[Any]) -> Row[Any] | None:
+    """The first row of ``stmt``, locked until this transaction ends (``FOR UPDATE``; on
+    SQLite the transaction takes the database's write lock first): a read-modify-write of
+    that row cannot interleave with another."""
+    if conn.dialect.name == "sqlite":
+        _begin_immediate(conn)
+        return conn.execute(stmt).first()
+    return conn.execute(stmt.with_for_update()).first()

@@ -6,12 +6,15 @@ package is found through its ``__file__``, so this works from an installed packa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
+from sqlalchemy.schema import SchemaItem
 
 import migrations
 from core.db.session import normalize_url
@@ -33,6 +36,22 @@ def alembic_config(url: str | None = None) -> Config:
     # ConfigParser interpolation: a literal "%" (URL-encoded passwords) must be doubled.
     cfg.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))
     return cfg
+
+
+def for_dialect(dialect: str) -> Callable[[SchemaItem, str | None, str, bool, Any], bool]:
+    """An Alembic ``include_object`` for comparing the models with a ``dialect`` database:
+    it leaves out the indexes the models create only on other dialects
+    (``Index(...).ddl_if(dialect=...)``, such as the GIN index of PostgreSQL)."""
+
+    def include(
+        obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        if type_ == "index" and condition is not None and condition.dialect is not None:
+            return bool(condition.dialect == dialect)
+        return True
+
+    return include
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:

@@ -4,7 +4,9 @@ that Alembic migrations are the same on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import enum
+import math
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import false
@@ -90,6 +93,26 @@ class TZDateTime(TypeDecorator[datetime]):
         return as_utc(value)
 
 
+#: A resource's tags (string key -> string value): JSONB on PostgreSQL, where a GIN index
+#: answers "has these tags" (``tags @> '{"k": "v"}'``); JSON text elsewhere.
+TagsType = JSON().with_variant(JSONB(), "postgresql")
+
+#: The metrics a run is sorted by, kept in columns of their own next to ``metrics``
+#: (core/runs/lifecycle.py writes both): the model's values, NULL when absent or not finite.
+SORTABLE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
+def metric_columns(metrics: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """The values of the SORTABLE_METRICS columns for a run whose ``metrics`` these are:
+    each a finite number, else None (absent, null, NaN or infinite: such runs sort last)."""
+    columns: dict[str, float | None] = {}
+    for key in SORTABLE_METRICS:
+        value = (metrics or {}).get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        columns[key] = float(value) if number and math.isfinite(value) else None  # type: ignore[arg-type]
+    return columns
+
+
 class Dataset(Base):
     """An uploaded dataset: parsed arrays as compressed ``.npz`` plus their metadata."""
 
@@ -107,17 +130,37 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+    # The owner's own organisation (PATCH): string → string labels and free text.
+    tags: Mapped[dict[str, str] | None] = mapped_column(TagsType, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Run(Base):
     """One training job: its request, its lifecycle and its latest progress."""
 
     __tablename__ = "runs"
-    # The dispatcher's question: which queued runs have not been sent yet.
-    __table_args__ = (Index("ix_runs_status_enqueued_at", "status", "enqueued_at"),)
+    __table_args__ = (
+        # The dispatcher's question: which queued runs have not been sent yet.
+        Index("ix_runs_status_enqueued_at", "status", "enqueued_at"),
+        # GET /runs: an owner's runs in each order the list sorts by, ties broken by
+        # (created_at, id), so that a page starts where its keyset cursor points
+        # (api/pagination.py). The first also serves every other look-up by owner.
+        Index("ix_runs_owner_created_at", "owner", "created_at", "id"),
+        *(
+            Index(f"ix_runs_owner_{column}", "owner", column, "created_at", "id")
+            for column in (*SORTABLE_METRICS, "best_epoch")
+        ),
+        # ?tag=k:v (ANDed): one containment test, tags @> '{"k": "v", ...}'.
+        Index(
+            "ix_runs_tags",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    owner: Mapped[str] = mapped_column(String(200), index=True, default="default")
+    owner: Mapped[str] = mapped_column(String(200), default="default")
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # No foreign key: a dataset may be deleted once no active run uses it, and the
     # finished runs that trained on it keep its id and their models.
@@ -128,6 +171,12 @@ class Run(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # ``metrics``' values as columns (SORTABLE_METRICS), for sorting the list: written
+    # with ``metrics`` in the same statement (core/runs/lifecycle.py).
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    val_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    val_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # When the task message was sent (NULL: not sent, or sent again soon). Queued runs wait
@@ -154,6 +203,11 @@ class Run(Base):
     test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # The run whose weights this one started from (training.warm_start).
     parent_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Why it stopped early, in figures (a pruned trial: its rung, value and the cutoff).
+    stop_details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The owner's own organisation (PATCH): string → string labels and free text.
+    tags: Mapped[dict[str, str] | None] = mapped_column(TagsType, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     queue: Mapped[str | None] = mapped_column(String(100), nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -243,6 +297,9 @@ class Sweep(Base):
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     # Touched by every dispatch: that UPDATE serialises dispatching per sweep.
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
+    # The owner's own organisation (PATCH): string → string labels and free text.
+    tags: Mapped[dict[str, str] | None] = mapped_column(TagsType, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class MetricRow(Base):

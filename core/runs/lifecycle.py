@@ -6,10 +6,10 @@ that statically). docs/architecture.md has the state machine as a table.
 ::
 
     create ──▶ queued ──claim──▶ running ──succeed──▶ succeeded
-                 ▲ │               │ │ ├──fail / expire──▶ failed
-                 │ │               │ │ └──stop (cancel or prune flag)──▶ cancelled
-                 │ └──cancel──▶ cancelled      │
-                 └──hand back / reclaim────────┘
+                 ▲ │ │             │ │ ├──fail / expire──▶ failed
+                 │ │ │             │ │ └──stop (cancel flag)──▶ cancelled
+                 │ │ └──cancel / prune_waiting──▶ cancelled
+                 └─┴──hand back / reclaim / pause (at a rung)─┘
 
 How to use it:
 
@@ -48,7 +48,17 @@ from sqlalchemy import (
 )
 
 from core.broker import enqueue_webhook
-from core.db.models import Checkpoint, Dataset, MetricRow, Run, RunStatus, RunTransition, utcnow
+from core.db.models import (
+    SORTABLE_METRICS,
+    Checkpoint,
+    Dataset,
+    MetricRow,
+    Run,
+    RunStatus,
+    RunTransition,
+    metric_columns,
+    utcnow,
+)
 from core.dispatch import freed, request_dispatch
 from core.runs import timeline
 from core.runs.sweeps import after_run_end
@@ -74,6 +84,7 @@ class Change:
     error: str | None = None
     duration_s: float | None = None  # from start to end, for telemetry
     frees_slot: bool = False  # a worker slot, or a message that held one, is free again
+    sweep_slot: bool = False  # not an end, but its sweep has a free slot (a paused trial)
 
     @property
     def final(self) -> bool:
@@ -270,7 +281,11 @@ _RECORD_EPOCH = (
     update(_runs)
     .where(_runs.c.id == bindparam("run_id"), _runs.c.lease_owner == bindparam("me"))
     .values(
-        epoch=bindparam("epoch"), metrics=bindparam("metrics"), lease_expires_at=bindparam("lease")
+        epoch=bindparam("epoch"),
+        metrics=bindparam("metrics"),
+        lease_expires_at=bindparam("lease"),
+        # metrics' sortable values, in their columns (the list's sort keys)
+        **{key: bindparam(f"m_{key}") for key in SORTABLE_METRICS},
     )  # fmt: skip
     .returning(_runs.c.cancel_requested, _runs.c.stop_reason)
 )
@@ -296,7 +311,8 @@ def record_epoch(
     row = conn.execute(
         _RECORD_EPOCH,
         {"run_id": run_id, "me": worker, "epoch": epoch, "metrics": metrics,
-         "lease": utcnow() + timedelta(seconds=lease_s)},
+         "lease": utcnow() + timedelta(seconds=lease_s),
+         **{f"m_{key}": value for key, value in metric_columns(metrics).items()}},
     ).first()  # fmt: skip
     return None if row is None else EpochRecorded(bool(row[0]), row[1])
 
@@ -424,13 +440,14 @@ def cancel(conn: Connection, run_id: str) -> Cancelled:
 
 
 def cancel_sweep_trials(conn: Connection, sweep_id: str) -> list[Change]:
-    """The sweep was cancelled: its queued trials → cancelled at once, its running ones
-    flagged (they stop within an epoch); all get ``stop_reason: sweep_cancelled``."""
+    """The sweep was cancelled: its queued trials (those waiting at a rung too) → cancelled
+    at once, its running ones flagged (they stop within an epoch); all get ``stop_reason:
+    sweep_cancelled``. Its refit run (no trial number) is a run of its own: left alone."""
     now = utcnow()
     reason = timeline.cancelled("its sweep")
     stopped = conn.execute(
         update(Run)
-        .where(Run.sweep_id == sweep_id, Run.status == _QUEUED)
+        .where(Run.sweep_id == sweep_id, Run.trial.is_not(None), Run.status == _QUEUED)
         .values(status=RunStatus.cancelled.value, cancel_requested=True,
                 stop_reason=STOP_SWEEP_CANCELLED, finished_at=now)
         .returning(Run.id, Run.attempts, Run.callback_url)
@@ -445,7 +462,7 @@ def cancel_sweep_trials(conn: Connection, sweep_id: str) -> list[Change]:
         )  # fmt: skip
     conn.execute(
         update(Run)
-        .where(Run.sweep_id == sweep_id, Run.status == _RUNNING)
+        .where(Run.sweep_id == sweep_id, Run.trial.is_not(None), Run.status == _RUNNING)
         .values(cancel_requested=True, stop_reason=STOP_SWEEP_CANCELLED)
         .execution_options(synchronize_session=False)
     )
@@ -462,16 +479,60 @@ def cancel_sweep_trials(conn: Connection, sweep_id: str) -> list[Change]:
     ]
 
 
-def prune(conn: Connection, run_id: str, *, worker: str) -> bool:
-    """Flag a running trial to stop (ASHA found it weak); its worker then ends it with
-    :func:`stop`. False if ``worker`` no longer holds the run."""
-    result = conn.execute(
+def pause(
+    conn: Connection, run_id: str, *, worker: str, epoch: int, details: Mapping[str, Any],
+    reason: str,
+) -> Change | None:  # fmt: skip
+    """running → queued, held: a sweep's trial reached a rung where it is not (yet) among the
+    best 1/eta (ASHA); it waits there, its checkpoint of ``epoch`` stored, until its sweep
+    promotes it (releases it: it resumes from that checkpoint) or prunes it
+    (:func:`prune_waiting`). ``details``: its standing at the rung, kept in
+    ``stop_details``. Not a failed attempt."""
+    row = conn.execute(
         update(Run)
         .where(Run.id == run_id, Run.lease_owner == worker, Run.status == _RUNNING)
-        .values(cancel_requested=True, stop_reason=STOP_PRUNED)
+        .values(
+            status=_QUEUED,
+            held=True,
+            lease_owner=None,
+            lease_expires_at=None,
+            enqueued_at=None,
+            attempts=Run.attempts - 1,
+            stop_details=dict(details),
+        )
+        .returning(Run.attempts, Run.sweep_id)
         .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    ).first()
+    if row is None:
+        return None
+    _note(conn, run_id, RunStatus.queued, reason, attempt=row.attempts, worker=worker)
+    return Change(run_id, RunStatus.queued, reason, sweep_id=row.sweep_id, frees_slot=True,
+                  sweep_slot=True)  # fmt: skip
+
+
+def prune_waiting(
+    conn: Connection, run_id: str, *, details: Mapping[str, Any], verdict: str
+) -> Change | None:
+    """queued (held, waiting at a rung) → cancelled: its sweep found it outside the best
+    1/eta of its rung once no other trial could change that (ASHA). It keeps its metrics
+    and checkpoint-free partial progress; ``stop_reason: pruned``, ``stop_details``
+    (rung, epoch, value, cutoff, …) and ``error`` = ``verdict``, which is the reason too.
+    ``sweep_id`` is left out of the change: its caller is the sweep's own dispatch."""
+    now = utcnow()
+    row = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == _QUEUED, Run.held.is_(True))
+        .values(status=RunStatus.cancelled.value, stop_reason=STOP_PRUNED, finished_at=now,
+                stop_details=dict(details), error=verdict)
+        .returning(Run.attempts, Run.callback_url)
+        .execution_options(synchronize_session=False)
+    ).first()  # fmt: skip
+    if row is None:
+        return None
+    conn.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
+    _note(conn, run_id, RunStatus.cancelled, verdict, attempt=row.attempts, at=now)
+    return Change(run_id, RunStatus.cancelled, verdict, webhook=bool(row.callback_url),
+                  error=verdict)  # fmt: skip
 
 
 # -- the end --------------------------------------------------------------------------------------
@@ -551,6 +612,7 @@ def succeed(
         model_metrics.update(more_metrics)
     if model_metrics is not None:
         results["metrics"] = model_metrics
+        results.update(metric_columns(model_metrics))  # the list's sort keys, kept in step
     reason = timeline.trained(epochs, last_epoch=last_epoch, best_epoch=best_epoch)
     return _end(conn, run_id, RunStatus.succeeded, worker=worker, reason=reason, error=None,
                 drop_checkpoint=drop_checkpoint, results=results)  # fmt: skip
@@ -573,9 +635,8 @@ def expire(conn: Connection, run_id: str, *, worker: str, max_runtime_s: float, 
 
 def stop(conn: Connection, run_id: str, *, worker: str, reason: str, error: str | None = None,
          drop_checkpoint: bool = True) -> Change | None:  # fmt: skip
-    """running → cancelled: the run stopped at a cancel or prune request, keeping its
-    metrics so far. ``reason`` says who asked (see :func:`stop_reason_text`); a pruned
-    trial also keeps its verdict as ``error`` (docs/sweeps.md)."""
+    """running → cancelled: the run stopped at a cancel request, keeping its metrics so
+    far. ``reason`` says who asked (see :func:`stop_reason_text`)."""
     return _end(conn, run_id, RunStatus.cancelled, worker=worker, reason=reason,
                 error=error, drop_checkpoint=drop_checkpoint)  # fmt: skip
 
@@ -615,7 +676,7 @@ def announce(
             run_ended_increments(change.status.value, change.duration_s) if change.final else None
         )
         events.publish(change.run_id, EVENT_STATUS, data, final=change.final, telemetry=telemetry)
-        if change.final and change.sweep_id is not None:
+        if (change.final or change.sweep_slot) and change.sweep_id is not None:
             after_run_end(change.run_id, change.sweep_id)  # admit the sweep's next trials
         if change.final and change.webhook:
             try:

@@ -122,3 +122,12 @@ def latest_reason(conn: Connection, run_id: str) -> str | None:
         .order_by(_transitions.c.id.desc())
         .limit(1)
     )
+
+
+def refit_submitted(sweep_id: str) -> str:
+    return f"refit of sweep {sweep_id}: its best setting trained on all the data"
+
+
+def retry_submitted(*, sweep_id: str, trial: int, fold: int | None, failed_run_id: str) -> str:
+    which = f"trial {trial}" + (f" (fold {fold})" if fold is not None else "")
+    return f"{which} of sweep {sweep_id} again, after run {failed_run_id} failed"

@@ -23,7 +23,14 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 PROBES = {"/healthz", "/readyz", "/metrics"}
 ERROR_OUT = "#/components/schemas/ErrorOut"
 # The operations that create runs: the only ones the active-run limit (429) applies to.
-CREATES_RUNS = {("post", "/api/v1/runs"), ("post", "/api/v1/sweeps")}
+CREATES_RUNS = {
+    ("post", "/api/v1/runs"),
+    ("post", "/api/v1/sweeps"),
+    # A sweep's refit, its added trials and its retried ones are new runs too.
+    ("post", "/api/v1/sweeps/{sweep_id}/refit"),
+    ("post", "/api/v1/sweeps/{sweep_id}/extend"),
+    ("post", "/api/v1/sweeps/{sweep_id}/retry-failed"),
+}
 # /readyz answers 503 with its checks (HealthOut, API.md §1), not with an error body.
 NOT_ERROR_OUT = {("get", "/readyz", "503")}
 MAX_REQUEST_BYTES = 4096

@@ -78,9 +78,14 @@ def test_a_run_request_with_names_that_are_not_near_anything(app: FastAPI) -> No
 
 
 def test_a_query_parameter_and_a_sweep_with_near_miss_names(app: FastAPI) -> None:
-    issue = _issues(app, "GET", "/api/v1/runs", params={"status": "runing"})["query.status"]
+    # status repeats (?status=a&status=b): each value is checked at its index
+    issues = _issues(app, "GET", "/api/v1/runs", params={"status": ["queued", "runing"]})
+    issue = issues["query.status.1"]
     assert issue["ctx"]["did_you_mean"] == "running"
     assert issue["msg"].endswith("; did you mean 'running'?")
+    for name, wrong, meant in (("sort", "val_los", "val_loss"), ("order", "dsc", "desc")):
+        issue = _issues(app, "GET", "/api/v1/runs", params={name: wrong})[f"query.{name}"]
+        assert issue["ctx"]["did_you_mean"] == meant, issue
 
     sweep = {
         "base": {"dataset_id": "d", "network": NETWORK},

@@ -397,7 +397,8 @@ def test_invalid_values_print_as_field_paths_with_what_a_near_miss_meant(
     ], lines
     query = backprop(stack, "runs", "--status", "runing")
     assert query.returncode == 3
-    assert query.stderr.splitlines()[1].startswith("  status (query parameter): Input should be")
+    # status repeats (?status=a&status=b): the first one given is status[0]
+    assert query.stderr.splitlines()[1].startswith("  status[0] (query parameter): Input should")
     assert query.stderr.rstrip().endswith("did you mean 'running'?")
 
 
@@ -510,3 +511,79 @@ def test_show_names_the_best_epoch_and_why_the_run_ended(stack: Stack) -> None:
     assert re.search(rf"best epoch\s*│\s*{best} \(the model's weights and metrics\)", shown.stdout)
     assert f"early stopped at epoch {last} of 200; kept the weights of epoch {best}" in shown.stdout
     assert f"{best} (best)" in shown.stdout  # its row in the epochs table, though not last
+
+
+# -- organising runs (issue #13): runs filters and sorts, tag, edit ---------------------------
+
+
+def test_runs_filters_and_sorts_and_tag_and_edit(stack: Stack) -> None:
+    marker = f"org{os.getpid()}"
+    rng = np.random.default_rng(12)
+    X = rng.uniform(-1, 1, size=(24, 2))
+    ds = stack.upload_json(X.tolist(), (1 / (1 + np.exp(-X))).tolist(), name=f"{marker} data",
+                           dedupe=False)  # fmt: skip
+    runs = []
+    for k, lr in enumerate((0.5, 0.05, 2.0)):
+        training = {**SEED_TRAINING, "epochs": 3, "batch_size": 4, "validation_split": 0.25,
+                    "optimizer": {"name": "sgd", "learning_rate": lr}}  # fmt: skip
+        runs.append(stack.submit(ds["id"], SEED_NETWORK, training, name=f"{marker} r{k}")["id"])
+    done = [stack.wait_done(r) for r in runs]
+    assert all(r["status"] == "succeeded" for r in done)
+
+    # tag: set, remove; with nothing to change it shows the tags.
+    tagged = backprop(stack, "tag", runs[0][:8], "grp=a", "stage=x:y")
+    assert tagged.returncode == 0, tagged.stderr
+    assert re.search(r"tags:\s+grp=a stage=x:y", tagged.stdout), tagged.stdout
+    assert as_json(backprop(stack, "tag", runs[0], "--remove", "stage", "--json"))["tags"] == {
+        "grp": "a"
+    }
+    assert "grp=a" in backprop(stack, "tag", runs[0]).stdout
+    # edit: name, notes, tags; "" removes a name.
+    edited = as_json(backprop(stack, "edit", runs[1][:6], "--name", f"{marker} renamed",
+                              "--notes", "slow lr", "-t", "grp=a", "--json"))  # fmt: skip
+    assert (edited["name"], edited["notes"], edited["tags"]) == (f"{marker} renamed", "slow lr",
+                                                                  {"grp": "a"})  # fmt: skip
+    edited = as_json(backprop(stack, "edit", runs[2], "--name", "", "-t", "grp=b", "-t", "x=1",
+                              "--json"))  # fmt: skip
+    assert edited["name"] is None and edited["tags"] == {"grp": "b", "x": "1"}
+    cleared = as_json(backprop(stack, "edit", runs[2], "--clear-tags", "-t", "grp=b", "--json"))
+    assert cleared["tags"] == {"grp": "b"}
+    data = as_json(backprop(stack, "edit", "--dataset", ds["id"][:8], "--tag", f"src={marker}",
+                            "--json"))  # fmt: skip
+    assert data["tags"] == {"src": marker} and data["name"] == f"{marker} data"
+
+    def listed(*args: str) -> list[str]:
+        return [r["id"] for r in as_json(backprop(stack, "runs", "--dataset", ds["id"][:8],
+                                                  *args, "--json"))]  # fmt: skip
+
+    by_val_loss = [r["id"] for r in sorted(done, key=lambda r: r["metrics"]["val_loss"])]
+    assert listed("--sort", "val_loss") == by_val_loss
+    assert listed("--sort", "val_loss", "--desc") == by_val_loss[::-1]
+    assert listed() == runs[::-1]
+    assert listed("--asc") == runs
+    assert set(listed("--tag", "grp:a")) == {runs[0], runs[1]}
+    assert listed("--tag", "grp=b") == [runs[2]]  # KEY=VALUE is read as KEY:VALUE
+    assert listed("--tag", "grp:a", "--search", "RENAMED") == [runs[1]]
+    assert listed("--status", "succeeded", "--status", "failed", "--top-level",
+                  "--since", "1h") == runs[::-1]  # fmt: skip
+    assert listed("--until", "2000-01-01") == []
+    assert listed("--since", "2000-01-01T00:00:00+02:00", "--limit", "2") == runs[:0:-1]
+
+    table = backprop(stack, "runs", "--dataset", ds["id"], "--sort", "val_loss", columns=80)
+    lines = table.stdout.splitlines()
+    assert table.returncode == 0 and max(len(line) for line in lines) <= 80, lines
+    assert lines[0].split() == ["id", "status", "epoch", "val_loss", "created", "name"]
+    assert [line.split()[0] for line in lines[1:]] == [r[:8] for r in by_val_loss]
+    assert "grp=a" in lines[1 + by_val_loss.index(runs[0])]
+
+    # Usage errors (2) and refusals (3) say what is wrong.
+    for args, code, says in [
+        (("runs", "--since", "yesterday"), 2, "--since 'yesterday': give an ISO 8601"),
+        (("tag", runs[0], "novalue"), 2, "'novalue': give a tag as KEY=VALUE"),
+        (("edit", runs[0], "--sweep", "--dataset", "--name", "x"), 2, "give at most one"),
+        (("tag", runs[0], "bad key=v"), 3, "tags.bad key"),
+        (("runs", "--sort", "val_los"), 3, "did you mean 'val_loss'?"),
+        (("edit", "--dataset", ds["id"], "--name", ""), 3, "a dataset's name cannot be removed"),
+    ]:
+        result = backprop(stack, *args)
+        assert result.returncode == code and says in result.stderr, (args, result.stderr)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -531,3 +532,79 @@ def test_a_sweep_over_an_optimizer_given_by_name_alone(bp: BackpropClient) -> No
     assert caught.value.status_code == 422
     assert "trial 1" in caught.value.detail and "rmsprp" in caught.value.detail
     assert caught.value.detail.endswith("did you mean 'rmsprop'?")
+
+
+# -- organising runs: filters, sorts, names, tags and notes (issue #13) -----------------------
+
+
+def test_list_filters_sorts_and_updates_of_runs_sweeps_and_datasets(stack: Stack) -> None:
+    marker = f"lists{os.getpid()}"
+    rng = np.random.default_rng(11)
+    X = rng.uniform(-1, 1, size=(24, 2))
+    Y = 1 / (1 + np.exp(-X[:, ::-1]))
+    with BackpropClient(stack.base_url, page_size=2) as bp:
+        ds = bp.upload_dataset((X, Y), name=f"{marker} data", dedupe=False)
+        start = datetime.now(UTC)
+        runs = []
+        for k, lr in enumerate((0.5, 0.05, 2.0)):
+            training = {**SEED_TRAINING, "epochs": 3, "batch_size": 4, "validation_split": 0.25,
+                        "optimizer": {"name": "sgd", "learning_rate": lr}}  # fmt: skip
+            runs.append(bp.submit_run(ds.id, SEED_NETWORK, training, name=f"{marker} r{k}"))
+        done = [bp.wait(r.id, timeout=60, poll=0.1) for r in runs]
+        assert all(r.status == "succeeded" and r.tags == {} and r.notes is None for r in done)
+
+        # update_run: only what is given changes; None removes; tags merge.
+        first = bp.update_run(runs[0].id, tags={"grp": "a", "lr": "0.5"}, notes="fastest")
+        assert (first.name, first.tags, first.notes) == (f"{marker} r0", {"grp": "a", "lr": "0.5"},
+                                                         "fastest")  # fmt: skip
+        first = bp.update_run(runs[0].id, name=None, tags={"lr": None})
+        assert (first.name, first.tags, first.notes) == (None, {"grp": "a"}, "fastest")
+        bp.update_run(runs[1].id, tags={"grp": "a"})
+        bp.update_run(runs[2].id, tags={"grp": "b"}, name=f"{marker} R2 slow")
+        assert bp.update_run(runs[1].id).tags == {"grp": "a"}  # nothing given: no change
+        assert bp.get_run(runs[1].id).tags == {"grp": "a"}
+
+        mine = {"dataset_id": ds.id}
+        by_loss = sorted(done, key=lambda r: r.metrics["val_loss"])
+        assert [r.id for r in bp.list_runs(**mine, sort="val_loss")] == [r.id for r in by_loss]
+        assert [r.id for r in bp.list_runs(**mine, sort="val_loss", order="desc")] == [
+            r.id for r in reversed(by_loss)
+        ]
+        assert [r.id for r in bp.list_runs(**mine)] == [r.id for r in reversed(runs)]
+        assert {r.id for r in bp.list_runs(**mine, tags={"grp": "a"})} == {runs[0].id, runs[1].id}
+        assert [r.id for r in bp.list_runs(**mine, tags=["grp:b"])] == [runs[2].id]
+        assert [r.id for r in bp.list_runs(q=f"{marker} r2")] == [runs[2].id]
+        assert len(bp.list_runs(**mine, status=["succeeded", "failed"], top_level=True)) == 3
+        assert bp.list_runs(**mine, status="queued") == []
+        assert len(bp.list_runs(**mine, created_after=start)) == 3
+        assert bp.list_runs(**mine, created_before=start) == []
+        assert bp.list_runs(**mine, created_after=datetime.now(UTC) + timedelta(hours=1)) == []
+        with pytest.raises(BackpropError) as caught:
+            bp.update_run(runs[0].id, tags={"bad key": "v"})
+        assert caught.value.status_code == 422
+        assert caught.value.problems[0].startswith("tags.bad key")
+
+        # Datasets and sweeps alike.
+        edited = bp.update_dataset(ds.id, name=f"{marker} renamed", tags={"src": marker})
+        assert isinstance(edited, Dataset) and edited.tags == {"src": marker}
+        assert [d.id for d in bp.list_datasets(tags={"src": marker})] == [ds.id]
+        assert [d.id for d in bp.list_datasets(q=f"{marker} RENAMED")] == [ds.id]
+        with pytest.raises(BackpropError) as caught:
+            bp.update_dataset(ds.id, name=None)
+        assert caught.value.status_code == 422
+        sweep = bp.create_sweep({
+            "name": f"{marker} sweep",
+            "base": {"dataset_id": ds.id, "network": SEED_NETWORK,
+                     "training": {**SEED_TRAINING, "epochs": 1, "validation_split": 0.25}},
+            "search": {"type": "grid",
+                       "parameters": {"training.optimizer.learning_rate": [0.1, 0.2]}},
+        })  # fmt: skip
+        edited_sweep = bp.update_sweep(sweep.id, tags={"src": marker}, notes="two rates")
+        assert (edited_sweep.tags, edited_sweep.notes) == ({"src": marker}, "two rates")
+        assert [s.id for s in bp.list_sweeps(tags={"src": marker}, q=marker)] == [sweep.id]
+        assert [s.id for s in bp.list_sweeps(status=["running", "queued", "succeeded"],
+                                             tags={"src": marker})] == [sweep.id]  # fmt: skip
+        bp.wait_sweep(sweep.id, timeout=60)
+        trials = bp.list_runs(sweep_id=sweep.id)
+        assert len(trials) == 2 and all(t.sweep_id == sweep.id for t in trials)
+        assert not {t.id for t in trials} & {r.id for r in bp.list_runs(**mine, top_level=True)}

@@ -32,6 +32,10 @@ PARSES: dict[type[BaseModel], str | tuple[str, ...]] = {
     client.models.TargetMetrics: "TargetMetrics",
     client.models.Sweep: "SweepRecord",
     client.models.SweepProgress: "SweepProgress",
+    client.models.RegisteredModel: "ModelRecord",
+    client.models.RegisteredModelDetail: "ModelDetailRecord",
+    client.models.ModelVersion: "ModelVersionRecord",
+    client.models.ModelPrediction: "ModelPredictOut",
 }
 
 
@@ -90,7 +94,8 @@ def test_status_choices_are_the_services(schemas: dict[str, Any], model: type[Ba
 
 def test_a_sample_record_of_each_schema_parses(schemas: dict[str, Any]) -> None:
     """Built from the schema's required fields alone, with values of their declared types."""
-    samples = {"string": "x", "integer": 1, "number": 0.5, "object": {}, "array": []}
+    samples = {"string": "x", "integer": 1, "number": 0.5, "boolean": True, "object": {},
+               "array": []}  # fmt: skip
 
     def value(prop: dict[str, Any]) -> Any:
         if "$ref" in prop:

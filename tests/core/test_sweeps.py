@@ -25,7 +25,10 @@ from core.sweeps import (
     SearchSpace,
     SpaceError,
     apply,
+    asha_cutoff,
     asha_keep,
+    asha_kept,
+    corners,
     expand,
     grid_size,
     leaderboard,
@@ -120,9 +123,15 @@ def test_rungs_are_geometric_below_the_last_epoch() -> None:
     assert rungs(5, 3, 5) == []
 
 
-def test_asha_keeps_the_top_fraction_and_everyone_while_few_reached() -> None:
-    # Fewer than eta trials at the rung: continue, however bad.
-    assert asha_keep(100.0, [0.1, 100.0], eta=3, mode="min")
+def test_asha_keeps_the_top_fraction_and_nobody_on_a_free_pass() -> None:
+    # Fewer than eta trials at the rung: none goes on yet (they wait for the others) ...
+    assert not asha_keep(0.1, [0.1, 100.0], eta=3, mode="min")
+    assert asha_cutoff([0.1, 100.0], eta=3, mode="min") is None
+    # ... unless nothing else can reach the rung: then the best one goes on.
+    assert asha_keep(0.1, [0.1, 100.0], eta=3, mode="min", final=True)
+    assert not asha_keep(100.0, [0.1, 100.0], eta=3, mode="min", final=True)
+    assert [asha_kept(n, 3) for n in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+    assert [asha_kept(n, 3, final=True) for n in range(4)] == [0, 1, 1, 1]
     # Nine trials, eta 3: the best three continue.
     values = [float(v) for v in range(1, 10)]
     kept = [v for v in values if asha_keep(v, values, eta=3, mode="min")]
@@ -135,6 +144,39 @@ def test_asha_keeps_the_top_fraction_and_everyone_while_few_reached() -> None:
     # The first of two when eta=2: only the better continues.
     assert asha_keep(1.0, [1.0, 2.0], eta=2, mode="min")
     assert not asha_keep(2.0, [1.0, 2.0], eta=2, mode="min")
+
+
+def test_the_iris_grid_no_longer_lets_its_first_trials_through_unjudged() -> None:
+    """The documented iris sweep (lr 0.001/0.01/0.1 x 16/64 units, eta 3, max_concurrent 2):
+    its first two trials (lr 0.001) reach every rung before anyone else, so the old rule —
+    everyone continues while fewer than eta trials reached the rung — never compared them
+    with anything, and they trained to the end at val_accuracy 0.53 at rung 3 while trials
+    at 0.80 there were pruned. Now a trial alone at a rung waits there."""
+    at_rung_3 = {"lr 0.001 x 16": 0.533, "lr 0.001 x 64": 0.6}  # the first two, first there
+    assert not asha_keep(0.533, list(at_rung_3.values()), eta=3, mode="max")
+    assert not asha_keep(0.6, list(at_rung_3.values()), eta=3, mode="max")
+    # Once the later trials are there (0.8 for three of them), lr 0.001 is out, 0.8 goes on.
+    everyone = [0.533, 0.6, 0.833, 0.8, 0.8, 0.8]
+    assert asha_cutoff(everyone, eta=3, mode="max", final=True) == 0.8
+    assert not asha_keep(0.533, everyone, eta=3, mode="max", final=True)
+    assert asha_keep(0.833, everyone, eta=3, mode="max")
+
+
+def test_corners_cover_every_extreme_and_listed_value() -> None:
+    space = SearchSpace.model_validate({"type": "tpe", "parameters": {
+        "training.optimizer.learning_rate": {"distribution": "log_uniform", "low": 1e-4,
+                                             "high": 1e-1},
+        "network.layers.0.units": {"distribution": "int_uniform", "low": 4, "high": 64},
+        "network.layers.0.activation": ["tanh", "relu", "sigmoid"]}})  # fmt: skip
+    found = corners(space)
+    assert len(found) == 2 * 2 * 3
+    assert {c["network.layers.0.units"] for c in found} == {4, 64}
+    assert {c["network.layers.0.activation"] for c in found} == {"tanh", "relu", "sigmoid"}
+    # Too many combinations: each parameter's extremes, the others low, and all-high.
+    few = corners(space, limit=4)
+    assert few[0] == {"training.optimizer.learning_rate": 1e-4, "network.layers.0.units": 4,
+                      "network.layers.0.activation": "tanh"}  # fmt: skip
+    assert few[1]["network.layers.0.units"] == 64 and len(few) == 2 + 1 + 1 + 2
 
 
 def _trial(i: int, value: float | None, status: str = "succeeded", fold: int | None = None

@@ -125,6 +125,8 @@ class Fuzzed:
     class_run: str = ""  # a succeeded classification run (predict answers labels)
     spare_dataset: str = ""  # the DELETE operations get these two
     spare_run: str = ""
+    model: str = "fuzz-model"  # a registered model (version 1: `run`)
+    spare_model: str = "fuzz-spare-model"  # the DELETE operation gets this one
     # (method, path template) -> status codes answered; filled by the after_call hook.
     seen: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
 
@@ -185,6 +187,9 @@ def _seed(fuzzed: Fuzzed) -> None:
         assert done["status"] == "succeeded", done
     fuzzed.dataset, fuzzed.spare_dataset = ds["id"], spare_ds["id"]
     fuzzed.run, fuzzed.class_run, fuzzed.spare_run = run["id"], class_run["id"], spare_run["id"]
+    for name in (fuzzed.model, fuzzed.spare_model):
+        resp = stack.client.put(f"/api/v1/models/{name}", json={"run_id": run["id"]})
+        assert resp.status_code == 201, resp.text
 
 
 def _cancel_active(stack: Stack) -> None:
@@ -221,6 +226,10 @@ def _add_hooks(fuzzed: Fuzzed, schema: Any) -> None:
             reals = [fuzzed.spare_run] if method == "DELETE" else [fuzzed.run, fuzzed.class_run]
             ids = [*reals, params["run_id"], NUL_ID]
             return st.sampled_from([{**params, "run_id": i} for i in ids])
+        if "name" in params:  # a model name
+            real = fuzzed.spare_model if method == "DELETE" else fuzzed.model
+            names = [real, params["name"], NUL_NAME]
+            return st.sampled_from([{**params, "name": n} for n in names])
         if params:  # any other id (sweeps, ...): as generated, or with a NUL
             return st.sampled_from([params, {k: NUL_ID for k in params}])
         return st.just(path_parameters)
@@ -241,6 +250,15 @@ def _add_hooks(fuzzed: Fuzzed, schema: Any) -> None:
     @schema.hook("flatmap_body")
     def real_bodies(context: Any, body: Any) -> Any:
         op = context.operation
+        if op.method.upper() == "PUT" and op.path == "/api/v1/models/{name}":
+            # A real run (never the spare one, which the run's DELETE must remove), or a NUL.
+            bodies = [
+                body,
+                {"run_id": fuzzed.run},
+                {"run_id": fuzzed.class_run},
+                {"run_id": NUL_ID},
+            ]
+            return st.sampled_from(bodies)
         if op.method.upper() != "POST" or not isinstance(body, dict):
             return st.just(body)
         if op.path == "/api/v1/runs":
@@ -334,6 +352,11 @@ def test_fuzzing_reached_the_real_resources(fuzzed: Fuzzed) -> None:
         ("POST", "/api/v1/runs/{run_id}/predict"),
         ("GET", "/api/v1/runs/{run_id}/plot.png"),
         ("GET", "/api/v1/runs/{run_id}/plot.svg"),
+        ("GET", "/api/v1/models"),
+        ("PUT", "/api/v1/models/{name}"),
+        ("GET", "/api/v1/models/{name}"),
+        ("POST", "/api/v1/models/{name}/predict"),
+        ("DELETE", "/api/v1/models/{name}"),
     }
     missing = expected - answered_2xx
     assert not missing, f"never answered 2xx: {sorted(missing)}; seen: {dict(fuzzed.seen)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, pool, select, text
 
 from core.db import migrate
-from core.db.models import Base, RunTransition
+from core.db.models import Base, Run, RunTransition
 from core.db.session import normalize_url
 from core.settings import get_settings
 
@@ -50,7 +51,12 @@ def _schema_diffs(url: str) -> list[object]:
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": True}
+                conn,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_object": migrate.for_dialect(conn.dialect.name),
+                },
             )
             return list(compare_metadata(ctx, Base.metadata))
     finally:
@@ -188,3 +194,51 @@ def test_runs_stored_before_timelines_get_one_from_their_times(empty_url: str) -
             ("succeeded", minutes[3], "succeeded" + note, 2, None),
         ],
     }
+
+
+def test_0008_fills_the_metric_columns_of_stored_runs_and_keeps_their_tags(empty_url: str) -> None:
+    """Runs stored before 0008 get their sort columns from ``metrics`` (finite numbers;
+    anything else NULL), and their tags (JSONB on PostgreSQL from then on) stay as they were;
+    the lists then sort them by those columns."""
+    migrate.upgrade(empty_url, "0007")
+    engine = create_engine(normalize_url(empty_url), poolclass=pool.NullPool)
+    insert_run = text(
+        "INSERT INTO runs (id, owner, dataset_id, network, training, status, epoch, epochs, "
+        "metrics, cancel_requested, attempts, created_at, updated_at, tags) "
+        "VALUES (:id, 'me', 'd', '{}', '{}', 'succeeded', 5, 5, :metrics, false, 1, "
+        ":created, :created, :tags)"
+    )
+    t0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    stored = {
+        "full": {"loss": 0.5, "val_loss": 0.75, "accuracy": 0.8, "val_accuracy": 1},
+        "partial": {"loss": 2.0, "val_loss": None},
+        "none yet": {"loss": None},
+        "odd": {"loss": "0.1", "val_loss": True, "accuracy": [1]},
+        "empty": {},
+    }
+    # More runs than one backfill batch, so that the batches are walked too.
+    many = {f"bulk-{k:04d}": {"loss": k / 1000} for k in range(1500)}
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert_run, [
+                {"id": run_id, "metrics": json.dumps(metrics), "created": t0,
+                 "tags": json.dumps({"project": run_id}) if run_id in stored else None}
+                for run_id, metrics in {**stored, **many}.items()
+            ])  # fmt: skip
+        migrate.upgrade(empty_url)
+        with engine.connect() as conn:
+            rows = {
+                row.id: row
+                for row in conn.execute(
+                    select(Run.id, Run.loss, Run.val_loss, Run.accuracy, Run.val_accuracy, Run.tags)
+                )
+            }
+    finally:
+        engine.dispose()
+    values = {k: (r.loss, r.val_loss, r.accuracy, r.val_accuracy) for k, r in rows.items()}
+    assert values["full"] == (0.5, 0.75, 0.8, 1.0)
+    assert values["partial"] == (2.0, None, None, None)
+    assert values["none yet"] == values["odd"] == values["empty"] == (None, None, None, None)
+    assert all(values[k] == (m["loss"], None, None, None) for k, m in many.items())
+    assert {k: rows[k].tags for k in stored} == {k: {"project": k} for k in stored}
+    assert rows["bulk-0000"].tags is None

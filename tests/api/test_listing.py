@@ -1,0 +1,258 @@
+"""The run list's query building (api/listing.py, api/pagination.py) on SQLite and PostgreSQL.
+
+Runs are inserted straight into a migrated database with values drawn at random (ties on
+purpose: equal losses, equal creation times); every filter and every order is then read page
+by page through ``keyset_page`` and compared with the same selection and order computed in
+Python from the values inserted.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import HTTPException
+from sqlalchemy import create_engine, pool, select
+from sqlalchemy.orm import Session
+
+from api.listing import DEFAULT_ORDER, RUN_SORT_KEYS, Filters, run_sort
+from api.pagination import Sort, decode_cursor, keyset_page
+from core.db.models import Run, metric_columns
+from core.db.session import normalize_url
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+NAMES = ("Iris baseline", "iris wide", "digits", "50%_off", "seed 2-2-2", None)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Session]:
+    engine = create_engine(normalize_url(db_url), poolclass=pool.NullPool)
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+
+
+def _value(rng: random.Random, choices: tuple[float, ...]) -> float | None:
+    return None if rng.random() < 0.25 else rng.choice(choices)
+
+
+def make_runs(db: Session, n: int, seed: int = 0, owner: str = "me") -> list[dict[str, Any]]:
+    """``n`` runs of ``owner`` with random values; what was inserted, as plain dicts."""
+    rng = random.Random(seed)
+    sweeps = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(3)]
+    datasets = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(3)]
+    made = []
+    for _ in range(n):
+        metrics = {
+            "loss": _value(rng, (0.1, 0.2, 0.25, 0.5, 1.5)),  # few values: many ties
+            "val_loss": _value(rng, (0.15, 0.3, 0.45)),
+            "accuracy": _value(rng, (0.5, 0.75, 0.9, 1.0)),
+            "val_accuracy": _value(rng, (0.6, 0.8)),
+        }
+        drawn = {
+            "project": rng.choice(("iris", "digits", None)),
+            "stage": rng.choice(("a", "b", None)),
+            "odd_key.v-1/x": rng.choice(("x:y", "", None)),
+        }
+        tags = {k: v for k, v in drawn.items() if v is not None}
+        row = {
+            "id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "owner": owner,
+            "name": rng.choice(NAMES),
+            "status": rng.choice(STATUSES),
+            "dataset_id": rng.choice(datasets),
+            "sweep_id": rng.choice((*sweeps, None, None)),
+            # a few minutes apart, often the same instant: ties broken by id
+            "created_at": T0 + timedelta(minutes=rng.randrange(0, 40)),
+            "best_epoch": rng.choice((None, 3, 7, 7, 12)),
+            "metrics": {k: v for k, v in metrics.items() if v is not None},
+            "tags": tags or None,
+        }
+        made.append(row)
+    db.add_all(
+        Run(**row, **metric_columns(row["metrics"]), network={}, training={}, epochs=10)
+        for row in made
+    )
+    db.commit()
+    return made
+
+
+def expected(rows: list[dict[str, Any]], sort: Sort) -> list[str]:
+    """The ids in the order the list promises: by (value, created_at, id) in the sort's
+    direction, the rows without a value after them by (created_at, id)."""
+
+    def value(row: dict[str, Any]) -> Any:
+        return row["best_epoch"] if sort.key == "best_epoch" else row["metrics"].get(sort.key)
+
+    if sort.key == "created_at":
+        having, lacking = [], rows
+    else:
+        having = [r for r in rows if value(r) is not None]
+        lacking = [r for r in rows if value(r) is None]
+    first = sorted(having, key=lambda r: (value(r), r["created_at"], r["id"]),
+                   reverse=sort.descending)  # fmt: skip
+    last = sorted(lacking, key=lambda r: (r["created_at"], r["id"]), reverse=sort.descending)
+    return [r["id"] for r in first + last]
+
+
+def read_all(db: Session, filters: Filters, sort: Sort, limit: int) -> list[str]:
+    """Every page of the owner's filtered list, concatenated."""
+    dialect = db.get_bind().dialect.name
+    stmt = filters.apply(select(Run).where(Run.owner == "me"), Run, dialect)
+    ids: list[str] = []
+    cursor = None
+    for _ in range(1000):
+        rows, cursor = keyset_page(db, stmt, Run, sort, cursor, limit)
+        assert len(rows) <= limit
+        ids += [r.id for r in rows]
+        if cursor is None:
+            return ids
+        assert len(rows) == limit  # only the last page may be short
+    raise AssertionError("the pages never ended")
+
+
+FILTERS: dict[str, tuple[Filters, Callable[[dict[str, Any]], bool]]] = {
+    "none": (Filters(), lambda r: True),
+    "status": (Filters(statuses=["succeeded"]), lambda r: r["status"] == "succeeded"),
+    "statuses": (
+        Filters(statuses=["failed", "cancelled", "failed"]),
+        lambda r: r["status"] in ("failed", "cancelled"),
+    ),
+    "tag": (
+        Filters(tags=[("project", "iris")]),
+        lambda r: (r["tags"] or {}).get("project") == "iris",
+    ),
+    "two tags": (
+        Filters(tags=[("project", "digits"), ("stage", "b")]),
+        lambda r: (
+            (r["tags"] or {}).get("project") == "digits" and (r["tags"] or {}).get("stage") == "b"
+        ),
+    ),
+    "odd key, value with a colon": (
+        Filters(tags=[("odd_key.v-1/x", "x:y")]),
+        lambda r: (r["tags"] or {}).get("odd_key.v-1/x") == "x:y",
+    ),
+    "empty value": (
+        Filters(tags=[("odd_key.v-1/x", "")]),
+        lambda r: (r["tags"] or {}).get("odd_key.v-1/x") == "",
+    ),
+    "one key, two values": (
+        Filters(tags=[("stage", "a"), ("stage", "b")]),
+        lambda r: False,
+    ),
+    "q": (Filters(q="IRIS"), lambda r: "iris" in (r["name"] or "").lower()),
+    "q with LIKE wildcards": (Filters(q="0%_"), lambda r: "0%_" in (r["name"] or "")),
+    "top level": (Filters(top_level=True), lambda r: r["sweep_id"] is None),
+    "time window": (
+        Filters(
+            created_after=T0 + timedelta(minutes=10), created_before=T0 + timedelta(minutes=30)
+        ),
+        lambda r: T0 + timedelta(minutes=10) <= r["created_at"] < T0 + timedelta(minutes=30),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FILTERS))
+def test_each_filter_in_each_order_pages_through_exactly_the_expected_runs(
+    db: Session, name: str
+) -> None:
+    rows = make_runs(db, 90)
+    make_runs(db, 20, seed=1, owner="someone else")  # never listed
+    filters, keep = FILTERS[name]
+    chosen = [r for r in rows if keep(r)]
+    assert chosen or name == "one key, two values"
+    for key in RUN_SORT_KEYS:
+        for order in ("asc", "desc"):
+            sort = run_sort(key, order)
+            assert read_all(db, filters, sort, limit=7) == expected(chosen, sort), (key, order)
+
+
+def test_dataset_and_sweep_filters_and_the_default_orders(db: Session) -> None:
+    rows = make_runs(db, 60, seed=2)
+    dataset, sweep = rows[0]["dataset_id"], rows[1]["sweep_id"] or rows[2]["sweep_id"]
+    both = Filters(dataset_id=dataset, sweep_id=sweep, statuses=list(STATUSES))
+    chosen = [r for r in rows if r["dataset_id"] == dataset and r["sweep_id"] == sweep]
+    sort = run_sort("val_loss", None)
+    assert not sort.descending and read_all(db, both, sort, 4) == expected(chosen, sort)
+    assert DEFAULT_ORDER == {
+        "created_at": "desc", "loss": "asc", "val_loss": "asc",
+        "accuracy": "desc", "val_accuracy": "desc", "best_epoch": "asc",
+    }  # fmt: skip
+    assert run_sort("created_at", None) == Sort("created_at", True)
+    assert run_sort("accuracy", None) == Sort("accuracy", True)
+    assert run_sort("accuracy", "asc") == Sort("accuracy", False)
+
+
+@pytest.mark.parametrize("key", RUN_SORT_KEYS)
+def test_paging_while_runs_are_added_yields_each_run_once_in_order(db: Session, key: str) -> None:
+    """Between pages, new runs arrive (with values, ties and no values among them): every
+    run that existed at the start is read exactly once, nothing twice, all in order."""
+    rows = make_runs(db, 50, seed=3)
+    sort = run_sort(key, None)
+    stmt = select(Run).where(Run.owner == "me")
+    seen: list[str] = []
+    cursor = None
+    for page_number in range(100):
+        page, cursor = keyset_page(db, stmt, Run, sort, cursor, 6)
+        seen += [r.id for r in page]
+        if cursor is None:
+            break
+        rows += make_runs(db, 3, seed=100 + page_number)  # newer than all, some tied
+    assert len(seen) == len(set(seen))
+    assert set(seen) >= {r["id"] for r in rows[:50]}
+    by_id = {r["id"]: r for r in rows}
+    assert seen == expected([by_id[i] for i in seen], sort)
+
+
+def test_a_cursor_belongs_to_its_sort_and_order(db: Session) -> None:
+    make_runs(db, 10, seed=4)
+    stmt = select(Run).where(Run.owner == "me")
+    _, cursor = keyset_page(db, stmt, Run, Sort("val_loss", False), None, 3)
+    assert cursor is not None
+    assert decode_cursor(cursor, Sort("val_loss", False)).row_id
+    for other in (Sort("val_loss", True), Sort("loss", False), Sort()):
+        with pytest.raises(HTTPException) as caught:
+            keyset_page(db, stmt, Run, other, cursor, 3)
+        assert caught.value.status_code == 400
+        assert "made for sort=val_loss&order=asc" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "garbage",
+        '{"s":"created_at","o":"desc","c":"0001-01-01T00:00:00+14:00","i":"x"}',
+        '{"s":"created_at","o":"desc","c":"2026-01-01T00:00:00","i":"a\\u0000b"}',
+        '{"s":"loss","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":"0.1"}',
+        '{"s":"loss","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":true}',
+        '{"s":"loss","o":"asc","c":12,"i":"x","v":0.1}',
+        "[1, 2]",
+        '{"s":"loss","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":1' + "0" * 400 + "}",
+        '{"s":"best_epoch","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":4294967296}',
+        '{"s":"best_epoch","o":"asc","c":"2026-01-01T00:00:00","i":"x","v":1.5}',
+        '{"s":"loss","o":"asc","c":"2026-01-01T00:00:00","i":"' + "x" * 65 + '","v":1}',
+    ],
+)
+def test_a_cursor_we_did_not_issue_is_400(raw: str) -> None:
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode()
+    sort = next((Sort(k, False) for k in ("loss", "best_epoch") if f'"{k}"' in raw), Sort())
+    with pytest.raises(HTTPException) as caught:
+        decode_cursor(cursor, sort)
+    assert caught.value.status_code == 400
+
+
+def test_cursors_of_the_first_form_still_work(db: Session) -> None:
+    rows = make_runs(db, 12, seed=5)
+    order = expected(rows, Sort())
+    by_id = {r["id"]: r for r in rows}
+    fifth = by_id[order[4]]
+    legacy = f"{fifth['created_at'].isoformat()}|{fifth['id']}"
+    cursor = base64.urlsafe_b64encode(legacy.encode()).decode().rstrip("=")
+    page, _ = keyset_page(db, select(Run).where(Run.owner == "me"), Run, Sort(), cursor, 50)
+    assert [r.id for r in page] == order[5:]
