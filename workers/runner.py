@@ -147,6 +147,16 @@ class RunTrainer:
             attempt, give_up_after_s=self.settings.db_retry_s, what=f"{what} run {self.run_id}"
         )
 
+    def _atomic(self, what: str, body: Callable[[Connection], T]) -> T:
+        """A status change (``core.runs.lifecycle``) and what goes with it: statement by
+        statement on PostgreSQL, where each transition is one statement (its timeline row
+        included) and the steps are ordered to be safe to stop between; in a transaction
+        elsewhere (SQLite, where a transition is two statements and a transaction costs no
+        round trips)."""
+        if get_engine().dialect.name == "postgresql":
+            return self._single(what, body)
+        return self._tx(what, body)
+
     def _single(self, what: str, body: Callable[[Connection], T]) -> T:
         """Run ``body``'s statements each on its own (autocommit), retried while the
         database is away: one round trip per statement, no BEGIN/COMMIT. Only for steps
@@ -195,7 +205,7 @@ class RunTrainer:
                 )
             return claimed, job
 
-        claimed, job = self._tx("claiming", body)
+        claimed, job = self._atomic("claiming", body)
         self._claim_change = claimed.change
         if claimed.change is not None:
             self._sweep_id = claimed.change.sweep_id
@@ -439,9 +449,10 @@ class RunTrainer:
         request_dispatch(freeing=self.run_id)
 
         def record(conn: Connection) -> Change:
-            # One transaction: the model (a retrained run stores the same bytes: a second
-            # copy is ignored), then the status, guarded by the lease, with its timeline
-            # row and the checkpoint's removal.
+            # In an order that is safe to stop anywhere (see _atomic): the model (a
+            # retrained run stores the same bytes: a second copy is ignored), then the
+            # status, guarded by the lease, with its timeline row, then the checkpoint's
+            # removal.
             if model is not None:
                 conn.execute(_insert_ignoring_duplicate(conn, self.run_id, model))
             change = end(conn)
@@ -450,7 +461,7 @@ class RunTrainer:
             return change
 
         try:
-            change = self._tx("recording the end of", record)
+            change = self._atomic("recording the end of", record)
         except BaseException:
             freed(self.run_id)  # not ours to end after all: its slot is not freeing
             raise

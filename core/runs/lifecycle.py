@@ -28,7 +28,7 @@ How to use it:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -36,16 +36,24 @@ from typing import Any, Literal, cast
 from sqlalchemy import (
     Connection,
     Row,
+    String,
     Table,
+    Text,
     and_,
     bindparam,
     delete,
     func,
     insert,
+    literal,
+    null,
     or_,
     select,
     update,
 )
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 from core.broker import enqueue_webhook
 from core.db.models import (
@@ -56,6 +64,7 @@ from core.db.models import (
     Run,
     RunStatus,
     RunTransition,
+    TZDateTime,
     metric_columns,
     utcnow,
 )
@@ -109,6 +118,84 @@ def _note(
     )  # fmt: skip
 
 
+def _as_sql(sentence: Callable[[str, int], str], **args: Any) -> Any:
+    """``sentence(worker, attempt)`` as an SQL expression of ``args`` (SQL expressions by
+    the sentence's parameter names): its text, written once in :mod:`core.runs.timeline`,
+    around the values."""
+    markers = {name: f"\x00{name}\x00" for name in args}
+    text = sentence(*(cast(Any, markers[name]) for name in ("worker", "attempt")))
+    parts: list[Any] = []
+    for piece in text.split("\x00"):
+        if piece in args:
+            parts.append(sql_cast(args[piece], String))
+        elif piece:
+            parts.append(literal(piece))
+    expression = parts[0]
+    for part in parts[1:]:
+        expression = expression + part
+    return expression
+
+
+# Built statements of the transitions, by their shape: their values are parameters, so each
+# is built and compiled once (building one costs as much as its round trip).
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _change(
+    conn: Connection,
+    shape: tuple[Any, ...] | None,
+    build: Callable[[], ReturningUpdate[Any]],
+    params: dict[str, Any],
+    status: RunStatus,
+    reason: str | Callable[[str, int], str],
+    *,
+    worker: str | None,
+    at: datetime,
+) -> tuple[Row[Any] | None, str]:
+    """Run the conditional UPDATE ``build()`` (with ``params``; returning at least the
+    run's ``id`` and ``attempts``) and write the timeline row of the change it made, if any;
+    the row it returned and the reason. ``shape`` names the statement ``build`` makes, for
+    the cache of built statements (None: built each time, for a statement with values in
+    it). ``reason``: the sentence, or ``sentence(worker,
+    attempt)`` of the new attempt count.
+
+    On PostgreSQL this is one statement — the timeline row is inserted from the UPDATE's
+    RETURNING in a data-modifying CTE — so it is atomic even without a transaction around
+    it; elsewhere two, to run in the caller's transaction.
+    """
+    pg = conn.dialect.name == "postgresql"
+    key = (shape, status, pg, callable(reason))
+    stmt = _STATEMENTS.get(key) if shape is not None else None
+    if stmt is None:
+        stmt = build()
+        if pg:
+            changed = stmt.cte("changed")
+            said = (
+                _as_sql(reason, worker=bindparam("t_worker"), attempt=changed.c.attempts)
+                if callable(reason)
+                else bindparam("t_reason", type_=Text())
+            )
+            noted = insert(RunTransition).from_select(
+                ["run_id", "status", "at", "reason", "attempt", "worker"],
+                select(changed.c.id, literal(status.value), bindparam("t_at", type_=TZDateTime()),
+                       said, changed.c.attempts, bindparam("t_worker", type_=String())),
+            ).cte("noted")  # fmt: skip
+            stmt = select(changed).add_cte(noted)
+        if shape is not None:
+            _STATEMENTS[key] = stmt
+    if pg:
+        params = {**params, "t_at": at, "t_worker": worker}
+        if not callable(reason):
+            params["t_reason"] = reason
+    row = conn.execute(stmt, params).first()
+    if row is None:
+        return None, ""
+    text = reason(worker or "", row.attempts) if callable(reason) else reason
+    if not pg:
+        _note(conn, row.id, status, text, attempt=row.attempts, worker=worker, at=at)
+    return row, text
+
+
 # -- create ----------------------------------------------------------------------------------
 
 # SQLAlchemy types a mapped class's __table__ as FromClause; a declarative class has a Table.
@@ -122,12 +209,49 @@ def create(
     """Store a new ``queued`` run with the columns ``values`` (built by the API's
     ``new_run_values``, for ``POST /runs`` and sweeps alike); returns the stored row and
     its first transition, as :func:`core.runs.timeline.read` gives it."""
-    row = conn.execute(_INSERT_RUN, {**values, "status": _QUEUED}).one()
-    first = {"run_id": row.id, "status": _QUEUED, "at": row.created_at, "reason": reason,
-             "attempt": 0, "worker": None}  # fmt: skip
-    conn.execute(_INSERT_TRANSITION, first)
-    del first["run_id"]
+    if conn.dialect.name == "postgresql":
+        row = _create_in_one_statement(conn, {**values, "status": _QUEUED}, reason)
+    else:
+        row = conn.execute(_INSERT_RUN, {**values, "status": _QUEUED}).one()
+        conn.execute(
+            _INSERT_TRANSITION,
+            {"run_id": row.id, "status": _QUEUED, "at": row.created_at, "reason": reason,
+             "attempt": 0, "worker": None},
+        )  # fmt: skip
+    first = {"status": _QUEUED, "at": row.created_at, "reason": reason, "attempt": 0,
+             "worker": None}  # fmt: skip
     return row, first
+
+
+def _create_in_one_statement(conn: Connection, values: Mapping[str, Any], reason: str) -> Row[Any]:
+    """The run and its first timeline row in one statement (PostgreSQL: the timeline row
+    inserted from the run's INSERT … RETURNING in a data-modifying CTE). The columns'
+    Python defaults (id, times, counters) are filled in here, as an INSERT of its own gets
+    them from SQLAlchemy."""
+    row_values = dict(values)
+    for column in _runs.c:
+        default = column.default
+        if column.key not in row_values and isinstance(default, ScalarElementColumnDefault):
+            row_values[column.key] = default.arg
+        elif column.key not in row_values and isinstance(default, CallableColumnDefault):
+            row_values[column.key] = cast(Any, default.arg)(None)
+    shape = ("create", tuple(sorted(row_values)))
+    stmt = _STATEMENTS.get(shape)
+    if stmt is None:
+        created = (
+            insert(_runs)
+            .values({k: bindparam(f"c_{k}", type_=_runs.c[k].type) for k in shape[1]})
+            .returning(*_runs.c)
+            .cte("created")
+        )
+        noted = insert(RunTransition).from_select(
+            ["run_id", "status", "at", "reason", "attempt", "worker"],
+            select(created.c.id, literal(_QUEUED), created.c.created_at,
+                   bindparam("t_reason", type_=Text()), literal(0), null()),
+        ).cte("noted")  # fmt: skip
+        stmt = _STATEMENTS[shape] = select(created).add_cte(noted)
+    params = {f"c_{k}": v for k, v in row_values.items()}
+    return conn.execute(stmt, {**params, "t_reason": reason}).one()
 
 
 def create_many(
@@ -174,7 +298,8 @@ class Claim:
     change: Change | None = None
 
 
-def _claimable(run_id: str, now: datetime) -> Any:
+def _claimable(run_id: Any, now: Any) -> Any:
+    """Queued, or running under an expired lease (values or bound parameters)."""
     return and_(
         Run.id == run_id,
         or_(
@@ -187,29 +312,23 @@ def _claimable(run_id: str, now: datetime) -> Any:
     )
 
 
-def claim(
-    conn: Connection, run_id: str, *, worker: str, lease_s: float, max_attempts: int
-) -> Claim:
-    """queued (or running under an expired lease) → running, leased to ``worker``.
-
-    A run whose cancel was asked while no worker held it ends ``cancelled`` here, untrained;
-    one whose workers died ``max_attempts`` times ends ``failed`` instead of being tried
-    again. A first attempt costs two statements: the claim (an UPDATE … RETURNING that
-    brings the dataset along) and its timeline row.
-    """
-    now = utcnow()
-    claimable = _claimable(run_id, now)
-    row = conn.execute(
+def _claim_statement() -> ReturningUpdate[Any]:
+    return (
         update(Run)
-        .where(claimable, Run.attempts < max_attempts, Run.cancel_requested.is_(False))
+        .where(
+            _claimable(bindparam("run_id"), bindparam("now", type_=TZDateTime())),
+            Run.attempts < bindparam("max_attempts"),
+            Run.cancel_requested.is_(False),
+        )
         .values(
             status=_RUNNING,
-            lease_owner=worker,
-            lease_expires_at=now + timedelta(seconds=lease_s),
+            lease_owner=bindparam("v_worker"),
+            lease_expires_at=bindparam("v_lease", type_=TZDateTime()),
             attempts=Run.attempts + 1,
-            started_at=func.coalesce(Run.started_at, now),
+            started_at=func.coalesce(Run.started_at, bindparam("v_now", type_=TZDateTime())),
         )
         .returning(
+            Run.id,
             Run.attempts,
             Run.epoch,
             Run.network,
@@ -219,16 +338,31 @@ def claim(
             Run.callback_url,
             _dataset_column(Dataset.data),
             _dataset_column(Dataset.classes),
-        )  # fmt: skip
-        .execution_options(synchronize_session=False)
-    ).first()
+        )
+    )
+
+
+def claim(
+    conn: Connection, run_id: str, *, worker: str, lease_s: float, max_attempts: int
+) -> Claim:
+    """queued (or running under an expired lease) → running, leased to ``worker``.
+
+    A run whose cancel was asked while no worker held it ends ``cancelled`` here, untrained;
+    one whose workers died ``max_attempts`` times ends ``failed`` instead of being tried
+    again. A first attempt costs one statement on PostgreSQL: the claim (an UPDATE …
+    RETURNING that brings the dataset along) with its timeline row.
+    """
+    now = utcnow()
+    params = {"run_id": run_id, "now": now, "max_attempts": max_attempts, "v_worker": worker,
+              "v_lease": now + timedelta(seconds=lease_s), "v_now": now}  # fmt: skip
+    row, reason = _change(conn, ("claim",), _claim_statement, params, RunStatus.running,
+                          timeline.claimed, worker=worker, at=now)  # fmt: skip
     if row is not None:
-        reason = timeline.claimed(worker, row.attempts)
-        _note(conn, run_id, RunStatus.running, reason, attempt=row.attempts, worker=worker, at=now)
         change = Change(run_id, RunStatus.running, reason, sweep_id=row.sweep_id)
         return Claim("claimed", row=row, change=change)
 
     # Cancelled while its worker was away (it died or handed the run back).
+    claimable = _claimable(run_id, now)
     ended = _end_unleased(conn, claimable & Run.cancel_requested.is_(True), RunStatus.cancelled,
                           reason=None, now=now)  # fmt: skip
     if ended is not None:
@@ -244,26 +378,35 @@ def _end_unleased(
     conn: Connection, guard: Any, status: RunStatus, *, reason: str | None, now: datetime
 ) -> Change | None:
     """End a run no worker holds (found at its claim); ``reason`` None: a cancel, said by
-    its stop_reason."""
+    who asked (its stop_reason) and where it had stopped."""
+    if reason is None:
+        found = conn.execute(select(Run.stop_reason, Run.epoch).where(guard)).first()
+        if found is None:
+            return None
+        reason = timeline.cancelled(_canceller(found.stop_reason), after_epoch=found.epoch or None)
+        # The sentence holds only while what it says does (a compare-and-set on both).
+        same_asker = (
+            Run.stop_reason.is_(None)
+            if found.stop_reason is None
+            else Run.stop_reason == found.stop_reason
+        )
+        guard = and_(guard, Run.epoch == found.epoch, same_asker)
     values: dict[str, Any] = {"status": status.value, "finished_at": now,
                               "lease_owner": None, "lease_expires_at": None}  # fmt: skip
     if status is RunStatus.failed:
         values["error"] = reason
-    ended = conn.execute(
-        update(Run)
+    ended, _ = _change(
+        conn,
+        None,  # the guard holds values: built for this call
+        lambda: update(Run)
         .where(guard)
         .values(**values)
-        .returning(
-            Run.id, Run.attempts, Run.callback_url, Run.sweep_id, Run.stop_reason, Run.epoch
-        )  # fmt: skip
-        .execution_options(synchronize_session=False)
-    ).first()
+        .returning(Run.id, Run.attempts, Run.callback_url, Run.sweep_id),
+        {}, status, reason, worker=None, at=now,
+    )  # fmt: skip
     if ended is None:
         return None
-    if reason is None:
-        reason = timeline.cancelled(_canceller(ended.stop_reason), after_epoch=ended.epoch or None)
     conn.execute(delete(Checkpoint).where(Checkpoint.run_id == ended.id))
-    _note(conn, ended.id, status, reason, attempt=ended.attempts, at=now)
     return Change(ended.id, status, reason, sweep_id=ended.sweep_id,
                   webhook=bool(ended.callback_url), error=values.get("error"),
                   frees_slot=True)  # fmt: skip
@@ -552,18 +695,32 @@ def _end(
     """running → ``status``, guarded by ``worker``'s lease; ``results``: more columns of
     the run's outcome (best epoch, metrics, stop reason)."""
     now = utcnow()
-    row = conn.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.lease_owner == worker)
-        .values(status=status.value, error=error, finished_at=now, lease_owner=None,
-                lease_expires_at=None, **(results or {}))
-        .returning(Run.started_at, Run.attempts, Run.callback_url, Run.sweep_id)
-    ).first()  # fmt: skip
+    results = dict(results or {})
+    # A value that is a column (last_epoch_metrics = metrics) is SQL; the others parameters.
+    columns = sorted(k for k, v in results.items() if isinstance(v, InstrumentedAttribute))
+    values = sorted(k for k in results if k not in columns)
+
+    def build() -> ReturningUpdate[Any]:
+        return (
+            update(Run)
+            .where(Run.id == bindparam("run_id"), Run.lease_owner == bindparam("worker"))
+            .values(
+                status=status.value, error=bindparam("v_error", type_=Text()),
+                finished_at=bindparam("v_now", type_=TZDateTime()), lease_owner=None,
+                lease_expires_at=None, **{k: results[k] for k in columns},
+                **{k: bindparam(f"v_{k}") for k in values},
+            )
+            .returning(Run.id, Run.started_at, Run.attempts, Run.callback_url, Run.sweep_id)
+        )  # fmt: skip
+
+    params = {"run_id": run_id, "worker": worker, "v_error": error, "v_now": now,
+              **{f"v_{k}": results[k] for k in values}}  # fmt: skip
+    shape = ("end", tuple(columns), tuple(values))
+    row, _ = _change(conn, shape, build, params, status, reason, worker=worker, at=now)
     if row is None:
         return None
-    if drop_checkpoint:
+    if drop_checkpoint:  # after the end: should we stop between, it is only left over
         conn.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
-    _note(conn, run_id, status, reason, attempt=row.attempts, worker=worker, at=now)
     duration = (now - row.started_at).total_seconds() if row.started_at else None
     return Change(run_id, status, reason, sweep_id=row.sweep_id, webhook=bool(row.callback_url),
                   error=error, duration_s=duration, frees_slot=True)  # fmt: skip

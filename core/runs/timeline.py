@@ -9,11 +9,12 @@ the dashboard's run page lists.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy import JSON, Connection, Table, bindparam, func, literal_column, select, type_coerce
 
-from core.db.models import RunTransition
+from core.db.models import Run, RunTransition
 
 _transitions = cast(Table, RunTransition.__table__)
 _COLUMNS = (
@@ -112,6 +113,39 @@ def read_many(conn: Connection, run_ids: Iterable[str]) -> dict[str, list[dict[s
         for row in rows:
             found[row.run_id].append(_item(row))
     return found
+
+
+def aggregated(dialect: str) -> Any:
+    """A column of a ``select`` from ``runs``: the run's transitions as one JSON array
+    (``[{id, status, at, reason, attempt, worker}]``, unordered; :func:`from_aggregate`
+    orders them), so that a run and its timeline come in one round trip. ``dialect``:
+    ``postgresql`` or ``sqlite``."""
+    t, runs = _transitions, cast(Table, Run.__table__)
+    pairs: list[Any] = []
+    for column in (t.c.id, t.c.status, t.c.at, t.c.reason, t.c.attempt, t.c.worker):
+        pairs += [literal_column(f"'{column.key}'"), column]
+    if dialect == "postgresql":
+        array = func.json_agg(func.json_build_object(*pairs))
+    else:
+        array = func.json_group_array(func.json_object(*pairs))
+    # Not named "transitions": the record reads the row's attributes, and sets that itself.
+    subquery = select(array).where(t.c.run_id == runs.c.id).scalar_subquery()
+    return type_coerce(subquery, JSON).label("timeline")
+
+
+def from_aggregate(value: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The items of :func:`aggregated`'s array in order, as :func:`read` gives them (a
+    time without a zone, as SQLite's JSON writes it, is UTC)."""
+    items = sorted(value or [], key=lambda item: int(item["id"]))
+    out = []
+    for item in items:
+        at = item["at"]
+        if isinstance(at, str):
+            parsed = datetime.fromisoformat(at)
+            at = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        out.append({"status": item["status"], "at": at, "reason": item["reason"],
+                    "attempt": item["attempt"], "worker": item["worker"]})  # fmt: skip
+    return out
 
 
 def latest_reason(conn: Connection, run_id: str) -> str | None:
