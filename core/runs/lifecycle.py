@@ -223,7 +223,17 @@ def create(
     return row, first
 
 
-def _create_in_one_statement(conn: Connection, values: Mapping[str, Any], reason: str) -> Row[Any]:
+class _StoredRow(dict[str, Any]):
+    """A stored run's columns, read as attributes like a result row's."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _create_in_one_statement(conn: Connection, values: Mapping[str, Any], reason: str) -> Any:
     """The run and its first timeline row in one statement (PostgreSQL: the timeline row
     inserted from the run's INSERT … RETURNING in a data-modifying CTE). The columns'
     Python defaults (id, times, counters) are filled in here, as an INSERT of its own gets
@@ -241,7 +251,7 @@ def _create_in_one_statement(conn: Connection, values: Mapping[str, Any], reason
         created = (
             insert(_runs)
             .values({k: bindparam(f"c_{k}", type_=_runs.c[k].type) for k in shape[1]})
-            .returning(*_runs.c)
+            .returning(_runs.c.id, _runs.c.created_at)
             .cte("created")
         )
         noted = insert(RunTransition).from_select(
@@ -251,7 +261,9 @@ def _create_in_one_statement(conn: Connection, values: Mapping[str, Any], reason
         ).cte("noted")  # fmt: skip
         stmt = _STATEMENTS[shape] = select(created).add_cte(noted)
     params = {f"c_{k}": v for k, v in row_values.items()}
-    return conn.execute(stmt, {**params, "t_reason": reason}).one()
+    conn.execute(stmt, {**params, "t_reason": reason}).one()
+    # The row as stored: every value was given here (no server-side default is left).
+    return _StoredRow({column.key: row_values.get(column.key) for column in _runs.c})
 
 
 def create_many(
