@@ -208,7 +208,7 @@ def create(
 ) -> tuple[Row[Any], dict[str, Any]]:
     """Store a new ``queued`` run with the columns ``values`` (built by the API's
     ``new_run_values``, for ``POST /runs`` and sweeps alike); returns the stored row and
-    its first transition, as :func:`core.runs.timeline.read` gives it."""
+    its first transition, as :func:`core.runs.timeline.read_many` gives it."""
     if conn.dialect.name == "postgresql":
         row = _create_in_one_statement(conn, {**values, "status": _QUEUED}, reason)
     else:

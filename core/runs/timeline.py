@@ -88,8 +88,11 @@ def runtime_exceeded(max_runtime_s: float, epoch: int) -> str:
 
 # -- reading ------------------------------------------------------------------------------
 
-_BY_RUN = select(*_COLUMNS).where(_transitions.c.run_id == bindparam("run_id"))
-_BY_RUNS = select(*_COLUMNS).where(_transitions.c.run_id.in_(bindparam("run_ids", expanding=True)))
+_BY_RUNS = (
+    select(*_COLUMNS)
+    .where(_transitions.c.run_id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(_transitions.c.id)
+)
 
 
 def _item(row: Any) -> dict[str, Any]:
@@ -97,19 +100,12 @@ def _item(row: Any) -> dict[str, Any]:
             "attempt": row.attempt, "worker": row.worker}  # fmt: skip
 
 
-def read(conn: Connection, run_id: str) -> list[dict[str, Any]]:
-    """The run's transitions in order: ``[{status, at, reason, attempt, worker}]``."""
-    return [
-        _item(row) for row in conn.execute(_BY_RUN.order_by(_transitions.c.id), {"run_id": run_id})
-    ]
-
-
 def read_many(conn: Connection, run_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """The transitions of each of ``run_ids`` (one query), in order; ``[]`` for none."""
     ids = list(run_ids)
     found: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in ids}
     if ids:
-        rows = conn.execute(_BY_RUNS.order_by(_transitions.c.id), {"run_ids": ids})
+        rows = conn.execute(_BY_RUNS, {"run_ids": ids})
         for row in rows:
             found[row.run_id].append(_item(row))
     return found
@@ -134,7 +130,7 @@ def aggregated(dialect: str) -> Any:
 
 
 def from_aggregate(value: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """The items of :func:`aggregated`'s array in order, as :func:`read` gives them (a
+    """The items of :func:`aggregated`'s array in order, as :func:`read_many` gives them (a
     time without a zone, as SQLite's JSON writes it, is UTC)."""
     items = sorted(value or [], key=lambda item: int(item["id"]))
     out = []
