@@ -119,6 +119,16 @@ def _text(driver: webdriver.Chrome, css: str) -> str | None:
     )
 
 
+def _attr(driver: webdriver.Chrome, css: str, name: str) -> str | None:
+    """Attribute ``name`` of the first element matching ``css`` now, read in one script."""
+    return driver.execute_script(
+        "const el = document.querySelector(arguments[0]);"
+        "return el ? el.getAttribute(arguments[1]) : null;",
+        css,
+        name,
+    )
+
+
 def _click(driver: webdriver.Chrome, css: str) -> None:
     assert driver.execute_script(
         "const el = document.querySelector(arguments[0]); if (el) el.click(); return !!el;", css
@@ -234,15 +244,14 @@ def test_dashboard_follows_a_training_run_live(stack: Stack, browser: webdriver.
     # The timeline lists every change of status with its reason, as the API records them.
     steps = stack.client.get(f"/api/v1/runs/{run_id}").json()["transitions"]
     assert [t["status"] for t in steps] == ["queued", "running", "cancelled"]
-    shown = browser.find_elements(By.CSS_SELECTOR, "#run-timeline li")
-    assert [li.get_attribute("data-status") for li in shown] == ["queued", "running", "cancelled"]
-    for li, step in zip(shown, steps, strict=True):
-        assert li.find_element(By.CSS_SELECTOR, ".reason").text == step["reason"]
-    assert (
-        shown[2]
-        .find_element(By.CSS_SELECTOR, ".reason")
-        .text.startswith("cancelled by its owner; stopped after epoch ")
+    # Read in one script: the header (timeline included) re-renders as the run is polled.
+    shown = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#run-timeline li')).map((li) =>"
+        " [li.dataset.status, li.querySelector('.reason').textContent]);"
     )
+    assert [status for status, _ in shown] == ["queued", "running", "cancelled"]
+    assert [reason for _, reason in shown] == [step["reason"] for step in steps]
+    assert shown[2][1].startswith("cancelled by its owner; stopped after epoch ")
     time.sleep(0.3)
     _shot(browser, "dashboard-run-cancelled.png")
 

@@ -41,7 +41,7 @@ from selenium.webdriver.common.by import By
 from tests.e2e.browser import chromium
 from tests.e2e.conftest import E2E_ENV
 from tests.e2e.stack import Stack, early_stopped_run, start_stack, wait_for
-from tests.e2e.test_dashboard import _chart, _click, _shot, _text, _wait
+from tests.e2e.test_dashboard import _attr, _chart, _click, _shot, _text, _wait
 
 NETWORK = {
     "input_dim": 2,
@@ -751,9 +751,8 @@ def test_dataset_page_lists_its_runs(stack: Stack, world: dict, browser: webdriv
     assert world["early"]["id"] not in _rows(browser, "#dataset-runs tr[data-run-id]")
     # From a run's page, its dataset is a link to this page.
     browser.get(f"{stack.base_url}/#/runs/{world['sgd']['id']}")
-    _wait(browser, "the run's meta", lambda d: d.find_elements(By.CSS_SELECTOR, "#run-meta a"))
-    href = browser.find_element(By.CSS_SELECTOR, "#run-meta a").get_attribute("href")
-    assert href.endswith(f"#/datasets/{blobs['id']}")
+    _wait(browser, "the run's meta", lambda d: _attr(d, "#run-meta a", "href"))
+    assert _attr(browser, "#run-meta a", "href") == f"#/datasets/{blobs['id']}"
     browser.get(f"{stack.base_url}/#/datasets/{blobs['id']}")
     _wait(
         browser, "its runs again", lambda d: set(_rows(d, "#dataset-runs tr[data-run-id]")) == want
