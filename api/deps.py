@@ -46,13 +46,18 @@ ID_PARAMS: dict[str, type[Dataset | Run | Sweep]] = {
 AMBIGUOUS_PREFIX = "An id prefix that begins more than one of your ids (`detail` lists them)."
 
 
+def not_found(model: type[Any], resource_id: str) -> HTTPException:
+    """The 404 of a resource that is missing or another owner's (the two look the same)."""
+    return HTTPException(404, detail=f"{model.__name__.lower()} {resource_id} not found")
+
+
 def get_owned(db: Session, model: type[Owned], owner: str, resource_id: str) -> Owned:
     """The ``model`` row with this id if ``owner`` owns it; 404 otherwise (another owner's
     resource is as absent as a missing one). A path id is whole by now
     (:func:`resolve_path_ids`); an id from a body goes through :func:`resolve_id` first."""
     row = None if "\x00" in resource_id else db.get(model, resource_id)
     if row is None or row.owner != owner:
-        raise HTTPException(404, detail=f"{model.__name__.lower()} {resource_id} not found")
+        raise not_found(model, resource_id)
     return row
 
 
@@ -70,7 +75,7 @@ def edit_owned(
         raise HTTPException(422, detail=f"{exc.field}: {exc}") from None
     if not found:  # deleted since we looked
         db.rollback()
-        raise HTTPException(404, detail=f"{model.__name__.lower()} {resource_id} not found")
+        raise not_found(model, resource_id)
     db.commit()
     row = get_owned(db, model, owner, resource_id)
     db.refresh(row)

@@ -23,7 +23,7 @@ import anyio
 import redis
 import redis.asyncio as aioredis
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from core.db.models import MetricRow, Run, RunStatus
 from core.db.session import get_sessionmaker
@@ -64,20 +64,26 @@ def parse_last_event_id(value: str | None) -> tuple[int, str | None]:
     return epoch, STATUS_LETTERS.get(letter)
 
 
-def load_snapshot(run_id: str, after_epoch: int) -> Snapshot | None:
+_HEAD = select(Run.owner, Run.status, Run.error, timeline.latest_reason()).where(
+    Run.id == bindparam("run_id")
+)
+_ITEMS = (
+    select(MetricRow)
+    .where(MetricRow.run_id == bindparam("run_id"), MetricRow.epoch > bindparam("after"))
+    .order_by(MetricRow.epoch)
+)
+
+
+def load_snapshot(run_id: str, after_epoch: int, owner: str | None = None) -> Snapshot | None:
+    """The run as stored: its status, error and reason, and its epochs after
+    ``after_epoch``; None when there is no such run, or ``owner`` (when given) does not own
+    it. Two queries, in one transaction."""
     with get_sessionmaker()() as db:
-        run = db.get(Run, run_id)
-        if run is None:
+        head = db.execute(_HEAD, {"run_id": run_id}).first()
+        if head is None or (owner is not None and head.owner != owner):
             return None
-        rows = db.scalars(
-            select(MetricRow)
-            .where(MetricRow.run_id == run_id, MetricRow.epoch > after_epoch)
-            .order_by(MetricRow.epoch)
-        )
-        items = [row.as_item() for row in rows]
-        return Snapshot(
-            run.status, run.error, items, timeline.latest_reason(db.connection(), run_id)
-        )
+        rows = db.scalars(_ITEMS, {"run_id": run_id, "after": after_epoch})
+        return Snapshot(head.status, head.error, [row.as_item() for row in rows], head.reason)
 
 
 class _Cursor:
@@ -118,26 +124,52 @@ def _from_snapshot(cursor: _Cursor, snap: Snapshot) -> tuple[list[dict[str, Any]
     return events, terminal
 
 
-async def run_event_stream(
+async def open_run_events(
     client: aioredis.Redis,
     run_id: str,
+    owner: str,
     last_event_id: str | None,
     stop: anyio.Event | None = None,
-) -> AsyncIterator[dict[str, Any]]:
-    """Events of ``run_id`` after ``last_event_id``; ends after the terminal status, or
-    within one read timeout once ``stop`` is set (server shutdown)."""
+) -> AsyncIterator[dict[str, Any]] | None:
+    """The events of ``owner``'s run ``run_id`` after ``last_event_id`` (see
+    :func:`run_event_stream`); None when the owner has no such run. Opening reads the
+    database once, for the ownership check and the first events alike."""
     cursor = _Cursor(*parse_last_event_id(last_event_id))
-    key = stream_key(run_id)
+    position = await _stream_end(client, run_id)
+    first = await run_in_threadpool(load_snapshot, run_id, cursor.epoch, owner)
+    if first is None:
+        return None
+    return run_event_stream(client, run_id, cursor, position, first, stop)
 
-    position = "0-0"
+
+async def _stream_end(client: aioredis.Redis, run_id: str) -> str:
+    """The id of the newest entry of the run's stream ("0-0" if none, or Redis is away)."""
     try:
-        newest = await client.xrevrange(key, count=1)
-        if newest:
-            position = newest[0][0].decode() if isinstance(newest[0][0], bytes) else newest[0][0]
+        newest = await client.xrevrange(stream_key(run_id), count=1)
     except redis.RedisError as exc:
         logger.warning(
             "events of run %s: Redis unavailable (%s); polling the database", run_id, exc
         )
+        return "0-0"
+    if not newest:
+        return "0-0"
+    return newest[0][0].decode() if isinstance(newest[0][0], bytes) else newest[0][0]
+
+
+async def run_event_stream(
+    client: aioredis.Redis,
+    run_id: str,
+    cursor: _Cursor,
+    position: str,
+    first: Snapshot,
+    stop: anyio.Event | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Events of ``run_id`` after ``cursor``: those that bring the client up to ``first``
+    (read after the stream's end was noted at ``position``), then the stream's from there;
+    ends after the terminal status, or within one read timeout once ``stop`` is set (server
+    shutdown)."""
+    key = stream_key(run_id)
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     async def catch_up() -> bool:
         snap = await run_in_threadpool(load_snapshot, run_id, cursor.epoch)
@@ -148,10 +180,9 @@ async def run_event_stream(
             await queue.put(event)
         return ended
 
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    ended = await catch_up()
-    while not queue.empty():
-        yield queue.get_nowait()
+    opening, ended = _from_snapshot(cursor, first)
+    for item in opening:
+        yield item
     if ended:
         return
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import OwnerDep, ResourceId, SessionDep, get_owned
+from api.deps import OwnerDep, ResourceId, SessionDep, get_owned, not_found
 from api.schemas import PredictIn, PredictOut, WeightsOut, error_responses
 from core.db.models import ModelArtifact, Run, RunStatus
 from core.engine import Network, model_document
@@ -96,7 +96,7 @@ class ModelCache:
                 return self._items[run_id]
         run = db.get(Run, run_id)
         if run is None:
-            raise HTTPException(404, detail=f"run {run_id} not found")
+            raise not_found(Run, run_id)
         return self.get_loaded(db, run)
 
     def drop(self, run_id: str) -> None:

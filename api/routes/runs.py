@@ -21,8 +21,16 @@ from sse_starlette.sse import EventSourceResponse
 
 from api import idempotency
 from api.auth import PrincipalDep
-from api.deps import OwnerDep, ResourceId, SessionDep, SettingsDep, edit_owned, get_owned
-from api.events import SSE_RESPONSE, run_event_stream
+from api.deps import (
+    OwnerDep,
+    ResourceId,
+    SessionDep,
+    SettingsDep,
+    edit_owned,
+    get_owned,
+    not_found,
+)
+from api.events import SSE_RESPONSE, open_run_events
 from api.listing import (
     Filters,
     RunSortKey,
@@ -367,7 +375,7 @@ async def get_run(run_id: ResourceId, owner: OwnerDep) -> Response:
             stmt = _RUN_BY_ID[conn.dialect.name]
             row = conn.execute(stmt, {"run_id": run_id}).first()
         if row is None or row.owner != owner:
-            raise HTTPException(404, detail=f"run {run_id} not found")
+            raise not_found(Run, run_id)
         record = _with_timeline(row, timeline.from_aggregate(row.timeline))
         # Serialised here, once: the record is valid by construction, and FastAPI would
         # otherwise dump and validate it again (the response model still documents it).
@@ -423,17 +431,16 @@ async def run_events(
     the same way.
     """
 
-    def check() -> None:
-        with get_sessionmaker()() as db:
-            get_owned(db, Run, owner, run_id)
-
-    await run_in_threadpool(check)
-    redis_client = request.app.state.redis
     # On SIGTERM the stream ends cleanly (a complete response), and the client resumes
     # elsewhere with Last-Event-ID.
     shutting_down = anyio.Event()
+    events = await open_run_events(
+        request.app.state.redis, run_id, owner, last_event_id, stop=shutting_down
+    )
+    if events is None:
+        raise not_found(Run, run_id)
     return EventSourceResponse(
-        run_event_stream(redis_client, run_id, last_event_id, stop=shutting_down),
+        events,
         ping=int(settings.sse_ping_s),
         shutdown_event=shutting_down,
         shutdown_grace_period=5.0,

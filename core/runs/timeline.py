@@ -144,13 +144,16 @@ def from_aggregate(value: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return out
 
 
-def latest_reason(conn: Connection, run_id: str) -> str | None:
-    """Why the run has its current status (the reason of its last transition)."""
-    return conn.scalar(
+def latest_reason() -> Any:
+    """A column for a query of runs: why each run has its current status (the reason of its
+    last transition), labelled ``reason``."""
+    return (
         select(_transitions.c.reason)
-        .where(_transitions.c.run_id == run_id)
+        .where(_transitions.c.run_id == Run.id)
         .order_by(_transitions.c.id.desc())
         .limit(1)
+        .scalar_subquery()
+        .label("reason")
     )
 
 
