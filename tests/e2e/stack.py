@@ -21,6 +21,7 @@ import numpy as np
 from cli.processes import free_port
 
 PYTHON = sys.executable
+_MIGRATED: set[str] = set()  # database URLs migrated to head in this session
 REDIS_URL = os.environ.get("BACKPROP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -83,12 +84,18 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def migrate(self) -> None:
+        """``backprop migrate`` on the stack's database, once per database and session (the
+        e2e PostgreSQL database is shared by the stacks; no test takes its schema down)."""
+        url = self.env["BACKPROP_DATABASE_URL"]
+        if url in _MIGRATED:
+            return
         subprocess.run(
             [PYTHON, "-m", "cli", "migrate"], env=self.env, check=True, cwd=self.workdir,
             capture_output=True,
         )  # fmt: skip
+        _MIGRATED.add(url)
 
-    def start_api(self) -> None:
+    def start_api(self, wait: bool = True) -> None:
         log = open(self.workdir / "api.log", "ab")  # noqa: SIM115 - closed with the process
         self.api = subprocess.Popen(
             [PYTHON, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -96,7 +103,10 @@ class Stack:
             start_new_session=True,
         )  # fmt: skip
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
+        if wait:
+            self.wait_api_ready()
 
+    def wait_api_ready(self) -> None:
         def healthy() -> bool:
             if self.api is not None and self.api.poll() is not None:
                 raise RuntimeError("api exited:\n" + (self.workdir / "api.log").read_text())
@@ -125,14 +135,19 @@ class Stack:
         return worker
 
     def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        if self.api is not None and self.api.poll() is None:
-            os.killpg(self.api.pid, signal.SIGTERM)
+        """SIGTERM to every process at once, then wait for each (SIGKILL if it hangs)."""
+        procs = [(w.proc, 30.0) for w in self.workers]
+        if self.api is not None:
+            procs.append((self.api, 20.0))
+        for proc, _ in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc, timeout in procs:
             try:
-                self.api.wait(20)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.api.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         self.client.close()
 
     # -- conveniences used by many tests ------------------------------------------------
@@ -174,9 +189,13 @@ def start_stack(db_url: str, workdir: Path, *, workers: int = 1, concurrency: in
                 **extra_env: str) -> Stack:  # fmt: skip
     stack = Stack(env=service_env(db_url, **extra_env), workdir=workdir, port=free_port())
     stack.migrate()
-    stack.start_api()
-    for _ in range(workers):
-        stack.start_worker(concurrency=concurrency)
+    # The processes start side by side (their imports take most of the time), then we
+    # wait for each to be ready.
+    stack.start_api(wait=False)
+    started = [stack.start_worker(concurrency=concurrency, wait=False) for _ in range(workers)]
+    stack.wait_api_ready()
+    for worker in started:
+        wait_for(worker.ready, 60, "the worker to be ready", interval=0.1)
     return stack
 
 
