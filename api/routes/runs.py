@@ -50,7 +50,6 @@ from api.schemas import (
     RunCreate,
     RunList,
     RunRecord,
-    TransitionOut,
     error_responses,
 )
 from api.validation import check_warm_start, new_run_values, validate_against
@@ -91,13 +90,7 @@ def run_records(conn: Connection, rows: Sequence[Any]) -> list[RunRecord]:
     """The public records of ``rows`` (ORM ``Run``s or Core rows of ``runs``), each with
     its timeline (one query for them all)."""
     timelines = timeline.read_many(conn, [row.id for row in rows])
-    return [_with_timeline(row, timelines[row.id]) for row in rows]
-
-
-def _with_timeline(row: Any, transitions: list[dict[str, Any]]) -> RunRecord:
-    record = RunRecord.model_validate(row)
-    record.transitions = [TransitionOut.model_validate(t) for t in transitions]
-    return record
+    return [RunRecord.of(row, timelines[row.id]) for row in rows]
 
 
 # The dataset a run names, how many active runs its owner has and whether any run waits to
@@ -159,7 +152,7 @@ def _insert_run(
         )
     values = new_run_values(body, dataset, principal, settings, name=body.name)
     row, first = lifecycle.create(conn, values, reason=timeline.submitted())
-    return _with_timeline(row, [first]), bool(dataset.backlog)
+    return RunRecord.of(row, [first]), bool(dataset.backlog)
 
 
 def _create_run(
@@ -376,7 +369,7 @@ async def get_run(run_id: ResourceId, owner: OwnerDep) -> Response:
             row = conn.execute(stmt, {"run_id": run_id}).first()
         if row is None or row.owner != owner:
             raise not_found(Run, run_id)
-        record = _with_timeline(row, timeline.from_aggregate(row.timeline))
+        record = RunRecord.of(row, timeline.from_aggregate(row.timeline))
         # Serialised here, once: the record is valid by construction, and FastAPI would
         # otherwise dump and validate it again (the response model still documents it).
         return Response(record.model_dump_json(), media_type="application/json")

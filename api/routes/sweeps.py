@@ -39,7 +39,6 @@ from api.schemas import (
     SweepExtend,
     SweepList,
     SweepRecord,
-    TransitionOut,
     error_responses,
 )
 from api.validation import check_warm_start, new_run_values, validate_against
@@ -609,9 +608,7 @@ def refit_sweep(
     db.commit()
     request_dispatch()
     response.headers["Location"] = f"/api/v1/runs/{row.id}"
-    record = RunRecord.model_validate(row)
-    record.transitions = [TransitionOut.model_validate(first)]
-    return record
+    return RunRecord.of(row, [first])
 
 
 @router.post(
