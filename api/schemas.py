@@ -283,6 +283,16 @@ class RunRecord(BaseModel):
             columns = {attr.key: getattr(row, attr.key) for attr in attrs}
         return cls.model_validate({**columns, "transitions": transitions})
 
+    @classmethod
+    def column_names(cls) -> frozenset[str]:
+        """The columns of ``runs`` a record reads: its fields' names and aliases. A query
+        for records selects only these (each column more costs every read)."""
+        names = set(cls.model_fields)
+        for info in cls.model_fields.values():
+            if isinstance(info.validation_alias, AliasChoices):
+                names.update(a for a in info.validation_alias.choices if isinstance(a, str))
+        return frozenset(names)
+
     @field_validator("metrics", mode="before")
     @classmethod
     def _no_metrics_yet(cls, value: Any) -> Any:

@@ -342,9 +342,15 @@ def edit_run(run_id: ResourceId, body: OrganiseEdit, db: SessionDep, owner: Owne
 # connection of their own: a session dependency would cost two more thread hops per
 # request. The status read is a prebuilt Core statement on an autocommit connection: one
 # round trip, and no per-request statement building.
-# The run and its timeline in one statement: one round trip per poll.
+# The run and its timeline in one statement: one round trip per poll. Only the columns the
+# record shows, and the owner: the driver describes every column of every result.
+_RECORD_COLUMNS = [
+    column
+    for column in Run.__table__.columns
+    if column.key in RunRecord.column_names() or column.key == "owner"
+]
 _RUN_BY_ID = {
-    dialect: select(Run.__table__, timeline.aggregated(dialect)).where(
+    dialect: select(*_RECORD_COLUMNS, timeline.aggregated(dialect)).where(
         Run.__table__.c.id == bindparam("run_id")
     )
     for dialect in ("postgresql", "sqlite")
