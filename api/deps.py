@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from api.auth import PrincipalDep
+from api.auth import PrincipalDep, bearer, get_principal
 from api.schemas import OrganiseEdit, error_responses
 from core import organise
 from core.db.models import Dataset, Run, Sweep
@@ -127,19 +127,25 @@ def resolve_id(
         raise HTTPException(409, detail=str(exc)) from None
 
 
-async def resolve_path_ids(request: Request, owner: OwnerDep) -> None:
+async def resolve_path_ids(request: Request) -> None:
     """A router dependency: each id in the path given as a prefix is replaced, in the
-    request's path parameters, by the one id of ``owner``'s it begins, before the route
+    request's path parameters, by the one id of the caller's it begins, before the route
     reads them; so every route, its queries, events and records included, sees whole ids.
 
     A whole id costs nothing here; a prefix costs one query on the owner's rows. 409 when a
     prefix begins several ids (see :func:`resolve_id`); one that begins none is left for
     the route to answer 404.
+
+    It depends on nothing but the request: FastAPI walks a dependency's own dependencies
+    on every request before it looks in its cache, and every request with an id passes
+    here. The caller is authenticated only when there is a prefix to resolve (the route
+    authenticates every request itself).
     """
     params = request.path_params
     given = {name: params[name] for name in ID_PARAMS.keys() & params.keys()}
     if not any(is_prefix(value) for value in given.values()):
         return
+    owner = (await get_principal(request, await bearer(request))).owner
 
     def lookup() -> dict[str, str]:
         with get_autocommit_engine().connect() as conn:

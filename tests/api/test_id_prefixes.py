@@ -175,6 +175,20 @@ async def _what_is_not_a_unique_prefix_of_yours_is_not_found(clients: Clients) -
     assert (await alice.get(f"/api/v1/runs/{BOB_RUN}")).status_code == 404
 
 
+def test_a_prefix_without_a_valid_key_is_a_401(serve: Any) -> None:
+    serve(_a_prefix_without_a_valid_key_is_a_401)
+
+
+async def _a_prefix_without_a_valid_key_is_a_401(clients: Clients) -> None:
+    # The prefix is resolved only for an authenticated caller: no key, or a wrong one, is
+    # refused before any id is looked up (and no id of anyone's is named).
+    alice = clients["alice"]
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer bp_not_a_key"}):
+        resp = await alice.get("/api/v1/runs/abcdef", headers=headers)
+        assert resp.status_code == 401, (headers, resp.text)
+        assert "abcdef" not in resp.text
+
+
 def test_every_route_with_an_id_in_its_path_resolves_prefixes(serve: Any) -> None:
     """Each operation answers an ambiguous prefix with 409 before anything else (its body
     included), so no route sees a prefix where it expects an id."""
