@@ -344,11 +344,8 @@ def edit_run(run_id: ResourceId, body: OrganiseEdit, db: SessionDep, owner: Owne
 # round trip, and no per-request statement building.
 # The run and its timeline in one statement: one round trip per poll. Only the columns the
 # record shows, and the owner: the driver describes every column of every result.
-_RECORD_COLUMNS = [
-    column
-    for column in Run.__table__.columns
-    if column.key in RunRecord.column_names() or column.key == "owner"
-]
+_SHOWN = RunRecord.column_names() | {"owner"}
+_RECORD_COLUMNS = [column for column in Run.__table__.columns if column.key in _SHOWN]
 _RUN_BY_ID = {
     dialect: select(*_RECORD_COLUMNS, timeline.aggregated(dialect)).where(
         Run.__table__.c.id == bindparam("run_id")

@@ -58,6 +58,9 @@ class Worker:
     def ready(self) -> bool:
         return self.log.exists() and " ready." in self.log.read_text(errors="replace")
 
+    def wait_ready(self) -> None:
+        wait_for(self.ready, 60, "the worker to be ready", interval=0.1)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
@@ -131,7 +134,7 @@ class Stack:
         worker = Worker(proc, log)
         self.workers.append(worker)
         if wait:
-            wait_for(worker.ready, 60, "the worker to be ready", interval=0.1)
+            worker.wait_ready()
         return worker
 
     def stop(self) -> None:
@@ -195,7 +198,7 @@ def start_stack(db_url: str, workdir: Path, *, workers: int = 1, concurrency: in
     started = [stack.start_worker(concurrency=concurrency, wait=False) for _ in range(workers)]
     stack.wait_api_ready()
     for worker in started:
-        wait_for(worker.ready, 60, "the worker to be ready", interval=0.1)
+        worker.wait_ready()
     return stack
 
 
