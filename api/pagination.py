@@ -8,9 +8,9 @@ sort value (or "in the group without one"), ``created_at`` and ``id``. So a page
 repeats or skips a row because rows were added or removed before it; only a row whose sort
 value changes between two pages (a running run's loss) may move past the cursor.
 
-Each page is one index range scan on PostgreSQL (``(owner, key, created_at, id)``, read
-forwards or backwards): the rows with a value first, then, when the page is not full, the
-rows without one.
+Each page is one statement, so one snapshot of the table: the rows with a value, from an
+index range scan on PostgreSQL (``(owner, key, created_at, id)``, read forwards or
+backwards), followed by the rows without one, from another.
 
 The cursor is opaque to clients: URL-safe base64 of a small JSON document naming the sort and
 the order it was made for; using it with another sort or order is a 400. Cursors of the old
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from fastapi import HTTPException
-from sqlalchemy import ColumnElement, Select, literal, select, tuple_
+from sqlalchemy import ColumnElement, Select, literal, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from core.db.models import as_utc
@@ -149,6 +149,26 @@ def _ordered(stmt: Select[T], columns: list[Any], descending: bool, n: int) -> S
     return stmt.order_by(*(c.desc() if descending else c.asc() for c in columns)).limit(n)
 
 
+def _in_turn(parts: list[Select[Any]], model: Any, columns: list[Any], desc: bool) -> Select[Any]:
+    """The rows of each of ``parts`` (selects of ``model``, each ordered by ``columns``, the
+    last of which is the id) after those of the ones before it, as one statement: one
+    snapshot of the table, so that a row that moves from one part to the next while the page
+    is read (a run's first loss) is neither lost nor shown twice, as it could be with one
+    statement per part. The parts pick ids and sort values only; the rows are joined to them
+    (a union of whole rows costs more to build than the query takes)."""
+    members = [
+        select(part.with_only_columns(*columns, literal(i).label("part")).subquery())
+        for i, part in enumerate(parts)
+    ]  # a subquery each: SQLite allows no ORDER BY or LIMIT in a member of a UNION
+    picked = union_all(*members).subquery("picked")
+    keys = [picked.c[column.key] for column in columns]
+    return (
+        select(model)
+        .join(picked, model.id == keys[-1])
+        .order_by(picked.c.part, *(k.desc() if desc else k.asc() for k in keys))
+    )
+
+
 def keyset_page(
     db: Session,
     stmt: Select[Any],
@@ -178,18 +198,20 @@ def keyset_page(
         rows = fetch(_ordered(page, tail, desc, limit + 1))
     else:
         key = getattr(model, sort.key)
+        parts: list[Select[Any]] = []
         if position is None or position.value is not None:
-            page = stmt.where(key.is_not(None))
+            valued = stmt.where(key.is_not(None))
             if position is not None:
                 after = [position.value, position.created_at, position.row_id]
-                page = page.where(_after([key, *tail], after, desc))
-            rows = fetch(_ordered(page, [key, *tail], desc, limit + 1))
+                valued = valued.where(_after([key, *tail], after, desc))
+            parts.append(_ordered(valued, [key, *tail], desc, limit + 1))
             position = None  # the rows without a value come next, from their first
-        if len(rows) <= limit:
-            page = stmt.where(key.is_(None))
-            if position is not None:
-                page = page.where(_after(tail, [position.created_at, position.row_id], desc))
-            rows += fetch(_ordered(page, tail, desc, limit + 1 - len(rows)))
+        unvalued = stmt.where(key.is_(None))
+        if position is not None:
+            unvalued = unvalued.where(_after(tail, [position.created_at, position.row_id], desc))
+        parts.append(_ordered(unvalued, tail, desc, limit + 1))
+        page = parts[0] if len(parts) == 1 else _in_turn(parts, model, [key, *tail], desc)
+        rows = fetch(page.limit(limit + 1))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

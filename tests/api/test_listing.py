@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi import HTTPException
-from sqlalchemy import create_engine, pool, select
+from sqlalchemy import create_engine, event, pool, select, update
 from sqlalchemy.orm import Session
 
 from api.listing import DEFAULT_ORDER, RUN_SORT_KEYS, Filters, run_sort
@@ -208,6 +208,42 @@ def test_paging_while_runs_are_added_yields_each_run_once_in_order(db: Session, 
     assert set(seen) >= {r["id"] for r in rows[:50]}
     by_id = {r["id"]: r for r in rows}
     assert seen == expected([by_id[i] for i in seen], sort)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_a_run_that_gets_its_first_loss_while_a_page_is_read_is_on_it(
+    db: Session, db_url: str, descending: bool
+) -> None:
+    """A page is one snapshot. Here another connection gives the run without a loss its
+    first loss (as a worker does after epoch 1) right after each statement the page runs. A
+    page read in two statements (the runs with a value, then those without) lost that run:
+    the first had not seen it with a value, the second no longer saw it without one."""
+    writer = create_engine(normalize_url(db_url), poolclass=pool.NullPool)
+    if db_url.startswith("sqlite"):  # as the service runs it: a writer does not wait for readers
+        with writer.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+    valued, fresh = make_runs(db, 1, seed=0)[0], make_runs(db, 1, seed=1)[0]
+    db.execute(update(Run).where(Run.id == valued["id"]).values(loss=0.5))
+    db.execute(update(Run).where(Run.id == fresh["id"]).values(loss=None))
+    db.commit()
+    statements: list[str] = []
+
+    def first_loss_after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+        with writer.begin() as other:
+            other.execute(update(Run).where(Run.id == fresh["id"]).values(loss=0.25))
+
+    bound = db.get_bind()
+    event.listen(bound, "after_cursor_execute", first_loss_after)
+    try:
+        page, cursor = keyset_page(
+            db, select(Run).where(Run.owner == "me"), Run, Sort("loss", descending), None, 5
+        )
+    finally:
+        event.remove(bound, "after_cursor_execute", first_loss_after)
+        writer.dispose()
+    assert [r.id for r in page] == [valued["id"], fresh["id"]] and cursor is None
+    assert len(statements) == 1
 
 
 def test_a_cursor_belongs_to_its_sort_and_order(db: Session) -> None:
