@@ -167,7 +167,8 @@ class Run(Base):
     dataset_id: Mapped[str] = mapped_column(String(36), index=True)
     network: Mapped[dict[str, Any]] = mapped_column(JSON)
     training: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(20), index=True, default=RunStatus.queued.value)
+    # No index of its own: ix_runs_status_enqueued_at begins with it (migration 0009).
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.queued.value)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -215,7 +216,8 @@ class Run(Base):
     # means the worker died and the run may be reclaimed.
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+    # Indexed after the owner only (ix_runs_owner_created_at and the sort indexes).
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, onupdate=utcnow)
