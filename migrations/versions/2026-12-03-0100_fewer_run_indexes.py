@@ -4,8 +4,8 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-03 01:00:00+00:00
 
-Each UPDATE of a run that is not a HOT update (a status change, an epoch with its sort
-values) writes an entry in every index of ``runs``; a tiny job makes five such writes.
+Each write of a run that is not a HOT update (its INSERT, a status change, an epoch with its
+sort values) puts an entry in every index of ``runs``; a tiny job makes five such writes.
 Two of the thirteen indexes answer nothing the others do not:
 
 - ``ix_runs_status``: every look-up by status is answered by ``ix_runs_status_enqueued_at``,
