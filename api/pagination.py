@@ -180,9 +180,11 @@ def keyset_page(
     entities: bool = True,
 ) -> tuple[list[Any], str | None]:
     """One page of ``stmt``'s rows (ORM objects of ``model``, filtered by the caller; with
-    ``entities=False``, rows of columns that include ``model``'s ``created_at`` and ``id``)
-    in the order ``sort``, starting after ``cursor``; and the next page's cursor, or None
-    after the last page."""
+    ``entities=False``, rows of columns that include ``model``'s ``created_at`` and ``id``,
+    newest first only) in the order ``sort``, starting after ``cursor``; and the next
+    page's cursor, or None after the last page."""
+    if not entities and sort.key != "created_at":
+        raise ValueError("rows of columns are paged by created_at only")
 
     def fetch(page: Select[Any]) -> list[Any]:
         return list(db.scalars(page)) if entities else list(db.execute(page).all())
