@@ -86,12 +86,21 @@ def _sweep_runs(stack: Stack, sweep_id: str) -> list[dict[str, Any]]:
     return [r for r in runs if r["sweep_id"] == sweep_id]
 
 
+@pytest.mark.parametrize("at_once", [1, 2])
 def test_the_documented_iris_grid_judges_every_trial_and_keeps_its_best_setting(
-    stack: Stack,
+    stack: Stack, at_once: int
 ) -> None:
-    """docs/sweeps.md's grid (lr 0.001/0.01/0.1 x 16/64 units) on examples/iris, eta 3,
-    two at a time. Before the fix the two lr-0.001 trials, first at every rung, trained to
-    the end unjudged (val_accuracy 0.53 at rung 3) while better ones were pruned."""
+    """docs/sweeps.md's grid (lr 0.001/0.01/0.1 x 16/64 units) on examples/iris, eta 3.
+    Before the fix the two lr-0.001 trials, first at every rung, trained to the end
+    unjudged (val_accuracy 0.53 at rung 3) while better ones were pruned.
+
+    One trial at a time, the order in which trials reach each rung is fixed, and so is the
+    outcome: the documented setting wins. Two at a time, the order depends on the machine's
+    timing, and with it which trials finish: a trial that was among the best of the few at
+    a rung goes on and is not called back when better ones arrive there (asynchronous
+    successive halving). Four settings tie at 0.80 at epoch 3, which moves the cutoffs.
+    So that case asserts what holds in every order: the weak trials are pruned, every
+    pruning is fair, and the best setting, when it finishes, ranks first."""
     with (ROOT / "examples/iris/iris.csv").open("rb") as f:
         ds = stack.client.post(
             "/api/v1/datasets", files={"file": ("iris.csv", f, "text/csv")},
@@ -106,17 +115,23 @@ def test_the_documented_iris_grid_judges_every_trial_and_keeps_its_best_setting(
             "training.optimizer.learning_rate": [0.001, 0.01, 0.1],
             "network.layers.0.units": [16, 64]}},
         "metric": "val_accuracy",
-        "max_concurrent": 2,
+        "max_concurrent": at_once,
         "pruning": {"type": "asha", "min_epochs": 1, "eta": 3},
     }  # fmt: skip
     sweep = _wait_sweep(stack, _create(stack, body)["id"])
     assert sweep["status"] == "succeeded", sweep
     board = sweep["leaderboard"]
     lr = "training.optimizer.learning_rate"
-    # The documented setting (examples/iris: adam 0.01, 16 units) wins, at 28/30.
-    winner = board[0]
-    assert winner["params"] == {lr: 0.01, "network.layers.0.units": 16}, board
-    assert winner["status"] == "succeeded" and winner["val_accuracy"] == pytest.approx(28 / 30)
+    # The documented setting (examples/iris: adam 0.01, 16 units) is the best at epoch 30
+    # (28/30): when it finishes, it ranks first.
+    documented = next(e for e in board if e["params"] == {lr: 0.01, "network.layers.0.units": 16})
+    if at_once == 1 or documented["status"] == "succeeded":
+        assert board[0] is documented, board
+        assert documented["status"] == "succeeded"
+        assert documented["val_accuracy"] == pytest.approx(28 / 30)
+    else:
+        assert documented["stop_reason"] == "pruned", board
+    assert board[0]["status"] == "succeeded", board
     # The lr 0.001 trials, the sweep's first two, were judged and pruned.
     for entry in board:
         if entry["params"][lr] == 0.001:
@@ -137,8 +152,10 @@ def test_the_documented_iris_grid_judges_every_trial_and_keeps_its_best_setting(
         assert run["error"].startswith(f"pruned at rung {details['rung']} ")
         # It waited at the rung first (a pause, then the verdict).
         assert any(t["reason"].startswith("waiting at rung") for t in run["transitions"])
-    # No trial that trained to the end was worse, at a rung it passed, than the cutoff that
-    # pruned another there.
+    if at_once > 1:
+        return
+    # One at a time, no trial that trained to the end was worse, at a rung it passed, than
+    # the cutoff that pruned another there.
     finished = [e for e in board if e["status"] == "succeeded"]
     for entry in [e for e in board if e.get("stop_reason") == "pruned"]:
         details = entry["stop_details"]
