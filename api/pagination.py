@@ -181,7 +181,7 @@ def keyset_page(
 ) -> tuple[list[Any], str | None]:
     """One page of ``stmt``'s rows (ORM objects of ``model``, filtered by the caller; with
     ``entities=False``, rows of columns that include ``model``'s ``created_at`` and ``id``,
-    newest first only) in the order ``sort``, starting after ``cursor``; and the next
+    by ``created_at`` only) in the order ``sort``, starting after ``cursor``; and the next
     page's cursor, or None after the last page."""
     if not entities and sort.key != "created_at":
         raise ValueError("rows of columns are paged by created_at only")
