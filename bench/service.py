@@ -200,42 +200,57 @@ class PySpy:
 
 
 def _machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all cores; not idle, not
-    waiting for I/O)."""
+    """CPU seconds the whole machine has spent busy since boot (all cores): user, nice,
+    system and interrupts; not idle, I/O wait or steal (guest time is within user)."""
     import psutil
 
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "steal", 0.0)
+    t = psutil.cpu_times()
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
 
 
-def _cpu_by_program() -> dict[str, float]:
-    """CPU seconds used so far by the processes alive now, summed by program: the API
-    (uvicorn), the worker (its main process and pool), PostgreSQL, Redis, this benchmark,
-    and the rest."""
+def _program_of(pid: int, name: str, cmd: str) -> str:
+    if pid == os.getpid():
+        return "benchmark"
+    if "uvicorn" in cmd or " -m cli api " in cmd:
+        return "api"
+    if "worker" in cmd and ("celery" in cmd or "cli" in cmd):
+        return "worker"
+    if name.startswith("postgres"):
+        return "postgresql"
+    if name.startswith("redis"):
+        return "redis"
+    return "other"
+
+
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Each live process's program (:func:`_program_of`) and CPU seconds used so far."""
     import psutil
 
-    out: dict[str, float] = {}
-    me = os.getpid()
+    out: dict[int, tuple[str, float]] = {}
     for proc in psutil.process_iter(["pid", "name", "cmdline", "cpu_times"]):
-        info = proc.info
-        cmd = " ".join(info["cmdline"] or [])
-        times = info["cpu_times"]
-        if times is None:
-            continue
-        if info["pid"] == me:
-            program = "benchmark"
-        elif "uvicorn" in cmd or " -m cli api " in cmd:
-            program = "api"
-        elif "worker" in cmd and ("celery" in cmd or "cli" in cmd):
-            program = "worker"
-        elif (info["name"] or "").startswith("postgres"):
-            program = "postgresql"
-        elif (info["name"] or "").startswith("redis"):
-            program = "redis"
-        else:
-            program = "other"
-        out[program] = out.get(program, 0.0) + times.user + times.system
+        info, times = proc.info, proc.info["cpu_times"]
+        if times is not None:
+            cmd = " ".join(info["cmdline"] or [])
+            out[info["pid"]] = (_program_of(info["pid"], info["name"] or "", cmd),
+                                times.user + times.system)  # fmt: skip
     return out
+
+
+def cpu_split(
+    busy0: float, procs0: dict[int, tuple[str, float]], n: int
+) -> tuple[float, dict[str, float]]:
+    """The machine's busy CPU ms per job since ``busy0`` and ``procs0`` were taken, and
+    its split by program. A process is counted from its first snapshot (0 if it started
+    since); what no live process accounts for (processes that ended meanwhile: a pool
+    connection's PostgreSQL backend, an autovacuum worker) is ``unattributed``."""
+    busy = (_machine_busy_s() - busy0) * 1000 / n
+    split: dict[str, float] = {}
+    for pid, (program, cpu) in _cpu_by_process().items():
+        before = procs0.get(pid)
+        used = cpu - (before[1] if before and before[0] == program else 0.0)
+        split[program] = split.get(program, 0.0) + used * 1000 / n
+    split["unattributed"] = busy - sum(split.values())
+    return busy, split
 
 
 class CpuMeter:
@@ -386,7 +401,7 @@ def throughput(base: str, db_url: str, dataset_id: str, n: int, threads: int) ->
 
     w0 = time.time()
     t0 = time.perf_counter()
-    busy0, programs0 = _machine_busy_s(), _cpu_by_program()
+    busy0, procs0 = _machine_busy_s(), _cpu_by_process()
     with ThreadPoolExecutor(threads) as pool:
         ids = list(pool.map(submit, range(n)))
     submit_s = time.perf_counter() - t0
@@ -405,12 +420,11 @@ def throughput(base: str, db_url: str, dataset_id: str, n: int, threads: int) ->
             if time.monotonic() > deadline:
                 raise TimeoutError("throughput jobs did not finish")
             time.sleep(0.5)
-    # Everything the jobs cost the machine: the API, the worker, PostgreSQL, Redis and the
-    # submitting threads, in CPU milliseconds per job (up to 0.5 s of idle waiting aside).
-    # Steadier than jobs/s on a shared machine, where a neighbour slows the clock.
-    cpu_ms_per_job = (_machine_busy_s() - busy0) * 1000 / n
-    programs = _cpu_by_program()
-    cpu_by_program = {k: (v - programs0.get(k, 0.0)) * 1000 / n for k, v in programs.items()}
+        # Everything the jobs cost the machine: the API, the worker, PostgreSQL, Redis and
+        # the submitting threads, in CPU ms per job (up to 0.5 s of idle waiting aside).
+        # Steadier than jobs/s on a shared machine, where a neighbour slows the clock.
+        # Taken before this connection closes, so that its backend is counted.
+        cpu_ms_per_job, cpu_by_program = cpu_split(busy0, procs0, n)
     with httpx.Client(base_url=base, timeout=60) as client:
         wanted = set(ids)
         finished: list[float] = []
