@@ -19,7 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.pool import NullPool
 
+from core.db.models import Run
+from core.db.session import normalize_url
 from tests.e2e.conftest import stack_on
 from tests.e2e.stack import Stack, wait_for
 from tests.e2e.test_runs import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
@@ -141,6 +145,20 @@ def test_identical_uploads_at_once_make_one_dataset_per_owner(stack: Stack) -> N
             client.close()
 
 
+def _unsent(stack: Stack, owner: str) -> set[str]:
+    """The owner's runs that wait in the database, not yet sent to a worker (queued, no
+    ``enqueued_at``), read in one statement. A queued run that was sent already is on its
+    way to the free slot it was sent to, whoever submits next."""
+    engine = create_engine(normalize_url(stack.env["BACKPROP_DATABASE_URL"]), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return set(conn.scalars(select(Run.id).where(
+                Run.owner == owner, Run.status == "queued", Run.enqueued_at.is_(None)
+            )))  # fmt: skip
+    finally:
+        engine.dispose()
+
+
 def test_another_owners_new_run_starts_ahead_of_a_backlog(stack: Stack) -> None:
     worker = stack.start_worker(concurrency=1)
     try:
@@ -158,18 +176,15 @@ def test_another_owners_new_run_starts_ahead_of_a_backlog(stack: Stack) -> None:
                 60, "alice's backlog to start",
             )  # fmt: skip
             late = bob.post("/api/v1/runs", json=_body(ds_b["id"], epochs=150)).json()
-            waiting_then = {
-                r["id"]
-                for r in alice.get("/api/v1/runs", params={"status": "queued"}).json()["items"]
-            }
+            waiting_then = _unsent(stack, "alice")
             assert len(waiting_then) >= 5, "the backlog was gone before bob's run came"
             done = wait_for(
                 lambda: (r := bob.get(f"/api/v1/runs/{late['id']}").json())["status"]
                 == "succeeded" and r,
                 60, "bob's run",
             )  # fmt: skip
-            # None of alice's waiting runs started before bob's: at most the one training
-            # when bob submitted went first.
+            # None of alice's runs that were waiting unsent started before bob's: only the
+            # one training and the one sent to the free slot when bob submitted went first.
             started_before = [
                 run_id for run_id in waiting_then
                 if (a := alice.get(f"/api/v1/runs/{run_id}").json())["started_at"] is not None
