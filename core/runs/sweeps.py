@@ -214,13 +214,14 @@ def _promote(
     s: Session, sweep_id: str, asha_by_epochs: dict[int, _Asha], slots: int, *, final: bool
 ) -> list[str]:
     """Release up to ``slots`` trials waiting at a rung that are now among its best, the
-    highest rung first and the best first; returns their ids."""
+    highest rung first, the best first, and among equals the earliest trial (and fold), so
+    that the order does not depend on random run ids; returns their ids."""
     waiting = s.execute(
-        select(Run.id, Run.epoch, Run.fold, Run.epochs).where(
+        select(Run.id, Run.epoch, Run.fold, Run.epochs, Run.trial).where(
             Run.sweep_id == sweep_id, _waiting(), current_attempt()
         )
     ).all()
-    candidates: list[tuple[int, float, str]] = []
+    candidates: list[tuple[int, float, int, int, str]] = []
     cache: dict[tuple[int, int | None], dict[str, float | None]] = {}
     for row in waiting:
         asha = asha_by_epochs.get(row.epochs)
@@ -234,9 +235,11 @@ def _promote(
         mode = mode_of(asha.metric)
         if asha_keep(mine, list(values.values()), asha.eta, mode, final=final):
             order = mine if mine is not None else float("inf")
-            candidates.append((-row.epoch, order if mode == "min" else -order, row.id))
+            value = order if mode == "min" else -order
+            trial, fold = row.trial if row.trial is not None else 2**31, row.fold or 0
+            candidates.append((-row.epoch, value, trial, fold, row.id))
     taken = []
-    for _, _, run_id in sorted(candidates)[:slots]:
+    for *_, run_id in sorted(candidates)[:slots]:
         if _rowcount(
             s,
             update(Run)
