@@ -12,13 +12,18 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
+from sqlalchemy import NullPool, create_engine
+from sqlalchemy.engine import Engine
 
 from cli.processes import free_port
+from core.db.session import normalize_url
 
 PYTHON = sys.executable
 _MIGRATED: set[str] = set()  # database URLs migrated to head in this session
@@ -85,6 +90,17 @@ class Stack:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @contextmanager
+    def database(self) -> Iterator[Engine]:
+        """An engine on the stack's own database, for a test that reads or writes it
+        directly; no connection outlives the block (no pool)."""
+        engine = create_engine(normalize_url(self.env["BACKPROP_DATABASE_URL"]),
+                               poolclass=NullPool)  # fmt: skip
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
     def migrate(self) -> None:
         """``backprop migrate`` on the stack's database, once per database and session (the

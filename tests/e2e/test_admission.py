@@ -19,11 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, select
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select
 
 from core.db.models import Run
-from core.db.session import normalize_url
 from tests.e2e.conftest import stack_on
 from tests.e2e.stack import Stack, wait_for
 from tests.e2e.test_runs import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y
@@ -149,14 +147,10 @@ def _unsent(stack: Stack, owner: str) -> set[str]:
     """The owner's runs that wait in the database, not yet sent to a worker (queued, no
     ``enqueued_at``), read in one statement. A queued run that was sent already is on its
     way to the free slot it was sent to, whoever submits next."""
-    engine = create_engine(normalize_url(stack.env["BACKPROP_DATABASE_URL"]), poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return set(conn.scalars(select(Run.id).where(
-                Run.owner == owner, Run.status == "queued", Run.enqueued_at.is_(None)
-            )))  # fmt: skip
-    finally:
-        engine.dispose()
+    with stack.database() as engine, engine.connect() as conn:
+        return set(conn.scalars(select(Run.id).where(
+            Run.owner == owner, Run.status == "queued", Run.enqueued_at.is_(None)
+        )))  # fmt: skip
 
 
 def test_another_owners_new_run_starts_ahead_of_a_backlog(stack: Stack) -> None:

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import NullPool, create_engine, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from cli.processes import free_port
 from core.db.models import Run
-from core.db.session import normalize_url
 from tests.e2e.proxy import CuttableProxy
 from tests.e2e.sse import Event, read_events
 from tests.e2e.stack import Stack, start_stack, wait_for
@@ -141,12 +140,8 @@ def _check_complete(stack: Stack, run_id: str, watcher: Watcher) -> None:
 
 def _enqueued_at(stack: Stack, run_id: str) -> object:
     """When the run's task message was sent, read from the database (None: not sent)."""
-    engine = create_engine(normalize_url(stack.env["BACKPROP_DATABASE_URL"]), poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return conn.scalar(select(Run.enqueued_at).where(Run.id == run_id))
-    finally:
-        engine.dispose()
+    with stack.database() as engine, engine.connect() as conn:
+        return conn.scalar(select(Run.enqueued_at).where(Run.id == run_id))
 
 
 def _readyz_until(stack: Stack, status_code: int, timeout: float) -> dict:

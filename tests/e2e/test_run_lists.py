@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, delete, pool
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from core.db.models import Run, metric_columns
-from core.db.session import normalize_url
 from tests.e2e.stack import Stack, wait_for
 from tests.e2e.test_runs import SEED_NETWORK, SEED_TRAINING, SEED_X, SEED_Y, long_training
 
@@ -34,10 +33,8 @@ NAMES = ("Iris baseline", "IRIS wide", "digits", "50%_off", None)
 @pytest.fixture
 def engine(stack: Stack) -> Iterator[Engine]:
     """The stack's own database, for writing runs straight into it."""
-    engine = create_engine(normalize_url(stack.env["BACKPROP_DATABASE_URL"]),
-                           poolclass=pool.NullPool)  # fmt: skip
-    yield engine
-    engine.dispose()
+    with stack.database() as engine:
+        yield engine
 
 
 class Fakes:
