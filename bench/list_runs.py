@@ -339,7 +339,8 @@ def epoch_update_cost(db_url: str, n: int) -> dict[str, Any]:
         with auto.connect() as conn:
             for key in keys[:4]:  # the metric columns' (best_epoch is written once, at the end)
                 conn.execute(text(f"CREATE INDEX ix_runs_owner_{key} ON runs "
-                                  f"(owner, {key}, created_at, id)") if make  # fmt: skip
+                                  f"(owner, {key}, created_at, id) WHERE {key} IS NOT NULL")
+                             if make  # fmt: skip
                              else text(f"DROP INDEX ix_runs_owner_{key}"))  # fmt: skip
             conn.execute(text("VACUUM runs"))
 

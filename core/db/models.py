@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -113,6 +114,12 @@ def metric_columns(metrics: Mapping[str, Any] | None) -> dict[str, float | None]
     return columns
 
 
+def _where_set(column: str) -> dict[str, Any]:
+    """A partial index's condition, on both dialects: rows whose ``column`` is not NULL."""
+    condition = text(f"{column} IS NOT NULL")
+    return {"postgresql_where": condition, "sqlite_where": condition}
+
+
 class Dataset(Base):
     """An uploaded dataset: parsed arrays as compressed ``.npz`` plus their metadata."""
 
@@ -146,16 +153,24 @@ class Run(Base):
         # (created_at, id), so that a page starts where its keyset cursor points
         # (api/pagination.py). The first also serves every other look-up by owner.
         Index("ix_runs_owner_created_at", "owner", "created_at", "id"),
+        # The indexes of columns that are NULL for most of a run's writes are partial: a row
+        # without a value has no entry, so its INSERT and status changes do not write one
+        # (migration 0010). A query that uses one says ``column IS NOT NULL`` or compares
+        # the column, which implies it.
         *(
-            Index(f"ix_runs_owner_{column}", "owner", column, "created_at", "id")
+            Index(
+                f"ix_runs_owner_{column}", "owner", column, "created_at", "id", **_where_set(column)
+            )
             for column in (*SORTABLE_METRICS, "best_epoch")
         ),
+        Index("ix_runs_sweep_id", "sweep_id", **_where_set("sweep_id")),
         # ?tag=k:v (ANDed): one containment test, tags @> '{"k": "v", ...}'.
         Index(
             "ix_runs_tags",
             "tags",
             postgresql_using="gin",
             postgresql_ops={"tags": "jsonb_path_ops"},
+            postgresql_where=text("tags IS NOT NULL"),
         ).ddl_if(dialect="postgresql"),
     )
 
@@ -189,7 +204,7 @@ class Run(Base):
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     api_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # signs webhooks
     webhook_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    sweep_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    sweep_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     # A sweep's trial: its number in the sweep, its parameters (dotted path → value), its
     # cross-validation fold, and why it stopped early ("pruned", "sweep_cancelled").
     trial: Mapped[int | None] = mapped_column(Integer, nullable=True)
