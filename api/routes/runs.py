@@ -53,6 +53,7 @@ from api.schemas import (
     error_responses,
 )
 from api.validation import check_warm_start, new_run_values, validate_against
+from core.db.direct_read import DirectRead
 from core.db.locks import lock_run_for_delete, serialise_owner
 from core.db.models import (
     ACTIVE_STATUSES,
@@ -340,15 +341,18 @@ def edit_run(run_id: ResourceId, body: OrganiseEdit, db: SessionDep, owner: Owne
 
 # The polling endpoints do their database work in one worker-thread call, with a
 # connection of their own: a session dependency would cost two more thread hops per
-# request. The status read is a prebuilt Core statement on an autocommit connection: one
-# round trip, and no per-request statement building.
-# The run and its timeline in one statement: one round trip per poll. Only the columns the
-# record shows, and the owner: the driver describes every column of every result.
+# request. The status read is a prebuilt Core statement on an autocommit connection, read
+# from the driver's cursor (core/db/direct_read.py): one round trip, and no per-request
+# statement building or result machinery.
+# The run and its timeline in one statement. Only the columns the record shows, and the
+# owner: the driver describes every column of every result.
 _SHOWN = RunRecord.column_names() | {"owner"}
 _RECORD_COLUMNS = [column for column in Run.__table__.columns if column.key in _SHOWN]
 _RUN_BY_ID = {
-    dialect: select(*_RECORD_COLUMNS, timeline.aggregated(dialect)).where(
-        Run.__table__.c.id == bindparam("run_id")
+    dialect: DirectRead(
+        select(*_RECORD_COLUMNS, timeline.aggregated(dialect)).where(
+            Run.__table__.c.id == bindparam("run_id")
+        )
     )
     for dialect in ("postgresql", "sqlite")
 }
@@ -368,11 +372,10 @@ async def get_run(run_id: ResourceId, owner: OwnerDep) -> Response:
 
     def read() -> Response:
         with get_autocommit_engine().connect() as conn:
-            stmt = _RUN_BY_ID[conn.dialect.name]
-            row = conn.execute(stmt, {"run_id": run_id}).first()
-        if row is None or row.owner != owner:
+            row = _RUN_BY_ID[conn.dialect.name].first(conn, {"run_id": run_id})
+        if row is None or row["owner"] != owner:
             raise not_found(Run, run_id)
-        record = RunRecord.of(row, timeline.from_aggregate(row.timeline))
+        record = RunRecord.of(row, timeline.from_aggregate(row["timeline"]))
         # Serialised here, once: the record is valid by construction, and FastAPI would
         # otherwise dump and validate it again (the response model still documents it).
         return Response(record.model_dump_json(), media_type="application/json")
