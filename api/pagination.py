@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from fastapi import HTTPException
-from sqlalchemy import ColumnElement, Select, literal, select, tuple_, union_all
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from core.db.models import as_utc
@@ -145,7 +145,7 @@ def _after(columns: list[Any], values: list[Any], descending: bool) -> ColumnEle
     return tuple_(*columns) < tuple_(*bound) if descending else tuple_(*columns) > tuple_(*bound)
 
 
-def _ordered(stmt: Select[T], columns: list[Any], descending: bool, n: int) -> Select[T]:
+def _ordered(stmt: Select[T], columns: list[Any], descending: bool, n: Any) -> Select[T]:
     return stmt.order_by(*(c.desc() if descending else c.asc() for c in columns)).limit(n)
 
 
@@ -201,17 +201,32 @@ def keyset_page(
     else:
         key = getattr(model, sort.key)
         parts: list[Select[Any]] = []
+        unvalued = stmt.where(key.is_(None))
+        room: Any = limit + 1
         if position is None or position.value is not None:
             valued = stmt.where(key.is_not(None))
             if position is not None:
                 after = [position.value, position.created_at, position.row_id]
                 valued = valued.where(_after([key, *tail], after, desc))
             parts.append(_ordered(valued, [key, *tail], desc, limit + 1))
-            position = None  # the rows without a value come next, from their first
-        unvalued = stmt.where(key.is_(None))
-        if position is not None:
+            # The rows without a value come next, from their first, and are read only when
+            # the rows with one leave room. The sort indexes hold no NULLs (migration 0010),
+            # so that read may scan the owner's runs by time; a page the rows with a value
+            # fill must skip it. PostgreSQL skips a part whose WHERE holds a false condition
+            # of no row (a one-time filter), and plans it with its constant LIMIT; SQLite
+            # tests such a condition row by row, but skips a part whose LIMIT is 0.
+            shown = (
+                select(func.count())
+                .select_from(parts[0].with_only_columns(model.id).subquery())
+                .scalar_subquery()
+            )
+            if db.get_bind().dialect.name == "sqlite":
+                room = limit + 1 - shown
+            else:
+                unvalued = unvalued.where(shown <= limit)
+        else:
             unvalued = unvalued.where(_after(tail, [position.created_at, position.row_id], desc))
-        parts.append(_ordered(unvalued, tail, desc, limit + 1))
+        parts.append(_ordered(unvalued, tail, desc, room))
         page = parts[0] if len(parts) == 1 else _in_turn(parts, model, [key, *tail], desc)
         rows = fetch(page.limit(limit + 1))
     if len(rows) <= limit:

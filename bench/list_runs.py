@@ -292,9 +292,13 @@ def explain(db_url: str, cases: dict[str, dict[str, Any]], names: list[str]) -> 
 def epoch_update_cost(db_url: str, n: int) -> dict[str, Any]:
     """The per-epoch ``record_epoch`` UPDATE on a running run, timed with the sort indexes
     and with them dropped (then made again); how many updates were HOT each time."""
-    from core.db.models import SORTABLE_METRICS
+    from sqlalchemy.schema import CreateIndex
+
+    from core.db.models import SORTABLE_METRICS, Run
     from core.db.session import normalize_url
     from core.runs import lifecycle
+
+    declared = {index.name: index for index in Run.__table__.indexes}
 
     engine = create_engine(normalize_url(db_url), poolclass=pool.NullPool)
     auto = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -338,10 +342,8 @@ def epoch_update_cost(db_url: str, n: int) -> dict[str, Any]:
     def indexes(make: bool) -> None:
         with auto.connect() as conn:
             for key in keys[:4]:  # the metric columns' (best_epoch is written once, at the end)
-                conn.execute(text(f"CREATE INDEX ix_runs_owner_{key} ON runs "
-                                  f"(owner, {key}, created_at, id) WHERE {key} IS NOT NULL")
-                             if make  # fmt: skip
-                             else text(f"DROP INDEX ix_runs_owner_{key}"))  # fmt: skip
+                name = f"ix_runs_owner_{key}"  # as the models declare it
+                conn.execute(CreateIndex(declared[name]) if make else text(f"DROP INDEX {name}"))
             conn.execute(text("VACUUM runs"))
 
     # Alternated, so that a drift of the shared machine shows as a difference between the

@@ -348,14 +348,11 @@ def edit_run(run_id: ResourceId, body: OrganiseEdit, db: SessionDep, owner: Owne
 # owner: the driver describes every column of every result.
 _SHOWN = RunRecord.column_names() | {"owner"}
 _RECORD_COLUMNS = [column for column in Run.__table__.columns if column.key in _SHOWN]
-_RUN_BY_ID = {
-    dialect: DirectRead(
-        select(*_RECORD_COLUMNS, timeline.aggregated(dialect)).where(
-            Run.__table__.c.id == bindparam("run_id")
-        )
+_RUN_BY_ID = DirectRead(
+    lambda dialect: select(*_RECORD_COLUMNS, timeline.aggregated(dialect)).where(
+        Run.__table__.c.id == bindparam("run_id")
     )
-    for dialect in ("postgresql", "sqlite")
-}
+)
 
 
 @router.get(
@@ -372,7 +369,7 @@ async def get_run(run_id: ResourceId, owner: OwnerDep) -> Response:
 
     def read() -> Response:
         with get_autocommit_engine().connect() as conn:
-            row = _RUN_BY_ID[conn.dialect.name].first(conn, {"run_id": run_id})
+            row = _RUN_BY_ID.first(conn, {"run_id": run_id})
         if row is None or row["owner"] != owner:
             raise not_found(Run, run_id)
         record = RunRecord.of(row, timeline.from_aggregate(row["timeline"]))

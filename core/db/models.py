@@ -95,8 +95,9 @@ class TZDateTime(TypeDecorator[datetime]):
 
 
 #: A resource's tags (string key -> string value): JSONB on PostgreSQL, where a GIN index
-#: answers "has these tags" (``tags @> '{"k": "v"}'``); JSON text elsewhere.
-TagsType = JSON().with_variant(JSONB(), "postgresql")
+#: answers "has these tags" (``tags @> '{"k": "v"}'``); JSON text elsewhere. No tags is SQL
+#: NULL, not JSON ``null``: the index of runs' tags holds only rows that have some.
+TagsType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 #: The metrics a run is sorted by, kept in columns of their own next to ``metrics``
 #: (core/runs/lifecycle.py writes both): the model's values, NULL when absent or not finite.
@@ -170,7 +171,7 @@ class Run(Base):
             "tags",
             postgresql_using="gin",
             postgresql_ops={"tags": "jsonb_path_ops"},
-            postgresql_where=text("tags IS NOT NULL"),
+            postgresql_where=text("tags IS NOT NULL"),  # a PostgreSQL index only
         ).ddl_if(dialect="postgresql"),
     )
 

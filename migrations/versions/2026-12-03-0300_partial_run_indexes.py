@@ -12,6 +12,9 @@ update (an INSERT, a status change). These indexes become partial, ``WHERE colum
 NULL``, which every query that reads them implies: the lists' sorted half says so
 (api/pagination.py), and ``sweep_id = …`` and ``tags @> …`` hold only for a value.
 
+No tags was stored as JSON ``null`` by an edit (PATCH) until now; it becomes SQL NULL here,
+as the models write it from now on, so that such rows have no entry either.
+
 docs/benchmarks.md (issue #10) has what this saves a job.
 """
 
@@ -33,8 +36,14 @@ def _set(column: str) -> dict[str, sa.TextClause]:
     return {"postgresql_where": condition, "sqlite_where": condition}
 
 
+_TAGGED = ("runs", "datasets", "sweeps")
+
+
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
+    json_null = "jsonb_typeof(tags) = 'null'" if postgres else "tags = 'null'"
+    for table in _TAGGED:
+        op.execute(f"UPDATE {table} SET tags = NULL WHERE {json_null}")
     for key in _SORT_KEYS:
         op.drop_index(f"ix_runs_owner_{key}", table_name="runs")
         op.create_index(

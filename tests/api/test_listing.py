@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi import HTTPException
-from sqlalchemy import create_engine, event, pool, select, update
+from sqlalchemy import create_engine, event, pool, select, text, update
 from sqlalchemy.orm import Session
 
 from api.listing import DEFAULT_ORDER, RUN_SORT_KEYS, Filters, run_sort
@@ -322,3 +323,64 @@ def test_a_page_sorted_by_a_metric_reads_its_partial_index(db: Session, key: str
                 rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
             plan = "\n".join(str(row[-1]) for row in rows)
             assert f"ix_runs_owner_{key}" in plan, plan
+
+
+def _page_cost(db: Session, stmt: Any, sort: Sort, limit: int) -> tuple[int, str]:
+    """What reading the first page costs the database (PostgreSQL: buffers; SQLite: VM
+    instructions), and PostgreSQL's plan of it as it ran."""
+    bound = db.get_bind()
+    seen: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(bound, "before_cursor_execute", note)
+    try:
+        keyset_page(db, stmt, Run, sort, None, limit)
+    finally:
+        event.remove(bound, "before_cursor_execute", note)
+    ((statement, parameters),) = seen
+    with bound.connect() as conn:
+        if bound.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)
+            plan = "\n".join(row[0] for row in rows)
+            hits = re.search(r"Buffers: shared hit=(\d+)", plan)
+            return (int(hits.group(1)) if hits else 0), plan
+        steps = [0]
+
+        def step() -> int:
+            steps[0] += 1
+            return 0
+
+        raw = conn.connection.dbapi_connection
+        raw.set_progress_handler(step, 1)  # type: ignore[union-attr]
+        try:
+            conn.exec_driver_sql(statement, parameters).all()
+        finally:
+            raw.set_progress_handler(None, 1)  # type: ignore[union-attr]
+        return steps[0], ""
+
+
+def test_a_page_of_runs_with_a_value_does_not_scan_for_those_without_one(db: Session) -> None:
+    """The sort indexes hold no NULLs, so the runs without a value are found by scanning the
+    owner's runs by time. A page that the runs with a value fill must not run that scan: with
+    one run in a thousand lacking a loss, it would read them all, on every page."""
+    costs: list[tuple[int, str]] = []
+    for n in (100, 1000):
+        make_runs(db, n - (100 if costs else 0), seed=n)
+        db.execute(update(Run).values(loss=0.5))
+        first = db.scalars(select(Run.id).order_by(Run.created_at, Run.id).limit(1)).one()
+        db.execute(update(Run).where(Run.id == first).values(loss=None))
+        db.commit()
+        if db.get_bind().dialect.name == "postgresql":
+            db.execute(text("ANALYZE runs"))
+            db.commit()
+        costs.append(_page_cost(db, select(Run).where(Run.owner == "me"), Sort("loss"), 10))
+    (small, _), (large, plan) = costs
+    if plan:  # PostgreSQL: the scan for the runs without a loss did not run
+        lines = plan.splitlines()
+        (condition,) = [i for i, line in enumerate(lines) if "loss IS NULL" in line]
+        node = next(line for line in reversed(lines[:condition]) if "->" in line)
+        assert "(never executed)" in node, plan
+    else:  # SQLite: ten times the runs, about the same work
+        assert large < 1.5 * small, (small, large)

@@ -137,3 +137,19 @@ def test_edits_at_the_same_time_lose_no_tag(engine: Engine) -> None:
         assert db.scalar(select(Run.tags).where(Run.id == run_id)) == {
             f"t{k}": str(k) for k in range(12)
         }
+
+
+def test_no_tags_is_sql_null_after_any_edit(engine: Engine) -> None:
+    """Tags emptied, or never set and a name edited: SQL NULL, not JSON ``null`` (the
+    partial index of runs' tags then has no entry for the row)."""
+    ds_id, run_id, sweep_id = _rows(engine)
+    with engine.begin() as conn:
+        assert apply(conn, Run, run_id, Edit(name="renamed"))
+        assert apply(conn, Dataset, ds_id, Edit(tags={"a": "1"}))
+        assert apply(conn, Dataset, ds_id, Edit(tags={"a": None}))
+        assert apply(conn, Sweep, sweep_id, Edit(notes="n"))
+    with engine.connect() as conn:
+        for model, row_id in ((Run, run_id), (Dataset, ds_id), (Sweep, sweep_id)):
+            table = model.__table__
+            stored = conn.execute(select(table.c.tags.is_(None)).where(table.c.id == row_id))
+            assert stored.scalar_one() is True, model.__name__

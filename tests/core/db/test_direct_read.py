@@ -69,7 +69,7 @@ def test_a_row_is_what_sqlalchemy_gives_first_and_later(engine: Engine) -> None:
     _store_run(engine, "r1")
     _store_run(engine, "r2")
     stmt = _record_statement(engine.dialect.name)
-    read = DirectRead(stmt)
+    read = DirectRead(_record_statement)
     for run_id in ("r1", "r2", "r1"):  # the second and third use the learnt processors
         with engine.connect() as conn:
             direct = read.first(conn, {"run_id": run_id})
@@ -87,14 +87,12 @@ def test_a_row_is_what_sqlalchemy_gives_first_and_later(engine: Engine) -> None:
 
 def test_no_row_is_none(engine: Engine) -> None:
     with engine.connect() as conn:
-        assert (
-            DirectRead(_record_statement(engine.dialect.name)).first(conn, {"run_id": "x"}) is None
-        )
+        assert DirectRead(_record_statement).first(conn, {"run_id": "x"}) is None
 
 
 def test_a_driver_error_comes_out_as_sqlalchemys(engine: Engine) -> None:
     missing = Table("no_such_table", MetaData(), Column("id", Integer))
-    read = DirectRead(select(missing.c.id).where(missing.c.id == bindparam("id")))
+    read = DirectRead(lambda _: select(missing.c.id).where(missing.c.id == bindparam("id")))
     with engine.connect() as conn, pytest.raises(DBAPIError, match="no_such_table"):
         read.first(conn, {"id": 1})
 
@@ -104,10 +102,11 @@ def test_a_connection_the_server_dropped_is_invalidated_and_the_next_one_works(
 ) -> None:
     """As when PostgreSQL restarts under a poll: SQLAlchemy's OperationalError (the API's
     503), and the pool then hands out a live connection."""
-    engine = create_engine(normalize_url(pg_migrated_url), pool_size=1)
+    engine = create_engine(normalize_url(pg_migrated_url), pool_size=1).execution_options(
+        isolation_level="AUTOCOMMIT"
+    )
     try:
-        stmt = _record_statement("postgresql")
-        read = DirectRead(stmt)
+        read = DirectRead(_record_statement)
         with engine.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
         admin = create_engine(normalize_url(pg_migrated_url), poolclass=pool.NullPool)
@@ -122,3 +121,27 @@ def test_a_connection_the_server_dropped_is_invalidated_and_the_next_one_works(
             assert read.first(conn, {"run_id": "x"}) is None
     finally:
         engine.dispose()
+
+
+def test_a_literal_in_the_statement_is_bound_as_sqlalchemy_binds_it(engine: Engine) -> None:
+    _store_run(engine, "r1")
+    read = DirectRead(
+        lambda dialect: select(RUNS.c.id, RUNS.c.finished_at).where(
+            RUNS.c.id == bindparam("run_id"), RUNS.c.status == "succeeded", RUNS.c.epoch > 2
+        )
+    )
+    with engine.connect() as conn:
+        assert read.first(conn, {"run_id": "r1"}) == {
+            "id": "r1", "finished_at": T0 + timedelta(seconds=2.5),
+        }  # fmt: skip
+
+
+def test_only_an_autocommit_connection_is_read(db_url: str) -> None:
+    """The fallback runs the statement again: inside a transaction that the error aborted,
+    it would fail for another reason."""
+    plain = create_engine(normalize_url(db_url), poolclass=pool.NullPool)
+    try:
+        with plain.connect() as conn, pytest.raises(ValueError, match="autocommit"):
+            DirectRead(_record_statement).first(conn, {"run_id": "x"})
+    finally:
+        plain.dispose()

@@ -281,3 +281,33 @@ def test_0008_fills_the_metric_columns_of_stored_runs_and_keeps_their_tags(empty
     assert all(values[k] == (m["loss"], None, None, None) for k, m in many.items())
     assert {k: rows[k].tags for k in stored} == {k: {"project": k} for k in stored}
     assert rows["bulk-0000"].tags is None
+
+
+def test_0010_stores_no_tags_as_sql_null(empty_url: str) -> None:
+    """An edit before 0010 stored "no tags" as JSON ``null``; after it, such rows are SQL
+    NULL (no entry in the partial index of tags), and real tags stay."""
+    migrate.upgrade(empty_url, "0009")
+    engine = create_engine(normalize_url(empty_url), poolclass=pool.NullPool)
+    insert_run = text(
+        "INSERT INTO runs (id, owner, dataset_id, network, training, status, epoch, epochs, "
+        "metrics, cancel_requested, attempts, created_at, updated_at, tags) "
+        "VALUES (:id, 'me', 'd', '{}', '{}', 'succeeded', 1, 1, '{}', false, 1, "
+        ":created, :created, :tags)"
+    )
+    cast = "jsonb" if empty_url.startswith("postgresql") else "text"
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(insert_run.text.replace(":tags)", f"CAST(:tags AS {cast}))")),
+                [
+                    {"id": "json-null", "created": datetime.now(UTC), "tags": "null"},
+                    {"id": "tagged", "created": datetime.now(UTC), "tags": '{"a": "1"}'},
+                    {"id": "never", "created": datetime.now(UTC), "tags": None},
+                ],
+            )
+        migrate.upgrade(empty_url)
+        with engine.connect() as conn:
+            stored = dict(conn.execute(text("SELECT id, tags IS NULL FROM runs")).all())
+    finally:
+        engine.dispose()
+    assert stored == {"json-null": True, "tagged": False, "never": True}
