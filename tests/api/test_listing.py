@@ -13,6 +13,7 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -295,11 +296,9 @@ def test_cursors_of_the_first_form_still_work(db: Session) -> None:
     assert [r.id for r in page] == order[5:]
 
 
-@pytest.mark.parametrize("key", RUN_SORT_KEYS[1:])
-def test_a_page_sorted_by_a_metric_reads_its_partial_index(db: Session, key: str) -> None:
-    """The sort indexes hold only the runs with a value (migration 0010): a page's sorted half
-    must say ``key IS NOT NULL`` for the planner to read one, first page and later ones."""
-    make_runs(db, 30, seed=6)
+@contextmanager
+def _statements(db: Session) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL statements that ``db`` runs in the block, with their parameters."""
     bound = db.get_bind()
     seen: list[tuple[str, Any]] = []
 
@@ -308,11 +307,21 @@ def test_a_page_sorted_by_a_metric_reads_its_partial_index(db: Session, key: str
 
     event.listen(bound, "before_cursor_execute", note)
     try:
+        yield seen
+    finally:
+        event.remove(bound, "before_cursor_execute", note)
+
+
+@pytest.mark.parametrize("key", RUN_SORT_KEYS[1:])
+def test_a_page_sorted_by_a_metric_reads_its_partial_index(db: Session, key: str) -> None:
+    """The sort indexes hold only the runs with a value (migration 0010): a page's sorted half
+    must say ``key IS NOT NULL`` for the planner to read one, first page and later ones."""
+    make_runs(db, 30, seed=6)
+    bound = db.get_bind()
+    with _statements(db) as seen:
         stmt = select(Run).where(Run.owner == "me")
         _, cursor = keyset_page(db, stmt, Run, Sort(key, False), None, 3)
         keyset_page(db, stmt, Run, Sort(key, False), cursor, 3)
-    finally:
-        event.remove(bound, "before_cursor_execute", note)
     assert cursor is not None and len(seen) == 2
     with bound.connect() as conn:
         for statement, parameters in seen:
@@ -329,16 +338,8 @@ def _page_cost(db: Session, stmt: Any, sort: Sort, limit: int) -> tuple[int, str
     """What reading the first page costs the database (PostgreSQL: buffers; SQLite: VM
     instructions), and PostgreSQL's plan of it as it ran."""
     bound = db.get_bind()
-    seen: list[tuple[str, Any]] = []
-
-    def note(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        seen.append((statement, parameters))
-
-    event.listen(bound, "before_cursor_execute", note)
-    try:
+    with _statements(db) as seen:
         keyset_page(db, stmt, Run, sort, None, limit)
-    finally:
-        event.remove(bound, "before_cursor_execute", note)
     ((statement, parameters),) = seen
     with bound.connect() as conn:
         if bound.dialect.name == "postgresql":
