@@ -9,8 +9,9 @@ repeats or skips a row because rows were added or removed before it; only a row 
 value changes between two pages (a running run's loss) may move past the cursor.
 
 Each page is one statement, so one snapshot of the table: the rows with a value, from an
-index range scan on PostgreSQL (``(owner, key, created_at, id)``, read forwards or
-backwards), followed by the rows without one, from another.
+index range scan (``(owner, key, created_at, id)``, read forwards or backwards), followed by
+the rows without one, which that partial index does not hold: they come from
+``(owner, created_at, id)``, read only when the rows with a value leave room on the page.
 
 The cursor is opaque to clients: URL-safe base64 of a small JSON document naming the sort and
 the order it was made for; using it with another sort or order is a 400. Cursors of the old

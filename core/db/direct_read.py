@@ -69,8 +69,10 @@ class DirectRead:
                 stmt=stmt,
                 compiled=compiled,
                 keys=list(stmt.selected_columns.keys()),
-                binds={
-                    name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                binds={  # by the names the compiled statement uses (escaped ones too)
+                    compiled.escaped_bind_names.get(name, name): bind.type.dialect_impl(
+                        dialect
+                    ).bind_processor(dialect)
                     for name, bind in compiled.binds.items()
                 },
             )
@@ -79,7 +81,8 @@ class DirectRead:
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The first row of the statement with ``params`` (values of its bind parameters, by
-        name), or None when there is none. ``conn`` must be in autocommit."""
+        name), or None when there is none. ``conn`` must be in autocommit, set as an
+        execution option (as ``get_autocommit_engine`` does)."""
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             raise ValueError("DirectRead reads on autocommit connections only")
         plan = self._for(conn.dialect)
@@ -87,8 +90,10 @@ class DirectRead:
         for name, process in plan.binds.items():
             if process is not None:
                 values[name] = process(values[name])
-        positions = plan.compiled.positiontup
-        args: Any = tuple(values[name] for name in positions) if positions else values
+        positions, escaped = plan.compiled.positiontup, plan.compiled.escaped_bind_names
+        args: Any = (
+            tuple(values[escaped.get(name, name)] for name in positions) if positions else values
+        )
         try:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:

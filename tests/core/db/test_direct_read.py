@@ -127,11 +127,11 @@ def test_a_literal_in_the_statement_is_bound_as_sqlalchemy_binds_it(engine: Engi
     _store_run(engine, "r1")
     read = DirectRead(
         lambda dialect: select(RUNS.c.id, RUNS.c.finished_at).where(
-            RUNS.c.id == bindparam("run_id"), RUNS.c.status == "succeeded", RUNS.c.epoch > 2
+            RUNS.c.id == bindparam("run id.0"), RUNS.c.status == "succeeded", RUNS.c.epoch > 2
         )
     )
-    with engine.connect() as conn:
-        assert read.first(conn, {"run_id": "r1"}) == {
+    with engine.connect() as conn:  # a name the dialect escapes, and literals bound for us
+        assert read.first(conn, {"run id.0": "r1"}) == {
             "id": "r1", "finished_at": T0 + timedelta(seconds=2.5),
         }  # fmt: skip
 
